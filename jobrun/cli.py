@@ -1,0 +1,263 @@
+"""The `jobrun` command line: thin over the library; prints, and maps errors to exit codes.
+
+Written in typer's default-value option style so that it also runs on Debian 12's typer 0.7.
+The options of `start` and `run` are generated from the table in properties.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import os
+from collections.abc import Awaitable, Callable
+from typing import Any, NoReturn, Optional, TypeVar
+
+import typer
+
+from . import __version__
+from .errors import EXIT_INTERNAL, JobrunError, PermissionDenied
+from .properties import SETTINGS, build_spec
+
+T = TypeVar("T")
+
+app = typer.Typer(
+    add_completion=True,
+    no_args_is_help=True,
+    help="Run commands as jobs: transient systemd services with limits, isolation and "
+    "their output in the journal.",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _err(text: str) -> None:
+    from rich.console import Console
+
+    Console(stderr=True, highlight=False, soft_wrap=True).print(text, markup=False)
+
+
+def fail(e: JobrunError) -> NoReturn:
+    _err(f"jobrun: {e.message}")
+    if e.hint:
+        _err(f"  hint: {e.hint}")
+    raise typer.Exit(e.exit_code)
+
+
+def run_async(fn: Callable[[], Awaitable[T]]) -> T:
+    try:
+        return asyncio.run(fn())  # type: ignore[arg-type]
+    except JobrunError as e:
+        fail(e)
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+    except (typer.Exit, SystemExit):
+        raise
+    except Exception as e:
+        if os.environ.get("JOBRUN_DEBUG"):
+            raise
+        _err(f"jobrun: internal error: {type(e).__name__}: {e}")
+        _err("  hint: set JOBRUN_DEBUG=1 for a traceback, and please report it")
+        raise typer.Exit(EXIT_INTERNAL) from None
+
+
+async def open_manager() -> Any:
+    from .manager import Manager
+
+    if os.geteuid() != 0:
+        raise PermissionDenied(
+            "jobrun runs jobs in-process, and that needs root",
+            "run it as root (sudo jobrun …); multi-user access comes with jobrund",
+        )
+    return await Manager.open()
+
+
+# -- start / run: options generated from the settings table ------------------------------------
+
+
+def _setting_parameters() -> list[inspect.Parameter]:
+    params = []
+    for s in SETTINGS:
+        if s.signature == "b":
+            option = typer.Option(None, s.flags, help=s.help, show_default=False)
+            annotation: Any = Optional[bool]  # noqa: UP045 - typer 0.7 needs typing.Optional
+        elif s.repeat:
+            option = typer.Option(None, *s.flags.split("/"), help=s.help, metavar=s.metavar)
+            annotation = Optional[list[str]]  # noqa: UP045
+        else:
+            option = typer.Option(None, *s.flags.split("/"), help=s.help, metavar=s.metavar)
+            annotation = Optional[str]  # noqa: UP045
+        params.append(
+            inspect.Parameter(
+                s.field, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=annotation
+            )
+        )
+    params.append(
+        inspect.Parameter(
+            "name",
+            inspect.Parameter.KEYWORD_ONLY,
+            default=typer.Option(None, "--name", help="A label shown in list and status"),
+            annotation=Optional[str],  # noqa: UP045
+        )
+    )
+    params.append(
+        inspect.Parameter(
+            "command",
+            inspect.Parameter.KEYWORD_ONLY,
+            default=typer.Argument(None, help="The command and its arguments (after --)"),
+            annotation=Optional[list[str]],  # noqa: UP045
+        )
+    )
+    return params
+
+
+def _with_settings(fn: Callable[..., None]) -> Callable[..., None]:
+    fn.__signature__ = inspect.Signature(_setting_parameters())  # type: ignore[attr-defined]
+    return fn
+
+
+_COMMAND_CONTEXT = {"allow_interspersed_args": False}
+
+
+@app.command(context_settings=_COMMAND_CONTEXT)
+@_with_settings
+def start(**values: Any) -> None:
+    """Start COMMAND as a job and print its ID."""
+    try:
+        spec = build_spec(values.pop("command") or [], name=values.pop("name"), **values)
+    except JobrunError as e:
+        fail(e)
+
+    async def go() -> str:
+        async with await open_manager() as m:
+            return str((await m.start(spec)).id)
+
+    print(run_async(go))
+
+
+@app.command(context_settings=_COMMAND_CONTEXT)
+@_with_settings
+def run(**values: Any) -> None:
+    """Start COMMAND as a job, stream its output, and exit with its exit code."""
+    try:
+        spec = build_spec(values.pop("command") or [], name=values.pop("name"), **values)
+    except JobrunError as e:
+        fail(e)
+
+    async def go() -> int:
+        from .model import JobState
+
+        async with await open_manager() as m:
+            job = await m.start(spec)
+            _err(f"jobrun: job {job.id} started")
+            job = await m.wait(job.id)
+            o = job.outcome
+            if o.state is not JobState.SUCCEEDED:
+                _err(f"jobrun: job {job.id} {o.state.value}: {o.reason or o.result}")
+            return exit_status(job)
+
+    raise typer.Exit(run_async(go))
+
+
+def exit_status(job: Any) -> int:
+    """A shell's exit status for the job: its own, 128+N for signal N, 127 if it could not run."""
+    import signal
+
+    o = job.outcome
+    if o.exit_code is not None:
+        return int(o.exit_code)
+    if o.signal:
+        try:
+            return 128 + int(signal.Signals[o.signal])
+        except KeyError:
+            return 1
+    return 127 if o.reason and o.reason.startswith("command not found") else 1
+
+
+# -- stop / status / list -----------------------------------------------------------------
+
+
+@app.command()
+def stop(
+    job_id: str = typer.Argument(..., metavar="ID", help="Job ID or a unique prefix of it"),
+    timeout: Optional[float] = typer.Option(  # noqa: UP045
+        None, "--timeout", "-t", help="Seconds to wait after SIGTERM before SIGKILL"
+    ),
+) -> None:
+    """Stop a job: SIGTERM to all its processes, SIGKILL after the grace period."""
+
+    async def go() -> None:
+        async with await open_manager() as m:
+            job, was_running = await m.stop(job_id, timeout=timeout)
+            if was_running:
+                _err(f"jobrun: job {job.id} {job.outcome.state.value}")
+            else:
+                _err(f"jobrun: job {job.id} had already finished ({job.outcome.state.value})")
+
+    run_async(go)
+
+
+@app.command()
+def status(
+    job_id: str = typer.Argument(..., metavar="ID", help="Job ID or a unique prefix of it"),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts"),
+) -> None:
+    """Show a job's state, exit code, limits and resource use."""
+
+    async def go() -> Any:
+        async with await open_manager() as m:
+            return await m.status(job_id)
+
+    from .model import job_to_dict
+
+    data = job_to_dict(run_async(go))
+    if as_json:
+        print(json.dumps(data, indent=2))
+        return
+    from .render import status_table
+
+    status_table(data)
+
+
+@app.command("list")
+def list_(
+    as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts"),
+    all_: bool = typer.Option(False, "--all", "-a", help="Include jobs older than a day"),
+) -> None:
+    """List running and recent jobs."""
+
+    async def go() -> Any:
+        async with await open_manager() as m:
+            return await m.list(all=all_)
+
+    from .model import job_to_dict
+
+    rows = [job_to_dict(j) for j in run_async(go)]
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    from .render import list_table
+
+    list_table(rows)
+
+
+def version_callback(value: bool) -> None:
+    if value:
+        print(f"jobrun {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: bool = typer.Option(
+        False, "--version", callback=version_callback, is_eager=True, help="Show the version"
+    ),
+) -> None:
+    pass
+
+
+def main() -> None:
+    app(prog_name="jobrun")
+
+
+if __name__ == "__main__":
+    main()

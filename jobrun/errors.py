@@ -1,0 +1,107 @@
+"""One error hierarchy for the whole of jobrun.
+
+Library code raises these; front ends map them once, through the class attributes here, to a
+D-Bus error name (jobrund), a gRPC status (the remote API) and a process exit code (the CLI).
+Anything that is not a JobrunError is a bug: front ends report it as an internal error and log it,
+they never ship a Python traceback to a caller.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+# Exit codes of the CLI (sysexits-style where one fits).
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_NOT_FOUND = 3
+EXIT_PERMISSION = 4
+EXIT_UNAVAILABLE = 69  # EX_UNAVAILABLE
+EXIT_INTERNAL = 70  # EX_SOFTWARE
+
+
+class JobrunError(Exception):
+    """Base of every error jobrun reports to a user.
+
+    `message` says what went wrong, `hint` what to do about it (may be empty).
+    """
+
+    dbus_name: ClassVar[str] = "org.jobrun.Error.Failed"
+    grpc_status: ClassVar[str] = "INTERNAL"
+    exit_code: ClassVar[int] = EXIT_FAILURE
+
+    def __init__(self, message: str, hint: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message} — {self.hint}" if self.hint else self.message
+
+
+class InvalidArgument(JobrunError):
+    """The request is malformed or out of range; nothing was changed."""
+
+    dbus_name = "org.jobrun.Error.InvalidArgument"
+    grpc_status = "INVALID_ARGUMENT"
+    exit_code = EXIT_USAGE
+
+
+class JobNotFound(JobrunError):
+    """No job with this ID (or prefix) exists — or the caller may not know that it does."""
+
+    dbus_name = "org.jobrun.Error.NotFound"
+    grpc_status = "NOT_FOUND"
+    exit_code = EXIT_NOT_FOUND
+
+
+class AmbiguousJobId(InvalidArgument):
+    """A prefix matched more than one job."""
+
+    dbus_name = "org.jobrun.Error.AmbiguousId"
+
+
+class PermissionDenied(JobrunError):
+    dbus_name = "org.jobrun.Error.PermissionDenied"
+    grpc_status = "PERMISSION_DENIED"
+    exit_code = EXIT_PERMISSION
+
+
+class SystemdUnavailable(JobrunError):
+    """The system bus or systemd cannot be reached."""
+
+    dbus_name = "org.jobrun.Error.Unavailable"
+    grpc_status = "UNAVAILABLE"
+    exit_code = EXIT_UNAVAILABLE
+
+
+class SystemdError(JobrunError):
+    """systemd refused or failed a request."""
+
+    dbus_name = "org.jobrun.Error.Systemd"
+    grpc_status = "FAILED_PRECONDITION"
+
+    def __init__(self, message: str, hint: str = "", dbus_error: str | None = None) -> None:
+        super().__init__(message, hint)
+        self.dbus_error = dbus_error  # systemd's own error name, e.g. ...systemd1.NoSuchUnit
+
+
+class JobFailedToStart(JobrunError):
+    """The job was created but its command could not be started."""
+
+    dbus_name = "org.jobrun.Error.StartFailed"
+    grpc_status = "FAILED_PRECONDITION"
+
+
+class StateError(JobrunError):
+    """jobrun's own state (the job database) cannot be read or written."""
+
+    dbus_name = "org.jobrun.Error.State"
+    grpc_status = "INTERNAL"
+    exit_code = EXIT_INTERNAL
+
+
+class OutputLost(JobrunError):
+    """Part of a job's output is no longer in the journal (rotated or vacuumed away)."""
+
+    dbus_name = "org.jobrun.Error.OutputLost"
+    grpc_status = "DATA_LOSS"

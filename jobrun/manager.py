@@ -1,0 +1,236 @@
+"""The library API: start, stop, status, list and wait for jobs (asyncio, owner-aware).
+
+Front ends (the CLI in-process, jobrund, the gRPC server) call a Manager on behalf of a Caller; the
+Manager knows nothing about how its results are printed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import pwd
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+
+from dbus_fast import Message, Variant
+
+from . import outcome as oc
+from .errors import InvalidArgument, SystemdError
+from .model import Job, JobSpec, JobState, Outcome, new_job_id, unit_name
+from .properties import USEC_PER_SEC, parse_seconds, unit_properties
+from .store import Store
+from .systemd import Systemd
+
+RECENT = timedelta(hours=24)  # `list` without --all: running jobs and those created since
+RECORD_WAIT = (
+    3.0  # seconds to wait for PID 1's records of a just-unloaded unit to reach the journal
+)
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who asks. `admin` callers see and manage every job; others only their own."""
+
+    uid: int
+    user: str
+    admin: bool = False
+
+    @classmethod
+    def current(cls) -> Caller:
+        uid = os.geteuid()
+        try:
+            user = pwd.getpwuid(uid).pw_name
+        except KeyError:
+            user = str(uid)
+        return cls(uid, user, admin=uid == 0)
+
+
+class Manager:
+    def __init__(self, systemd: Systemd, store: Store) -> None:
+        self.systemd = systemd
+        self.store = store
+
+    @classmethod
+    async def open(cls, store: Store | None = None) -> Manager:
+        store = (store or Store()).open()
+        systemd = await Systemd.connect()
+        try:
+            await systemd.subscribe()
+        except BaseException:
+            systemd.close()
+            raise
+        return cls(systemd, store)
+
+    async def close(self) -> None:
+        self.systemd.close()
+        self.store.close()
+
+    async def __aenter__(self) -> Manager:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- verbs ------------------------------------------------------------------------------
+
+    async def start(self, spec: JobSpec, caller: Caller | None = None) -> Job:
+        caller = caller or Caller.current()
+        if spec.workdir is not None and not os.path.isdir(spec.workdir):
+            raise InvalidArgument(f"--workdir {spec.workdir}: no such directory")
+        job = Job(
+            id=new_job_id(),
+            spec=spec,
+            owner=caller.user,
+            uid=caller.uid,
+            created_at=datetime.now(UTC),
+        )
+        # Record first, so a job systemd runs is never unknown to jobrun; forget it if refused.
+        self.store.add(job)
+        user = None if caller.uid == 0 else caller.user
+        try:
+            await self.systemd.start_transient_unit(job.unit, unit_properties(job.id, spec, user))
+        except BaseException:
+            self.store.remove(job.id)
+            raise
+        invocation, started = await self._acquire_invocation(job.unit)
+        self.store.set_started(job.id, invocation, started)
+        return replace(job, invocation_id=invocation, started_at=started)
+
+    async def _acquire_invocation(self, unit: str) -> tuple[str | None, datetime | None]:
+        """The run's InvocationID and start time, if the unit is still loaded (it names the run)."""
+        path = await self.systemd.get_unit(unit)
+        if path is None:
+            return None, None
+        props = await self.systemd.unit_properties(path)
+        inv = props.get("InvocationID")
+        invocation = bytes(inv).hex() if inv else None
+        return invocation, oc.usec_to_datetime(
+            props.get("ExecMainStartTimestamp")
+        ) or oc.usec_to_datetime(
+            props.get("ActiveEnterTimestamp") or props.get("InactiveExitTimestamp")
+        )
+
+    def resolve(self, job_id: str, caller: Caller | None = None) -> str:
+        caller = caller or Caller.current()
+        return self.store.resolve(job_id, None if caller.admin else caller.uid)
+
+    async def status(self, job_id: str, caller: Caller | None = None, fresh: bool = False) -> Job:
+        """The job with its current outcome (and usage while it runs)."""
+        full = self.resolve(job_id, caller)
+        job, stop_requested = self.store.get(full)
+        if job.outcome.state.finished and not fresh:
+            return job
+        return await self._refresh(job, stop_requested is not None)
+
+    async def _refresh(self, job: Job, stop_requested: bool) -> Job:
+        path = await self.systemd.get_unit(job.unit)
+        props = await self.systemd.unit_properties(path) if path else {}
+        if props and props.get("ActiveState") in oc.ACTIVE_STATES:
+            return replace(job, outcome=Outcome(JobState.RUNNING), usage=oc.usage(props))
+        if props and props.get("LoadState") == "loaded":
+            stopped = stop_requested or (await asyncio.to_thread(oc.read_pid1_records, job.unit))[1]
+            outcome = oc.from_unit(job.spec, props, stopped, self._oom(job, props, stopped))
+        else:
+            outcome = await self._outcome_from_journal(job, stop_requested)
+        if outcome.state.finished:
+            self.store.set_outcome(job.id, outcome)
+        return replace(job, outcome=outcome)
+
+    def _oom(self, job: Job, props: dict[str, object], stopped: bool) -> bool:
+        if stopped or job.spec.memory_max is None:
+            return False
+        if props.get("Result") == "oom-kill":
+            return True
+        return (
+            props.get("ExecMainCode") == oc.CLD_KILLED
+            and props.get("ExecMainStatus") == 9
+            and oc.kernel_oom_killed(job.unit)
+        )
+
+    async def _outcome_from_journal(self, job: Job, stop_requested: bool) -> Outcome:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + RECORD_WAIT
+        while True:
+            records, _ = await asyncio.to_thread(oc.read_pid1_records, job.unit)
+            killed9 = any(
+                oc.message_id(r) == oc.MSG_PROCESS_EXIT and str(r.get("EXIT_STATUS")) == "9"
+                for r in records
+            )
+            oom = (
+                killed9
+                and not stop_requested
+                and job.spec.memory_max is not None
+                and oc.kernel_oom_killed(job.unit)
+            )
+            outcome = oc.from_journal_records(job.spec, records, stop_requested, oom)
+            if outcome is not None:
+                return outcome
+            # The unit may have been loaded again meanwhile (it never is for jobrun's IDs), or
+            # PID 1's records may not have reached the journal yet: look again, briefly.
+            if loop.time() > deadline:
+                return Outcome(
+                    JobState.FAILED,
+                    reason="systemd has no record of how this job ended "
+                    "(the journal lost it, or the host went down while it ran)",
+                )
+            await asyncio.sleep(0.02)
+
+    async def list(self, caller: Caller | None = None, all: bool = False) -> list[Job]:
+        caller = caller or Caller.current()
+        since = None if all else datetime.now(UTC) - RECENT
+        rows = self.store.all(None if caller.admin else caller.uid, since)
+        sem = asyncio.Semaphore(16)
+
+        async def one(job: Job, stop_requested: bool) -> Job:
+            if job.outcome.state.finished:
+                return job
+            async with sem:
+                return await self._refresh(job, stop_requested)
+
+        return list(await asyncio.gather(*(one(j, s is not None) for j, s in rows)))
+
+    async def stop(
+        self, job_id: str, caller: Caller | None = None, timeout: float | None = None
+    ) -> tuple[Job, bool]:
+        """Stop a job and wait until it has ended: (the job, whether it was still running)."""
+        job = await self.status(job_id, caller)
+        if job.outcome.state.finished:
+            return job, False
+        if timeout is not None:
+            timeout = parse_seconds(timeout)
+            await self.systemd.set_runtime_properties(
+                job.unit, [("TimeoutStopUSec", Variant("t", int(timeout * USEC_PER_SEC)))]
+            )
+        self.store.set_stop_requested(job.id, datetime.now(UTC))
+        try:
+            sd_job = await self.systemd.stop_unit(job.unit)
+        except SystemdError as e:
+            if e.dbus_error != "org.freedesktop.systemd1.NoSuchUnit":
+                raise
+        else:
+            await self.systemd.expect_job(sd_job)
+        return await self.status(job.id, caller), True
+
+    async def wait(self, job_id: str, caller: Caller | None = None) -> Job:
+        """Wait until the job has ended; returns it with its outcome."""
+        full = self.resolve(job_id, caller)
+        unit = unit_name(full)
+        changed = asyncio.Event()
+
+        def on_signal(msg: Message) -> None:
+            mine = msg.body[2] == unit if msg.member == "JobRemoved" else msg.path == path
+            if mine:
+                changed.set()
+
+        path = await self.systemd.get_unit(unit)
+        with self.systemd.listen(on_signal):
+            while True:
+                changed.clear()
+                job = await self.status(full, caller)
+                if job.outcome.state.finished:
+                    return job
+                path = path or await self.systemd.get_unit(unit)
+                # Signals wake us at once; the timeout is only a safety net for a missed one.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(changed.wait(), timeout=2.0)

@@ -1,0 +1,140 @@
+"""Values that travel along jobrun's data path: what to run (JobSpec) and what it became (Job)."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import secrets
+import string
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+UNIT_PREFIX = "jobrun-"
+SLICE = "jobrun.slice"
+LOG_NAMESPACE = "jobrun"
+JOB_FIELD = "JOBRUN_JOB"  # journal field naming a job's records (LogExtraFields=)
+
+# IDs: 10 characters of [0-9a-z] (~51 bits), safe in unit names and journal fields.
+ID_ALPHABET = string.digits + string.ascii_lowercase
+ID_LENGTH = 10
+
+
+def new_job_id() -> str:
+    return "".join(secrets.choice(ID_ALPHABET) for _ in range(ID_LENGTH))
+
+
+def is_valid_id_prefix(text: str) -> bool:
+    return 0 < len(text) <= ID_LENGTH and all(c in ID_ALPHABET for c in text)
+
+
+def unit_name(job_id: str) -> str:
+    return f"{UNIT_PREFIX}{job_id}.service"
+
+
+class JobState(enum.StrEnum):
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    STOPPED = "stopped"
+
+    @property
+    def finished(self) -> bool:
+        return self is not JobState.RUNNING
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """What to run and with which limits. Fields set to None were not given by the user."""
+
+    command: tuple[str, ...]
+    name: str | None = None
+    cpu_weight: int | None = None
+    memory_high: int | None = None
+    memory_max: int | None = None
+    io_weight: int | None = None
+    tasks_max: int | None = None
+    cpu_quota: int | None = None  # percent of one CPU
+    network: bool | None = None
+    private_tmp: bool | None = None
+    env: tuple[str, ...] = ()
+    workdir: str | None = None
+    stop_timeout: float | None = None
+    cpu_affinity: tuple[int, ...] | None = None
+
+    def replace(self, **changes: Any) -> JobSpec:
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Resource use of a running job; None where this host cannot tell."""
+
+    cpu_seconds: float | None = None
+    memory_bytes: int | None = None
+    tasks: int | None = None
+    io_read_bytes: int | None = None
+    io_write_bytes: int | None = None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a run ended, as systemd recorded it."""
+
+    state: JobState
+    result: str | None = None  # systemd's Result=, e.g. "success", "exit-code", "signal"
+    exit_code: int | None = None
+    signal: str | None = None
+    reason: str | None = None  # a sentence for humans, e.g. "command not found: foo"
+    finished_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Job:
+    id: str
+    spec: JobSpec
+    owner: str
+    uid: int
+    created_at: datetime
+    invocation_id: str | None = None
+    started_at: datetime | None = None
+    outcome: Outcome = field(default_factory=lambda: Outcome(JobState.RUNNING))
+    usage: Usage | None = None
+
+    @property
+    def unit(self) -> str:
+        return unit_name(self.id)
+
+    @property
+    def state(self) -> JobState:
+        return self.outcome.state
+
+
+def _iso(dt: datetime | None) -> str | None:
+    return dt.isoformat() if dt else None
+
+
+def job_to_dict(job: Job) -> dict[str, Any]:
+    """The job as scripts see it (`--json`): stable field names, ISO 8601 times, nulls."""
+    from .properties import limits  # properties imports this module
+
+    o = job.outcome
+    return {
+        "id": job.id,
+        "name": job.spec.name,
+        "unit": job.unit,
+        "state": o.state.value,
+        "exit_code": o.exit_code,
+        "signal": o.signal,
+        "result": o.result,
+        "reason": o.reason,
+        "command": list(job.spec.command),
+        "owner": job.owner,
+        "uid": job.uid,
+        "created_at": _iso(job.created_at),
+        "started_at": _iso(job.started_at),
+        "finished_at": _iso(o.finished_at),
+        "invocation_id": job.invocation_id,
+        "limits": limits(job.spec),
+        "usage": dataclasses.asdict(job.usage) if job.usage and not o.state.finished else None,
+    }

@@ -1,0 +1,244 @@
+"""How a job ended — derived from systemd alone.
+
+While the unit is loaded, D-Bus has it (Result, ExecMainCode, ExecMainStatus). A transient unit
+that succeeded is unloaded at once, and nothing on D-Bus remembers it; PID 1's own records in the
+system journal do (trusted `_PID=1`, keyed by `UNIT=`, which is unique per job since job IDs are
+never reused). jobs run as Type=oneshot, for which systemd counts only exit status 0 as success,
+so every other ending is logged at notice level with its exit code or signal (see properties.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal as signals
+import uuid
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from .model import JobSpec, JobState, Outcome, Usage
+
+# sd-messages.h
+MSG_PROCESS_EXIT = "98e322203f7a4ed290d09fe03c09fe15"
+MSG_UNIT_RESULT = "d9b373ed55a64feb8242e02dbe79a49c"
+MSG_UNIT_SUCCESS = "7ad2d189f7e94e70a38c781354912448"
+MSG_UNIT_STOPPED = "9d1aaa27d60140bd96365438aad20286"
+MSG_UNIT_FAILED = "be02cf6855d2428ba40df7e9d022f03d"
+MSG_UNIT_STARTING = "7d4958e842da4a758f6c1cdc7b36dcc5"
+
+CLD_EXITED, CLD_KILLED, CLD_DUMPED = 1, 2, 3
+EXIT_CODES = {"exited": CLD_EXITED, "killed": CLD_KILLED, "dumped": CLD_DUMPED}
+UINT64_MAX = 2**64 - 1
+
+# systemd's own exit statuses for a process that failed before exec (src/basic/exit-status.h).
+_SETUP_STEPS = {
+    200: "cannot change to the working directory",
+    204: "out of memory while setting up the job",
+    214: "cannot set up the job's scheduling",
+    216: "cannot set up the job's groups",
+    217: "the job's user does not exist",
+    218: "cannot apply the job's capabilities",
+    225: "cannot set up the job's network namespace",
+    226: "cannot set up the job's file system namespace (ProtectSystem, PrivateTmp…)",
+    228: "cannot apply the job's seccomp filter",
+    233: "cannot set up the job's working/state directory",
+}
+EXIT_EXEC = 203
+
+ACTIVE_STATES = ("active", "activating", "deactivating", "reloading", "refreshing")
+
+
+def signal_name(n: int) -> str:
+    try:
+        return signals.Signals(n).name
+    except ValueError:
+        return f"SIG{n}"
+
+
+def usec_to_datetime(value: Any) -> datetime | None:
+    if not value or value == UINT64_MAX:
+        return None
+    return datetime.fromtimestamp(int(value) / 1e6, UTC)
+
+
+def _u64(value: Any) -> int | None:
+    if value is None or value == UINT64_MAX:
+        return None
+    return int(value)
+
+
+def from_exit(
+    spec: JobSpec,
+    result: str,
+    code: int,
+    status: int,
+    stopped: bool,
+    finished_at: datetime | None,
+    oom: bool = False,
+) -> Outcome:
+    """The outcome for systemd's Result and the main process's (si_code, si_status)."""
+    exit_code: int | None = None
+    sig: str | None = None
+    reason: str | None = None
+    if code == CLD_EXITED:
+        exit_code = status
+    elif code in (CLD_KILLED, CLD_DUMPED):
+        sig = signal_name(status)
+    if stopped:
+        state = JobState.STOPPED
+        reason = "stopped on request" + (f" ({sig})" if sig else "")
+    elif result == "success" and exit_code == 0:
+        state = JobState.SUCCEEDED
+    else:
+        state = JobState.FAILED
+        if result == "oom-kill" or oom:
+            reason = "ran out of memory: killed by the kernel at MemoryMax"
+        elif exit_code == EXIT_EXEC:
+            exit_code = None
+            reason = f"command not found or not executable: {spec.command[0]}"
+        elif exit_code in _SETUP_STEPS:
+            reason = f"{_SETUP_STEPS[exit_code]} (systemd exit status {exit_code})"
+            exit_code = None
+        elif sig:
+            reason = f"killed by {sig}" + (" (core dumped)" if code == CLD_DUMPED else "")
+        elif exit_code is not None:
+            reason = f"exited with status {exit_code}"
+        elif result == "timeout":
+            reason = "timed out"
+        else:
+            reason = f"systemd result: {result}"
+    return Outcome(state, result, exit_code, sig, reason, finished_at)
+
+
+def from_unit(spec: JobSpec, props: Mapping[str, Any], stopped: bool, oom: bool) -> Outcome:
+    """The outcome of a loaded unit, RUNNING while it is active."""
+    if props.get("ActiveState") in ACTIVE_STATES:
+        return Outcome(JobState.RUNNING)
+    return from_exit(
+        spec,
+        str(props.get("Result", "")),
+        int(props.get("ExecMainCode", 0)),
+        int(props.get("ExecMainStatus", 0)),
+        stopped,
+        usec_to_datetime(props.get("ExecMainExitTimestamp"))
+        or usec_to_datetime(props.get("InactiveEnterTimestamp")),
+        oom,
+    )
+
+
+def message_id(record: Mapping[str, Any]) -> str:
+    value = record.get("MESSAGE_ID")
+    return value.hex if isinstance(value, uuid.UUID) else str(value or "")
+
+
+def from_journal_records(spec: JobSpec, records: Sequence[Mapping[str, Any]], stopped: bool,
+                         oom: bool) -> Outcome | None:  # fmt: skip
+    """The outcome from PID 1's records of one run, or None if they hold no ending (yet)."""
+    code, status, result = 0, 0, ""
+    finished_at: datetime | None = None
+    ended = False
+    for r in records:
+        mid = message_id(r)
+        when = r.get("__REALTIME_TIMESTAMP")
+        if mid == MSG_PROCESS_EXIT:
+            code = EXIT_CODES.get(str(r.get("EXIT_CODE")), 0)
+            with contextlib.suppress(TypeError, ValueError):
+                status = int(r.get("EXIT_STATUS", 0))
+        elif mid == MSG_UNIT_RESULT:
+            result = str(r.get("UNIT_RESULT", ""))
+            ended, finished_at = True, when
+        elif mid == MSG_UNIT_SUCCESS:
+            result = result or "success"
+            ended, finished_at = True, when
+        elif mid == MSG_UNIT_STOPPED:
+            stopped = True
+            ended, finished_at = True, finished_at or when
+    if not ended:
+        return None
+    if result == "success" and code == 0:
+        code, status = CLD_EXITED, 0
+    return from_exit(spec, result, code, status, stopped, finished_at, oom)
+
+
+def read_pid1_records(unit: str) -> tuple[list[dict[str, Any]], bool]:
+    """PID 1's journal records about `unit`, and whether one says a stop job ran (blocking)."""
+    from systemd import journal  # imported here: the CLI's start-up time matters
+
+    reader = journal.Reader()
+    try:
+        reader.add_match(_PID="1", UNIT=unit)
+        records = [dict(e) for e in reader]
+    finally:
+        reader.close()
+    stopped = any(message_id(r) == MSG_UNIT_STOPPED for r in records)
+    return records, stopped
+
+
+def kernel_oom_killed(unit: str) -> bool:
+    """Whether the kernel log says the memory cgroup of `unit` ran out of memory.
+
+    On cgroup v1 systemd 252 reports an OOM kill as Result=signal/SIGKILL (oom-kill needs v2's
+    memory.events); the kernel still names the cgroup: "oom_memcg=/…/jobrun-ID.service".
+    """
+    needle = f"/{unit}".encode()
+    try:
+        fd = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
+    except OSError:
+        return False
+    try:
+        while True:
+            try:
+                rec = os.read(fd, 8192)
+            except BlockingIOError:
+                return False
+            except OSError:  # EPIPE: records overwritten while reading; keep going
+                continue
+            if not rec:
+                return False
+            if b"oom_memcg=" in rec and needle in rec:
+                return True
+    finally:
+        os.close(fd)
+
+
+def usage(props: Mapping[str, Any]) -> Usage:
+    """Counters of a running unit; where systemd has none (cgroup v1) read the kernel's."""
+    cgroup = str(props.get("ControlGroup") or "")
+    cpu_ns = _u64(props.get("CPUUsageNSec"))
+    cpu = cpu_ns / 1e9 if cpu_ns is not None else None
+    io_read, io_write = _u64(props.get("IOReadBytes")), _u64(props.get("IOWriteBytes"))
+    if cgroup:
+        if cpu is None:
+            # cpu and cpuacct are separate v1 hierarchies here; the cgroup2 mirror still counts.
+            stat = _read(Path("/sys/fs/cgroup/unified") / cgroup.lstrip("/") / "cpu.stat")
+            for line in stat.splitlines():
+                key, _, value = line.partition(" ")
+                if key == "usage_usec":
+                    cpu = int(value) / 1e6
+        if io_read is None or io_write is None:
+            io = Path("/sys/fs/cgroup/blkio") / cgroup.lstrip("/")
+            text = _read(io / "blkio.throttle.io_service_bytes_recursive")
+            if text:
+                io_read, io_write = 0, 0
+                for line in text.splitlines():
+                    parts = line.split()
+                    if len(parts) == 3 and parts[1] == "Read":
+                        io_read += int(parts[2])
+                    elif len(parts) == 3 and parts[1] == "Write":
+                        io_write += int(parts[2])
+    return Usage(
+        cpu_seconds=cpu,
+        memory_bytes=_u64(props.get("MemoryCurrent")),
+        tasks=_u64(props.get("TasksCurrent")),
+        io_read_bytes=io_read,
+        io_write_bytes=io_write,
+    )
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError:
+        return ""

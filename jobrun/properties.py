@@ -1,0 +1,309 @@
+"""JobSpec → transient-unit properties, through one declarative table.
+
+Each user-settable option is one `Setting` row: the JobSpec field, the CLI flags, the systemd
+property and its D-Bus signature, a parser from user text (CLI, D-Bus, gRPC all hand in text or
+plain values) and a converter to the D-Bus value. The CLI options are generated from this table and
+the tests check every row against `systemctl show`. Only the properties the user set are sent, plus
+the few jobrun always sets on purpose (`fixed_properties`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from dbus_fast import Variant
+
+from .errors import InvalidArgument
+from .model import JOB_FIELD, LOG_NAMESPACE, SLICE, JobSpec
+
+UINT64_MAX = 2**64 - 1
+USEC_PER_SEC = 1_000_000
+MAX_ENV = 4096  # more variables than this is a mistake, not a job
+MAX_ENV_BYTES = 128 * 1024
+MAX_ARG_BYTES = 128 * 1024
+MAX_NAME = 64
+
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGTP]?)(i?B?)?\s*$", re.IGNORECASE)
+_SIZE_FACTORS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40, "P": 1 << 50}
+_ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _int_in(low: int, high: int, what: str) -> Callable[[Any], int]:
+    def parse(value: Any) -> int:
+        if isinstance(value, bool):
+            raise InvalidArgument(f"{what} must be a whole number from {low} to {high}")
+        try:
+            n = int(value) if isinstance(value, int) else int(str(value).strip(), 10)
+        except ValueError:
+            raise InvalidArgument(
+                f"{what} must be a whole number from {low} to {high}, not {str(value)!r}"
+            ) from None
+        if not low <= n <= high:
+            raise InvalidArgument(f"{what} must be from {low} to {high}, not {n}")
+        return n
+
+    return parse
+
+
+def parse_size(value: Any, what: str = "size") -> int:
+    """'512M', '2G', '1.5G', '1048576' → bytes (powers of 1024, like systemd)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        n = value
+    else:
+        m = _SIZE_RE.match(str(value))
+        if not m:
+            raise InvalidArgument(
+                f"{what} must be a size like 512M or 2G (K, M, G, T: powers of 1024), "
+                f"not {str(value)!r}"
+            )
+        n = int(float(m.group(1)) * _SIZE_FACTORS[m.group(2).upper()])
+    if not 1 <= n < UINT64_MAX:
+        raise InvalidArgument(f"{what} must be at least 1 byte and below 16 EiB, not {value!r}")
+    return n
+
+
+def _size(what: str) -> Callable[[Any], int]:
+    return lambda value: parse_size(value, what)
+
+
+def parse_percent(value: Any) -> int:
+    text = str(value).strip()
+    m = re.fullmatch(r"(\d+)\s*%?", text)
+    if not m:
+        raise InvalidArgument(f"--cpu-quota must be a percentage like 150%, not {text!r}")
+    n = int(m.group(1))
+    if not 1 <= n <= 100 * 1024:
+        raise InvalidArgument(f"--cpu-quota must be from 1% to 102400%, not {n}%")
+    return n
+
+
+def parse_seconds(value: Any) -> float:
+    try:
+        s = float(value)
+    except (TypeError, ValueError):
+        raise InvalidArgument(
+            f"--stop-timeout must be a number of seconds, not {value!r}"
+        ) from None
+    if not 0 <= s <= 24 * 3600 or s != s:
+        raise InvalidArgument(f"--stop-timeout must be from 0 to 86400 seconds, not {value!r}")
+    return s
+
+
+def parse_env(value: Any) -> str:
+    text = str(value)
+    key, sep, val = text.partition("=")
+    if not sep or not _ENV_NAME_RE.match(key):
+        raise InvalidArgument(
+            f"--env takes KEY=VALUE with KEY made of letters, digits and _, not {text[:80]!r}"
+        )
+    if "\0" in val or any(ord(c) < 32 and c not in "\t\n" for c in val):
+        raise InvalidArgument(f"--env value of {key} contains control characters")
+    return text
+
+
+def parse_workdir(value: Any) -> str:
+    path = str(value)
+    if not path.startswith("/") or "\0" in path or "\n" in path:
+        raise InvalidArgument(f"--workdir must be an absolute path, not {path!r}")
+    return os.path.normpath(path)
+
+
+def parse_cpus(value: Any) -> tuple[int, ...]:
+    """'0', '0,2', '0-3' → (0,), (0, 2), (0, 1, 2, 3)."""
+    cpus: set[int] = set()
+    try:
+        for part in str(value).split(","):
+            lo, _, hi = part.strip().partition("-")
+            cpus.update(range(int(lo), int(hi or lo) + 1))
+    except ValueError:
+        raise InvalidArgument(
+            f"--cpu-affinity takes CPU numbers like 0,2-3, not {value!r}"
+        ) from None
+    if not cpus or min(cpus) < 0 or max(cpus) >= 8192:
+        raise InvalidArgument(f"--cpu-affinity takes CPU numbers from 0 to 8191, not {value!r}")
+    return tuple(sorted(cpus))
+
+
+def _cpu_mask(cpus: tuple[int, ...]) -> bytes:
+    mask = bytearray((max(cpus) // 8) + 1)
+    for c in cpus:
+        mask[c // 8] |= 1 << (c % 8)
+    return bytes(mask)
+
+
+@dataclass(frozen=True)
+class Setting:
+    field: str  # JobSpec attribute; also the key in a job's "limits"
+    flags: str  # CLI flags, typer syntax ("--network/--no-network" for switches)
+    prop: str  # systemd property
+    signature: str  # its D-Bus signature
+    parse: Callable[[Any], Any]  # user value → JobSpec value (raises InvalidArgument)
+    to_dbus: Callable[[Any], Any]  # JobSpec value → D-Bus value
+    help: str
+    default: Any = None  # sent when the user set nothing (None: send nothing)
+    metavar: str = ""
+    repeat: bool = False  # the option may be given several times (a tuple in JobSpec)
+
+
+def _same(v: Any) -> Any:
+    return v
+
+
+def _bool(v: Any) -> bool:
+    if isinstance(v, bool):
+        return v
+    text = str(v).strip().lower()
+    if text in ("1", "yes", "true", "on"):
+        return True
+    if text in ("0", "no", "false", "off"):
+        return False
+    raise InvalidArgument(f"expected yes or no, not {v!r}")
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("cpu_weight", "--cpu-weight", "CPUWeight", "t", _int_in(1, 10000, "--cpu-weight"),
+            _same, "CPU share relative to other jobs (1–10000, systemd's default 100)",
+            metavar="N"),
+    Setting("memory_high", "--memory-high", "MemoryHigh", "t", _size("--memory-high"), _same,
+            "Throttle the job above this much memory (e.g. 512M)", metavar="SIZE"),
+    Setting("memory_max", "--memory-max", "MemoryMax", "t", _size("--memory-max"), _same,
+            "Kill the job above this much memory (e.g. 2G)", metavar="SIZE"),
+    Setting("io_weight", "--io-weight", "IOWeight", "t", _int_in(1, 10000, "--io-weight"), _same,
+            "IO share relative to other jobs (1–10000)", metavar="N"),
+    Setting("tasks_max", "--tasks-max", "TasksMax", "t", _int_in(1, 4194304, "--tasks-max"),
+            _same, "Most processes and threads the job may have at once", metavar="N"),
+    Setting("cpu_quota", "--cpu-quota", "CPUQuotaPerSecUSec", "t", parse_percent,
+            lambda pct: pct * USEC_PER_SEC // 100,
+            "CPU time cap, in percent of one CPU (e.g. 150%)", metavar="PCT"),
+    Setting("cpu_affinity", "--cpu-affinity", "CPUAffinity", "ay", parse_cpus, _cpu_mask,
+            "Run only on these CPUs (e.g. 0 or 0,2-3)", metavar="CPUS"),
+    Setting("network", "--network/--no-network", "PrivateNetwork", "b", _bool,
+            lambda allowed: not allowed,
+            "Give the job the host's network (default: none, only its own loopback)",
+            default=False),
+    Setting("private_tmp", "--private-tmp/--shared-tmp", "PrivateTmp", "b", _bool, _same,
+            "A /tmp of the job's own (default) or the host's", default=True),
+    Setting("env", "-E/--env", "Environment", "as", parse_env, list,
+            "Set KEY=VALUE in the job's environment (repeatable; nothing is inherited)",
+            metavar="KEY=VALUE", repeat=True),
+    Setting("workdir", "-C/--workdir", "WorkingDirectory", "s", parse_workdir, _same,
+            "Working directory of the job (default /)", metavar="DIR"),
+    Setting("stop_timeout", "--stop-timeout", "TimeoutStopUSec", "t", parse_seconds,
+            lambda s: int(s * USEC_PER_SEC),
+            "Seconds between SIGTERM and SIGKILL when the job is stopped", default=10.0,
+            metavar="SECONDS"),
+)  # fmt: skip
+
+SETTINGS_BY_FIELD = {s.field: s for s in SETTINGS}
+
+
+def build_spec(command: list[str] | tuple[str, ...], name: str | None = None,
+               **values: Any) -> JobSpec:  # fmt: skip
+    """Validate user values (text or plain values) into a JobSpec; raises InvalidArgument."""
+    cmd = tuple(command)
+    if not cmd or not cmd[0]:
+        raise InvalidArgument("no command given", "put it after --: jobrun start -- CMD [ARG...]")
+    for arg in cmd:
+        if not isinstance(arg, str) or "\0" in arg:
+            raise InvalidArgument("command arguments must be text without NUL bytes")
+    if sum(len(a.encode(errors="surrogateescape")) for a in cmd) > MAX_ARG_BYTES:
+        raise InvalidArgument(f"the command is longer than {MAX_ARG_BYTES} bytes")
+    if name is not None:
+        name = str(name)
+        if not name or len(name) > MAX_NAME or any(ord(c) < 32 or ord(c) == 127 for c in name):
+            raise InvalidArgument(
+                f"--name must be 1–{MAX_NAME} printable characters, not {name[:80]!r}"
+            )
+    parsed: dict[str, Any] = {}
+    for key, value in values.items():
+        setting = SETTINGS_BY_FIELD.get(key)
+        if setting is None:
+            raise InvalidArgument(f"unknown setting {key!r}")
+        if value is None or (setting.repeat and not value):
+            continue
+        if setting.repeat:
+            if isinstance(value, str | bytes):
+                raise InvalidArgument(f"{key} takes a list of values")
+            parsed[key] = tuple(setting.parse(v) for v in value)
+        else:
+            parsed[key] = setting.parse(value)
+    env = parsed.get("env", ())
+    if len(env) > MAX_ENV or sum(len(e) for e in env) > MAX_ENV_BYTES:
+        raise InvalidArgument(f"at most {MAX_ENV} variables and {MAX_ENV_BYTES} bytes of --env")
+    mh, mm = parsed.get("memory_high"), parsed.get("memory_max")
+    if mh is not None and mm is not None and mh > mm:
+        raise InvalidArgument("--memory-high must not be above --memory-max")
+    return JobSpec(command=cmd, name=name, **parsed)
+
+
+def limits(spec: JobSpec) -> dict[str, Any]:
+    """The settings the user gave, by field name (for status output)."""
+    out: dict[str, Any] = {}
+    for s in SETTINGS:
+        value = getattr(spec, s.field)
+        if value is not None and value != ():
+            out[s.field] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+def describe(job_id: str, spec: JobSpec) -> str:
+    what = shlex.join(spec.command)
+    if len(what) > 120:
+        what = what[:117] + "..."
+    label = f" {spec.name!r}" if spec.name else ""
+    return f"jobrun job {job_id}{label}: {what}"
+
+
+def fixed_properties(
+    job_id: str, spec: JobSpec, user: str | None = None
+) -> list[tuple[str, Variant]]:
+    """What every job gets, on purpose."""
+    props = [
+        ("Description", Variant("s", describe(job_id, spec))),
+        ("Slice", Variant("s", SLICE)),
+        # oneshot: systemd counts only exit 0 as success (a service of another type also counts
+        # SIGTERM/SIGINT/SIGHUP/SIGPIPE deaths as clean and logs them at debug level only, and
+        # the exit status of an unloaded unit would be lost); the start job lasts as long as the
+        # command, and a failing exec fails the start.
+        ("Type", Variant("s", "oneshot")),
+        ("KillMode", Variant("s", "control-group")),
+        ("CPUAccounting", Variant("b", True)),
+        ("MemoryAccounting", Variant("b", True)),
+        ("IOAccounting", Variant("b", True)),
+        ("TasksAccounting", Variant("b", True)),
+        ("StandardInput", Variant("s", "null")),
+        ("StandardOutput", Variant("s", "journal")),
+        ("StandardError", Variant("s", "journal")),
+        # A journal namespace of jobrun's own: journald's rate limit is off there (units/), so no
+        # line is dropped; JOBRUN_JOB names this job's records for readers.
+        ("LogNamespace", Variant("s", LOG_NAMESPACE)),
+        ("LogExtraFields", Variant("aay", [f"{JOB_FIELD}={job_id}".encode()])),
+        # ExecStartEx with no-env-expand: the argv runs exactly as given; plain ExecStart would
+        # expand $VAR and turn $$ into $ at exec time.
+        (
+            "ExecStartEx",
+            Variant("a(sasas)", [(spec.command[0], list(spec.command), ["no-env-expand"])]),
+        ),
+    ]
+    if user is not None:
+        props.append(("User", Variant("s", user)))
+    return props
+
+
+def unit_properties(
+    job_id: str, spec: JobSpec, user: str | None = None
+) -> list[tuple[str, Variant]]:
+    props = fixed_properties(job_id, spec, user)
+    for s in SETTINGS:
+        value = getattr(spec, s.field)
+        if value is None or value == ():
+            value = s.default
+        if value is None:
+            continue
+        props.append((s.prop, Variant(s.signature, s.to_dbus(value))))
+    return props

@@ -1,0 +1,219 @@
+"""A small asyncio client for systemd's manager API on the system bus (dbus-fast, raw messages).
+
+Raw `Message` calls instead of introspected proxies: introspecting systemd costs a round trip and
+parsing a large XML document per process, which a CLI pays on every invocation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from dbus_fast import Message, MessageType, Variant
+from dbus_fast.aio import MessageBus
+
+from .bus import connect_system_bus
+from .errors import PermissionDenied, SystemdError, SystemdUnavailable
+
+DEST = "org.freedesktop.systemd1"
+PATH = "/org/freedesktop/systemd1"
+MANAGER = "org.freedesktop.systemd1.Manager"
+UNIT = "org.freedesktop.systemd1.Unit"
+SERVICE = "org.freedesktop.systemd1.Service"
+PROPS = "org.freedesktop.DBus.Properties"
+
+NO_SUCH_UNIT = "org.freedesktop.systemd1.NoSuchUnit"
+ACCESS_DENIED = (
+    "org.freedesktop.DBus.Error.AccessDenied",
+    "org.freedesktop.DBus.Error.InteractiveAuthorizationRequired",
+)
+
+
+def unwrap(value: Any) -> Any:
+    if isinstance(value, Variant):
+        return unwrap(value.value)
+    if isinstance(value, list):
+        return [unwrap(v) for v in value]
+    return value
+
+
+class Systemd:
+    """Connection to systemd. `await Systemd.connect()`; use as an async context manager."""
+
+    def __init__(self, bus: MessageBus) -> None:
+        self.bus = bus
+        self._job_waiters: dict[str, asyncio.Future[str]] = {}
+        # JobRemoved can arrive before the caller of StopUnit gets to wait for it: remember the
+        # last few results.
+        self._removed: collections.OrderedDict[str, str] = collections.OrderedDict()
+        self._listeners: list[Callable[[Message], None]] = []
+        self._subscribed = False
+        bus.add_message_handler(self._on_message)
+
+    @classmethod
+    async def connect(cls, bus: MessageBus | None = None) -> Systemd:
+        return cls(bus or await connect_system_bus())
+
+    async def __aenter__(self) -> Systemd:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.bus.disconnect()
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    async def call(
+        self,
+        member: str,
+        signature: str = "",
+        body: list[Any] | None = None,
+        *,
+        path: str = PATH,
+        interface: str = MANAGER,
+    ) -> list[Any]:
+        msg = Message(
+            destination=DEST,
+            path=path,
+            interface=interface,
+            member=member,
+            signature=signature,
+            body=body or [],
+        )
+        try:
+            reply = await self.bus.call(msg)
+        except (OSError, EOFError) as e:
+            raise SystemdUnavailable(f"lost the system bus during {member}: {e}") from e
+        if reply is None:
+            raise SystemdUnavailable(f"no reply from systemd to {member}")
+        if reply.message_type == MessageType.ERROR:
+            text = reply.body[0] if reply.body else reply.error_name or "unknown error"
+            if reply.error_name in ACCESS_DENIED:
+                raise PermissionDenied(
+                    f"systemd refused {member}: {text}",
+                    "run jobrun as root, or through jobrund",
+                )
+            raise SystemdError(f"systemd: {text}", dbus_error=reply.error_name)
+        return list(reply.body)
+
+    async def _add_match(self, rule: str) -> None:
+        await self.bus.call(
+            Message(
+                destination="org.freedesktop.DBus",
+                path="/org/freedesktop/DBus",
+                interface="org.freedesktop.DBus",
+                member="AddMatch",
+                signature="s",
+                body=[rule],
+            )
+        )
+
+    async def subscribe(self) -> None:
+        """Ask for JobRemoved and PropertiesChanged signals — before starting anything."""
+        if self._subscribed:
+            return
+        await self._add_match(
+            f"type='signal',sender='{DEST}',interface='{MANAGER}',member='JobRemoved'"
+        )
+        await self._add_match(
+            f"type='signal',sender='{DEST}',interface='{PROPS}',member='PropertiesChanged',"
+            f"path_namespace='/org/freedesktop/systemd1/unit'"
+        )
+        await self.call("Subscribe")
+        self._subscribed = True
+
+    def _on_message(self, msg: Message) -> bool:
+        if msg.message_type != MessageType.SIGNAL:
+            return False
+        if msg.member == "JobRemoved" and msg.interface == MANAGER:
+            _, job_path, _, result = msg.body
+            fut = self._job_waiters.pop(job_path, None)
+            if fut is not None and not fut.done():
+                fut.set_result(result)
+            else:
+                self._removed[job_path] = result
+                while len(self._removed) > 1024:
+                    self._removed.popitem(last=False)
+        for listener in list(self._listeners):
+            listener(msg)
+        return False
+
+    @contextlib.contextmanager
+    def listen(self, callback: Callable[[Message], None]) -> Iterator[None]:
+        self._listeners.append(callback)
+        try:
+            yield
+        finally:
+            self._listeners.remove(callback)
+
+    def expect_job(self, job_path: str) -> asyncio.Future[str]:
+        """A future for the result ("done", "failed", "canceled"…) of a systemd job."""
+        fut = self._job_waiters.get(job_path)
+        if fut is None:
+            fut = asyncio.get_running_loop().create_future()
+            if job_path in self._removed:
+                fut.set_result(self._removed.pop(job_path))
+            else:
+                self._job_waiters[job_path] = fut
+        return fut
+
+    # -- manager API ------------------------------------------------------------------------
+
+    async def start_transient_unit(self, name: str, properties: list[tuple[str, Variant]]) -> str:
+        (job,) = await self.call(
+            "StartTransientUnit", "ssa(sv)a(sa(sv))", [name, "fail", properties, []]
+        )
+        return str(job)
+
+    async def stop_unit(self, name: str) -> str:
+        (job,) = await self.call("StopUnit", "ss", [name, "replace"])
+        return str(job)
+
+    async def get_unit(self, name: str) -> str | None:
+        """The object path of a loaded unit, or None if systemd has no such unit loaded."""
+        try:
+            (path,) = await self.call("GetUnit", "s", [name])
+        except SystemdError as e:
+            if e.dbus_error == NO_SUCH_UNIT:
+                return None
+            raise
+        return str(path)
+
+    async def unit_properties(self, path: str) -> dict[str, Any]:
+        """Unit and Service properties of a loaded unit (empty if it went away meanwhile)."""
+        props: dict[str, Any] = {}
+        for interface in (UNIT, SERVICE):
+            try:
+                (values,) = await self.call("GetAll", "s", [interface], path=path, interface=PROPS)
+            except SystemdError as e:
+                if e.dbus_error in (
+                    NO_SUCH_UNIT,
+                    "org.freedesktop.DBus.Error.UnknownObject",
+                ):
+                    return {}
+                raise
+            props.update({k: unwrap(v) for k, v in values.items()})
+        return props
+
+    async def list_units(self, pattern: str) -> list[tuple[str, str, str, str]]:
+        """(name, active state, sub state, object path) of loaded units matching a glob."""
+        (units,) = await self.call("ListUnitsByPatterns", "asas", [[], [pattern]])
+        return [(u[0], u[3], u[4], u[6]) for u in units]
+
+    async def set_runtime_properties(
+        self, name: str, properties: list[tuple[str, Variant]]
+    ) -> None:
+        await self.call("SetUnitProperties", "sba(sv)", [name, True, properties])
+
+    async def reset_failed(self, name: str) -> None:
+        with contextlib.suppress(SystemdError):
+            await self.call("ResetFailedUnit", "s", [name])
+
+    async def version(self) -> str:
+        (v,) = await self.call("Get", "ss", [MANAGER, "Version"], interface=PROPS)
+        return str(unwrap(v))
