@@ -10,15 +10,16 @@ import asyncio
 import contextlib
 import os
 import pwd
+import signal
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
-from dbus_fast import Message, Variant
+from dbus_fast import Message
 
 from . import outcome as oc
 from .errors import InvalidArgument, SystemdError
 from .model import Job, JobSpec, JobState, Outcome, new_job_id, unit_name
-from .properties import USEC_PER_SEC, parse_seconds, unit_properties
+from .properties import parse_seconds, unit_properties
 from .store import Store
 from .systemd import Systemd
 
@@ -76,8 +77,17 @@ class Manager:
 
     async def start(self, spec: JobSpec, caller: Caller | None = None) -> Job:
         caller = caller or Caller.current()
-        if spec.workdir is not None and not os.path.isdir(spec.workdir):
-            raise InvalidArgument(f"--workdir {spec.workdir}: no such directory")
+        if spec.workdir is not None:
+            if not os.path.isdir(spec.workdir):
+                raise InvalidArgument(f"--workdir {spec.workdir}: no such directory")
+            private_tmp = spec.private_tmp is not False
+            if private_tmp and any(spec.workdir == d or spec.workdir.startswith(d + "/")
+                                   for d in ("/tmp", "/var/tmp")):  # fmt: skip
+                raise InvalidArgument(
+                    f"--workdir {spec.workdir} is under /tmp or /var/tmp, which a job with a "
+                    "private /tmp does not see",
+                    "add --shared-tmp, or use a directory elsewhere",
+                )
         job = Job(
             id=new_job_id(),
             spec=spec,
@@ -126,16 +136,26 @@ class Manager:
     async def _refresh(self, job: Job, stop_requested: bool) -> Job:
         path = await self.systemd.get_unit(job.unit)
         props = await self.systemd.unit_properties(path) if path else {}
+        if props and job.started_at is None:
+            started = oc.usec_to_datetime(props.get("ExecMainStartTimestamp"))
+            job = self._record_start(job, props.get("InvocationID"), started)
         if props and props.get("ActiveState") in oc.ACTIVE_STATES:
             return replace(job, outcome=Outcome(JobState.RUNNING), usage=oc.usage(props))
         if props and props.get("LoadState") == "loaded":
             stopped = stop_requested or (await asyncio.to_thread(oc.read_pid1_records, job.unit))[1]
             outcome = oc.from_unit(job.spec, props, stopped, self._oom(job, props, stopped))
         else:
-            outcome = await self._outcome_from_journal(job, stop_requested)
+            job, outcome = await self._outcome_from_journal(job, stop_requested)
         if outcome.state.finished:
             self.store.set_outcome(job.id, outcome)
         return replace(job, outcome=outcome)
+
+    def _record_start(self, job: Job, invocation: object, started: datetime | None) -> Job:
+        inv = invocation.hex() if isinstance(invocation, bytes) else invocation
+        inv = str(inv).replace("-", "") if inv else job.invocation_id
+        if inv != job.invocation_id or started != job.started_at:
+            self.store.set_started(job.id, inv, started or job.started_at)
+        return replace(job, invocation_id=inv, started_at=started or job.started_at)
 
     def _oom(self, job: Job, props: dict[str, object], stopped: bool) -> bool:
         if stopped or job.spec.memory_max is None:
@@ -148,11 +168,18 @@ class Manager:
             and oc.kernel_oom_killed(job.unit)
         )
 
-    async def _outcome_from_journal(self, job: Job, stop_requested: bool) -> Outcome:
+    async def _outcome_from_journal(self, job: Job, stop_requested: bool) -> tuple[Job, Outcome]:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + RECORD_WAIT
         while True:
             records, _ = await asyncio.to_thread(oc.read_pid1_records, job.unit)
+            if job.started_at is None:
+                for r in records:
+                    if oc.message_id(r) == oc.MSG_UNIT_STARTING:
+                        job = self._record_start(
+                            job, r.get("INVOCATION_ID"), r.get("__REALTIME_TIMESTAMP")
+                        )
+                        break
             killed9 = any(
                 oc.message_id(r) == oc.MSG_PROCESS_EXIT and str(r.get("EXIT_STATUS")) == "9"
                 for r in records
@@ -165,11 +192,10 @@ class Manager:
             )
             outcome = oc.from_journal_records(job.spec, records, stop_requested, oom)
             if outcome is not None:
-                return outcome
-            # The unit may have been loaded again meanwhile (it never is for jobrun's IDs), or
-            # PID 1's records may not have reached the journal yet: look again, briefly.
+                return job, outcome
+            # PID 1's records of a unit unloaded a moment ago may not be in the journal yet.
             if loop.time() > deadline:
-                return Outcome(
+                return job, Outcome(
                     JobState.FAILED,
                     reason="systemd has no record of how this job ended "
                     "(the journal lost it, or the host went down while it ran)",
@@ -199,9 +225,6 @@ class Manager:
             return job, False
         if timeout is not None:
             timeout = parse_seconds(timeout)
-            await self.systemd.set_runtime_properties(
-                job.unit, [("TimeoutStopUSec", Variant("t", int(timeout * USEC_PER_SEC)))]
-            )
         self.store.set_stop_requested(job.id, datetime.now(UTC))
         try:
             sd_job = await self.systemd.stop_unit(job.unit)
@@ -209,7 +232,15 @@ class Manager:
             if e.dbus_error != "org.freedesktop.systemd1.NoSuchUnit":
                 raise
         else:
-            await self.systemd.expect_job(sd_job)
+            done = self.systemd.expect_job(sd_job)
+            if timeout is not None:
+                # systemd cannot change TimeoutStopUSec of a running unit: a shorter grace is
+                # enforced here, by SIGKILL to every process of the unit when it runs out.
+                try:
+                    await asyncio.wait_for(asyncio.shield(done), timeout)
+                except TimeoutError:
+                    await self.systemd.kill_unit(job.unit, signal.SIGKILL)
+            await done
         return await self.status(job.id, caller), True
 
     async def wait(self, job_id: str, caller: Caller | None = None) -> Job:

@@ -205,6 +205,9 @@ class Systemd:
         (units,) = await self.call("ListUnitsByPatterns", "asas", [[], [pattern]])
         return [(u[0], u[3], u[4], u[6]) for u in units]
 
+    async def kill_unit(self, name: str, signal: int) -> None:
+        await self.call("KillUnit", "ssi", [name, "all", int(signal)])
+
     async def set_runtime_properties(
         self, name: str, properties: list[tuple[str, Variant]]
     ) -> None:

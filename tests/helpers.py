@@ -1,0 +1,97 @@
+"""Small helpers shared by the tests: poll until a deadline (never sleep to wait), run the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def wait_for(
+    condition: Callable[[], T], timeout: float = 10.0, interval: float = 0.02, what: str = ""
+) -> T:
+    """Poll `condition` until it returns something truthy; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or condition}")
+        time.sleep(interval)
+
+
+def jobrun(
+    *args: str, check: bool = False, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """Run the real CLI in a child process (a fresh interpreter, as a user would)."""
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    proc = subprocess.run(
+        [sys.executable, "-m", "jobrun", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=timeout,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"jobrun {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+        )
+    return proc
+
+
+def start(*args: str, **kw: Any) -> str:
+    out = jobrun("start", *args, check=True, **kw).stdout
+    assert out.endswith("\n") and out.count("\n") == 1, out
+    return out.strip()
+
+
+def status(job_id: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(jobrun("status", job_id, "--json", check=True).stdout)
+    return data
+
+
+def wait_finished(job_id: str, timeout: float = 30) -> dict[str, Any]:
+    return wait_for(
+        lambda: (s := status(job_id))["state"] != "running" and s,
+        timeout=timeout,
+        interval=0.05,
+        what=f"job {job_id} to finish",
+    )
+
+
+def systemctl_show(unit: str, *props: str) -> dict[str, str]:
+    out = subprocess.run(
+        ["systemctl", "show", unit, *(f"--property={p}" for p in props)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+
+def journal_output(job_id: str) -> str:
+    """The job's output as journalctl shows it (until the reader tests own this)."""
+    return subprocess.run(
+        ["journalctl", "--namespace=jobrun", "-o", "cat", "--no-pager", f"JOBRUN_JOB={job_id}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+
+
+def cgroup_pids(unit: str) -> list[int] | None:
+    """PIDs in the unit's cgroup (pids hierarchy), or None once the cgroup is gone."""
+    path = f"/sys/fs/cgroup/pids/jobrun.slice/{unit}/cgroup.procs"
+    try:
+        with open(path) as f:
+            return [int(x) for x in f.read().split()]
+    except FileNotFoundError:
+        return None
