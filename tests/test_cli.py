@@ -1,0 +1,68 @@
+"""CLI behaviour that needs no systemd: parsing, bad input, exit codes, nothing started."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from jobrun import cli
+from jobrun.properties import SETTINGS
+
+runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def no_manager(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def refuse() -> None:
+        raise AssertionError("bad input must not reach the manager")
+
+    monkeypatch.setattr(cli, "open_manager", refuse)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["start"],
+        ["start", "--"],
+        ["start", "--cpu-weight", "0", "--", "true"],
+        ["start", "--cpu-weight", "abc", "--", "true"],
+        ["start", "--memory-max", "12Q", "--", "true"],
+        ["start", "--memory-high", "-1", "--", "true"],
+        ["start", "--io-weight", "10001", "--", "true"],
+        ["start", "--tasks-max", "-3", "--", "true"],
+        ["start", "--cpu-quota", "lots", "--", "true"],
+        ["start", "-E", "NOVALUE", "--", "true"],
+        ["start", "-E", "=x", "--", "true"],
+        ["start", "-C", "relative", "--", "true"],
+        ["start", "--stop-timeout", "-1", "--", "true"],
+        ["start", "--name", "", "--", "true"],
+        ["start", "--no-such-option", "--", "true"],
+        ["run", "--memory-max", "0", "--", "true"],
+        ["stop", "--timeout", "soon", "abc"],
+        ["status"],
+        ["frobnicate"],
+    ],
+)
+def test_bad_input_is_a_one_line_error_and_exit_2(args: list[str]) -> None:
+    result = runner.invoke(cli.app, args)
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    assert result.stdout == "" or "Usage" in result.output
+
+
+def test_error_says_what_to_do() -> None:
+    result = runner.invoke(cli.app, ["start", "--"])
+    assert "no command given" in result.output and "jobrun start -- CMD" in result.output
+
+
+def test_every_setting_is_an_option_of_start_and_run() -> None:
+    for verb in ("start", "run"):
+        help_text = runner.invoke(cli.app, [verb, "--help"], terminal_width=200).output
+        for s in SETTINGS:
+            for flag in s.flags.replace("/", " ").split():
+                assert flag in help_text, (verb, flag)
+
+
+def test_version() -> None:
+    result = runner.invoke(cli.app, ["--version"])
+    assert result.exit_code == 0 and result.stdout.startswith("jobrun ")
