@@ -11,13 +11,16 @@ import inspect
 import json
 import os
 from collections.abc import Awaitable, Callable
-from typing import Any, NoReturn, Optional, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, Optional, TypeVar
 
 import typer
 
 from . import __version__
-from .errors import EXIT_INTERNAL, JobrunError, PermissionDenied
+from .errors import EXIT_INTERNAL, JobrunError
 from .properties import SETTINGS, build_spec
+
+if TYPE_CHECKING:
+    from .client import Backend
 
 T = TypeVar("T")
 
@@ -60,15 +63,10 @@ def run_async(fn: Callable[[], Awaitable[T]]) -> T:
         raise typer.Exit(EXIT_INTERNAL) from None
 
 
-async def open_manager() -> Any:
-    from .manager import Manager
+async def open_backend() -> Backend:
+    from .client import open_backend
 
-    if os.geteuid() != 0:
-        raise PermissionDenied(
-            "jobrun runs jobs in-process, and that needs root",
-            "run it as root (sudo jobrun …); multi-user access comes with jobrund",
-        )
-    return await Manager.open()
+    return await open_backend()
 
 
 # -- start / run: options generated from the settings table ------------------------------------
@@ -118,18 +116,29 @@ def _with_settings(fn: Callable[..., None]) -> Callable[..., None]:
 _COMMAND_CONTEXT = {"allow_interspersed_args": False}
 
 
+def _parse(values: dict[str, Any]) -> tuple[list[str], str | None, dict[str, Any]]:
+    """Validate here, before anything is started; the backend gets the user's own values."""
+    command = list(values.pop("command") or [])
+    name = values.pop("name")
+    try:
+        build_spec(command, name=name, **values)
+    except JobrunError as e:
+        fail(e)
+    return command, name, {k: v for k, v in values.items() if v is not None and v != []}
+
+
 @app.command(context_settings=_COMMAND_CONTEXT)
 @_with_settings
 def start(**values: Any) -> None:
     """Start COMMAND as a job and print its ID."""
-    try:
-        spec = build_spec(values.pop("command") or [], name=values.pop("name"), **values)
-    except JobrunError as e:
-        fail(e)
+    command, name, options = _parse(values)
 
     async def go() -> str:
-        async with await open_manager() as m:
-            return str((await m.start(spec)).id)
+        b = await open_backend()
+        try:
+            return str((await b.start(command, name, options))["id"])
+        finally:
+            await b.close()
 
     print(run_async(go))
 
@@ -138,39 +147,35 @@ def start(**values: Any) -> None:
 @_with_settings
 def run(**values: Any) -> None:
     """Start COMMAND as a job, stream its output, and exit with its exit code."""
-    try:
-        spec = build_spec(values.pop("command") or [], name=values.pop("name"), **values)
-    except JobrunError as e:
-        fail(e)
+    command, name, options = _parse(values)
 
     async def go() -> int:
-        from .model import JobState
-
-        async with await open_manager() as m:
-            job = await m.start(spec)
-            _err(f"jobrun: job {job.id} started")
-            job = await m.wait(job.id)
-            o = job.outcome
-            if o.state is not JobState.SUCCEEDED:
-                _err(f"jobrun: job {job.id} {o.state.value}: {o.reason or o.result}")
-            return exit_status(job)
+        b = await open_backend()
+        try:
+            job = await b.start(command, name, options)
+            _err(f"jobrun: job {job['id']} started")
+            job = await b.wait(job["id"])
+        finally:
+            await b.close()
+        if job["state"] != "succeeded":
+            _err(f"jobrun: job {job['id']} {job['state']}: {job['reason'] or job['result']}")
+        return exit_status(job)
 
     raise typer.Exit(run_async(go))
 
 
-def exit_status(job: Any) -> int:
+def exit_status(job: dict[str, Any]) -> int:
     """A shell's exit status for the job: its own, 128+N for signal N, 127 if it could not run."""
     import signal
 
-    o = job.outcome
-    if o.exit_code is not None:
-        return int(o.exit_code)
-    if o.signal:
+    if job["exit_code"] is not None:
+        return int(job["exit_code"])
+    if job["signal"]:
         try:
-            return 128 + int(signal.Signals[o.signal])
+            return 128 + int(signal.Signals[job["signal"]])
         except KeyError:
             return 1
-    return 127 if o.reason and o.reason.startswith("command not found") else 1
+    return 127 if (job["reason"] or "").startswith("command not found") else 1
 
 
 # -- stop / status / list -----------------------------------------------------------------
@@ -186,12 +191,15 @@ def stop(
     """Stop a job: SIGTERM to all its processes, SIGKILL after the grace period."""
 
     async def go() -> None:
-        async with await open_manager() as m:
-            job, was_running = await m.stop(job_id, timeout=timeout)
-            if was_running:
-                _err(f"jobrun: job {job.id} {job.outcome.state.value}")
-            else:
-                _err(f"jobrun: job {job.id} had already finished ({job.outcome.state.value})")
+        b = await open_backend()
+        try:
+            job, was_running = await b.stop(job_id, timeout)
+        finally:
+            await b.close()
+        if was_running:
+            _err(f"jobrun: job {job['id']} {job['state']}")
+        else:
+            _err(f"jobrun: job {job['id']} had already finished ({job['state']})")
 
     run_async(go)
 
@@ -203,13 +211,14 @@ def status(
 ) -> None:
     """Show a job's state, exit code, limits and resource use."""
 
-    async def go() -> Any:
-        async with await open_manager() as m:
-            return await m.status(job_id)
+    async def go() -> dict[str, Any]:
+        b = await open_backend()
+        try:
+            return await b.status(job_id)
+        finally:
+            await b.close()
 
-    from .model import job_to_dict
-
-    data = job_to_dict(run_async(go))
+    data = run_async(go)
     if as_json:
         print(json.dumps(data, indent=2))
         return
@@ -225,13 +234,14 @@ def list_(
 ) -> None:
     """List running and recent jobs."""
 
-    async def go() -> Any:
-        async with await open_manager() as m:
-            return await m.list(all=all_)
+    async def go() -> list[dict[str, Any]]:
+        b = await open_backend()
+        try:
+            return await b.list(all_)
+        finally:
+            await b.close()
 
-    from .model import job_to_dict
-
-    rows = [job_to_dict(j) for j in run_async(go)]
+    rows = run_async(go)
     if as_json:
         print(json.dumps(rows, indent=2))
         return

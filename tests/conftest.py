@@ -50,6 +50,26 @@ def _require_systemd(request: pytest.FixtureRequest) -> None:
             "or deselect this tier with `-m unit`.",
             pytrace=False,
         )
+    from . import install
+
+    if install.in_sandbox():
+        install.install()
+    elif (
+        request.node.get_closest_marker("daemon") is not None
+        and not Path("/usr/share/dbus-1/system-services/org.jobrun.Manager1.service").exists()
+    ):
+        pytest.fail(
+            "jobrund tests need jobrun's system files: run them under tests/with-systemd "
+            "(which installs them into its private systemd) or install the package",
+            pytrace=False,
+        )
+
+
+@pytest.fixture(autouse=True)
+def _jobrun_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI in-process unless a test is about jobrund (marked `daemon`)."""
+    if request.node.get_closest_marker("daemon") is None:
+        monkeypatch.setenv("JOBRUN_MODE", "local")
 
 
 @pytest.fixture

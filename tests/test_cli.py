@@ -16,7 +16,7 @@ def no_manager(monkeypatch: pytest.MonkeyPatch) -> None:
     async def refuse() -> None:
         raise AssertionError("bad input must not reach the manager")
 
-    monkeypatch.setattr(cli, "open_manager", refuse)
+    monkeypatch.setattr(cli, "open_backend", refuse)
 
 
 @pytest.mark.parametrize(

@@ -404,7 +404,7 @@ def test_not_root_is_a_clear_error() -> None:
         capture_output=True, text=True,
     )  # fmt: skip
     assert proc.returncode == 4, proc.stderr
-    assert "needs root" in proc.stderr and "Traceback" not in proc.stderr
+    assert "only as root" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def _job_units() -> list[str]:

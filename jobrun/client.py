@@ -1,0 +1,222 @@
+"""How the CLI reaches jobs: through jobrund on the system bus, or in-process as root.
+
+Both backends answer with the same JSON-shaped dicts (model.job_to_dict), so the CLI prints the
+same thing whichever path it took. JOBRUN_MODE=auto|daemon|local picks the path (default auto:
+jobrund when the bus can reach or activate it, else in-process when root).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+from typing import Any, Protocol
+
+from dbus_fast import Message, MessageFlag, MessageType, Variant
+from dbus_fast.aio import MessageBus
+
+from . import dbus_api as api
+from .bus import connect_system_bus
+from .errors import InvalidArgument, PermissionDenied, SystemdUnavailable
+from .model import job_to_dict
+
+MODES = ("auto", "daemon", "local")
+
+
+class Backend(Protocol):
+    mode: str
+
+    async def start(self, command: list[str], name: str | None,
+                    values: dict[str, Any]) -> dict[str, Any]: ...  # fmt: skip
+    async def stop(self, job_id: str, timeout: float | None) -> tuple[dict[str, Any], bool]: ...
+    async def status(self, job_id: str) -> dict[str, Any]: ...
+    async def list(self, all: bool) -> list[dict[str, Any]]: ...
+    async def wait(self, job_id: str) -> dict[str, Any]: ...
+    async def close(self) -> None: ...
+
+
+class LocalBackend:
+    """The library in this process (root only)."""
+
+    mode = "local"
+
+    def __init__(self, manager: Any) -> None:
+        self.m = manager
+
+    @classmethod
+    async def open(cls) -> LocalBackend:
+        from .manager import Manager
+
+        if os.geteuid() != 0:
+            raise PermissionDenied(
+                "jobrun runs jobs in-process only as root, and jobrund is not reachable",
+                "run it as root, or install jobrun's package (it brings jobrund)",
+            )
+        return cls(await Manager.open())
+
+    async def start(self, command: list[str], name: str | None,
+                    values: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+        from .properties import build_spec
+
+        return job_to_dict(await self.m.start(build_spec(command, name=name, **values)))
+
+    async def stop(self, job_id: str, timeout: float | None) -> tuple[dict[str, Any], bool]:
+        job, was_running = await self.m.stop(job_id, timeout=timeout)
+        return job_to_dict(job), was_running
+
+    async def status(self, job_id: str) -> dict[str, Any]:
+        return job_to_dict(await self.m.status(job_id))
+
+    async def list(self, all: bool) -> list[dict[str, Any]]:
+        return [job_to_dict(j) for j in await self.m.list(all=all)]
+
+    async def wait(self, job_id: str) -> dict[str, Any]:
+        return job_to_dict(await self.m.wait(job_id))
+
+    async def close(self) -> None:
+        await self.m.close()
+
+
+def _variant(value: Any) -> Variant:
+    if isinstance(value, bool):
+        return Variant("b", value)
+    if isinstance(value, int):
+        return Variant("x", value)
+    if isinstance(value, float):
+        return Variant("d", value)
+    if isinstance(value, list | tuple):
+        return Variant("as", [str(v) for v in value])
+    return Variant("s", str(value))
+
+
+class DaemonBackend:
+    """jobrund over the system bus."""
+
+    mode = "daemon"
+
+    def __init__(self, bus: MessageBus) -> None:
+        self.bus = bus
+        self._changed = asyncio.Event()
+        bus.add_message_handler(self._on_message)
+
+    async def call(self, member: str, body: list[Any]) -> list[Any]:
+        sig_in, _ = api.METHODS[member]
+        msg = Message(
+            destination=api.BUS_NAME,
+            path=api.PATH,
+            interface=api.INTERFACE,
+            member=member,
+            signature=sig_in,
+            body=body,
+            flags=MessageFlag.ALLOW_INTERACTIVE_AUTHORIZATION,
+        )
+        try:
+            reply = await self.bus.call(msg)
+        except (OSError, EOFError) as e:
+            raise SystemdUnavailable(f"lost the system bus: {e}") from e
+        if reply is None:
+            raise SystemdUnavailable("no reply from jobrund")
+        if reply.message_type == MessageType.ERROR:
+            text = str(reply.body[0]) if reply.body else ""
+            if reply.error_name == "org.freedesktop.DBus.Error.ServiceUnknown":
+                raise SystemdUnavailable(
+                    "jobrund is not reachable on the system bus",
+                    "is the package installed? systemctl status jobrund",
+                )
+            raise api.error_from_dbus(reply.error_name, text)
+        return list(reply.body)
+
+    async def start(self, command: list[str], name: str | None,
+                    values: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+        options = {k: _variant(v) for k, v in values.items() if v is not None and v != []}
+        if name is not None:
+            options["name"] = Variant("s", name)
+        (job,) = await self.call("Start", [command, options])
+        return dict(json.loads(job))
+
+    async def stop(self, job_id: str, timeout: float | None) -> tuple[dict[str, Any], bool]:
+        job, was_running = await self.call("Stop", [job_id, -1.0 if timeout is None else timeout])
+        return dict(json.loads(job)), bool(was_running)
+
+    async def status(self, job_id: str) -> dict[str, Any]:
+        (job,) = await self.call("Status", [job_id])
+        return dict(json.loads(job))
+
+    async def list(self, all: bool) -> list[dict[str, Any]]:
+        (jobs,) = await self.call("List", [all])
+        return list(json.loads(jobs))
+
+    def _on_message(self, msg: Message) -> bool:
+        if msg.message_type == MessageType.SIGNAL and msg.member in (
+            "JobChanged",
+            "NameOwnerChanged",
+        ):
+            self._changed.set()
+        return False
+
+    async def wait(self, job_id: str) -> dict[str, Any]:
+        await self.call("Subscribe", [])
+        # jobrund restarting loses our subscription: notice its name changing owner.
+        await self.bus.call(
+            Message(
+                destination="org.freedesktop.DBus",
+                path="/org/freedesktop/DBus",
+                interface="org.freedesktop.DBus",
+                member="AddMatch",
+                signature="s",
+                body=[f"type='signal',member='NameOwnerChanged',arg0='{api.BUS_NAME}'"],
+            )
+        )
+        while True:
+            self._changed.clear()
+            job = await self.status(job_id)
+            if job["state"] != "running":
+                return job
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), timeout=2.0)
+            if not self._changed.is_set():
+                continue
+            with contextlib.suppress(Exception):
+                await self.call("Subscribe", [])
+
+    async def close(self) -> None:
+        self.bus.disconnect()
+
+
+async def _daemon_reachable(bus: MessageBus) -> bool:
+    for member in ("NameHasOwner", "ListActivatableNames"):
+        reply = await bus.call(
+            Message(
+                destination="org.freedesktop.DBus",
+                path="/org/freedesktop/DBus",
+                interface="org.freedesktop.DBus",
+                member=member,
+                signature="s" if member == "NameHasOwner" else "",
+                body=[api.BUS_NAME] if member == "NameHasOwner" else [],
+            )
+        )
+        if reply is None or reply.message_type == MessageType.ERROR:
+            continue
+        value = reply.body[0]
+        if value is True or (isinstance(value, list) and api.BUS_NAME in value):
+            return True
+    return False
+
+
+def mode() -> str:
+    m = os.environ.get("JOBRUN_MODE", "auto")
+    if m not in MODES:
+        raise InvalidArgument(f"JOBRUN_MODE must be one of {', '.join(MODES)}, not {m!r}")
+    return m
+
+
+async def open_backend() -> Backend:
+    m = mode()
+    if m == "local":
+        return await LocalBackend.open()
+    bus = await connect_system_bus()
+    if m == "daemon" or await _daemon_reachable(bus):
+        return DaemonBackend(bus)
+    bus.disconnect()
+    return await LocalBackend.open()

@@ -1,0 +1,303 @@
+"""jobrund: jobrun's manager on the system bus, for users who are not root.
+
+Identity comes from the bus (the sender's uid, asked of the bus itself), authorization from polkit
+(jobrun's own actions, polkit/), limits from the admin's config (config.py). Jobs of a non-root
+caller run as that caller (User=); nothing in the API can choose another user. A job someone may
+not see answers "not found", exactly like a job that does not exist.
+
+Requests are dispatched from a raw message handler rather than dbus-fast's ServiceInterface, so
+each handler sees the message (sender, flags) and in-flight work is bounded: at most MAX_ACTIVE
+requests run at once and at most MAX_QUEUED wait; beyond that a caller gets a Busy error at once
+instead of the daemon growing without bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import logging
+import os
+import pwd
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from dbus_fast import Message, MessageFlag, MessageType, Variant
+from dbus_fast.aio import MessageBus
+
+from . import dbus_api as api
+from . import polkit
+from .bus import connect_system_bus
+from .config import Config
+from .errors import InvalidArgument, JobrunError, PermissionDenied
+from .manager import Caller, Manager
+from .model import UNIT_PREFIX, JobState, job_to_dict
+from .properties import build_spec
+from .store import Store
+
+log = logging.getLogger("jobrund")
+
+MAX_ACTIVE = 64
+MAX_QUEUED = 4096
+_UNIT_PATH_PREFIX = "/org/freedesktop/systemd1/unit/" + UNIT_PREFIX.replace("-", "_2d")
+
+
+class Busy(JobrunError):
+    dbus_name = "org.jobrun.Error.Busy"
+    grpc_status = "RESOURCE_EXHAUSTED"
+
+
+class Daemon:
+    def __init__(self, bus: MessageBus, manager: Manager, config: Config) -> None:
+        self.bus = bus
+        self.manager = manager
+        self.config = config
+        self._active = asyncio.Semaphore(MAX_ACTIVE)
+        self._queued = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._uids: collections.OrderedDict[str, int] = collections.OrderedDict()
+        self._subscribers: dict[str, Caller] = {}
+        self._last_state: dict[str, str] = {}
+        self._handlers: dict[str, Callable[[Message, Caller], Awaitable[tuple[str, list[Any]]]]]
+        self._handlers = {
+            "Start": self.start,
+            "Stop": self.stop,
+            "Status": self.status,
+            "List": self.list_jobs,
+            "Logs": self.logs,
+            "Subscribe": self.subscribe,
+            "Whoami": self.whoami,
+        }
+
+    # -- dispatch ---------------------------------------------------------------------------
+
+    def on_message(self, msg: Message) -> bool:
+        if msg.message_type == MessageType.SIGNAL:
+            self._on_signal(msg)
+            return False
+        if msg.message_type != MessageType.METHOD_CALL or msg.path != api.PATH:
+            return False
+        if msg.interface == "org.freedesktop.DBus.Introspectable" and msg.member == "Introspect":
+            self.bus.send(Message.new_method_return(msg, "s", [api.introspection_xml()]))
+            return True
+        if msg.interface not in (api.INTERFACE, None) or msg.member not in self._handlers:
+            return False  # dbus-fast answers Peer calls and UnknownMethod
+        sig_in, _ = api.METHODS[msg.member]
+        if msg.signature != sig_in:
+            self._error(
+                msg, InvalidArgument(f"{msg.member} takes ({sig_in}), not ({msg.signature})")
+            )
+            return True
+        if self._queued >= MAX_QUEUED:
+            self._error(msg, Busy("jobrund is busy", "try again in a moment"))
+            return True
+        self._queued += 1
+        task = asyncio.get_running_loop().create_task(self._dispatch(msg))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return True
+
+    async def _dispatch(self, msg: Message) -> None:
+        try:
+            async with self._active:
+                try:
+                    caller = await self._caller(msg)
+                    sig_out, body = await self._handlers[msg.member or ""](msg, caller)
+                    reply = Message.new_method_return(msg, sig_out, body)
+                except JobrunError as e:
+                    reply = Message.new_error(msg, e.dbus_name, api.error_text(e))
+                except Exception:
+                    log.exception("%s failed", msg.member)
+                    reply = Message.new_error(
+                        msg, "org.jobrun.Error.Failed", "internal error in jobrund (see its log)"
+                    )
+                if not msg.flags & MessageFlag.NO_REPLY_EXPECTED:
+                    self.bus.send(reply)
+                for fd in reply.unix_fds:
+                    os.close(fd)  # sent (dup'd into the message); our copy is no longer needed
+        finally:
+            self._queued -= 1
+
+    def _error(self, msg: Message, e: JobrunError) -> None:
+        self.bus.send(Message.new_error(msg, e.dbus_name, api.error_text(e)))
+
+    async def _caller(self, msg: Message) -> Caller:
+        sender = msg.sender or ""
+        uid = self._uids.get(sender)
+        if uid is None:
+            reply = await self.bus.call(
+                Message(
+                    destination="org.freedesktop.DBus",
+                    path="/org/freedesktop/DBus",
+                    interface="org.freedesktop.DBus",
+                    member="GetConnectionUnixUser",
+                    signature="s",
+                    body=[sender],
+                )
+            )
+            if reply is None or reply.message_type == MessageType.ERROR:
+                raise PermissionDenied("cannot tell who is asking")
+            uid = int(reply.body[0])
+            self._uids[sender] = uid
+            while len(self._uids) > 4096:
+                self._uids.popitem(last=False)
+        try:
+            user = pwd.getpwuid(uid).pw_name
+        except KeyError:
+            raise PermissionDenied(f"uid {uid} has no user name on this host") from None
+        if uid == 0:
+            return Caller(0, user, admin=True)
+        admin = await polkit.check(self.bus, sender, polkit.ACTION_MANAGE_ALL)
+        return Caller(uid, user, admin=admin)
+
+    async def _require(self, msg: Message, action: str, what: str) -> None:
+        if msg.sender is None:
+            raise PermissionDenied("no sender")
+        interactive = bool(msg.flags & MessageFlag.ALLOW_INTERACTIVE_AUTHORIZATION)
+        if not await polkit.check(self.bus, msg.sender, action, interactive):
+            raise PermissionDenied(f"not authorized to {what}", f"polkit action {action}")
+
+    async def _require_manage(self, msg: Message, caller: Caller) -> None:
+        if caller.uid != 0 and not caller.admin:
+            await self._require(msg, polkit.ACTION_MANAGE_OWN, "manage jobs")
+
+    # -- verbs ------------------------------------------------------------------------------
+
+    async def start(self, msg: Message, caller: Caller) -> tuple[str, list[Any]]:
+        command, options = msg.body
+        if caller.uid != 0:
+            await self._require(msg, polkit.ACTION_START, "start jobs")
+        values = {k: (v.value if isinstance(v, Variant) else v) for k, v in options.items()}
+        name = values.pop("name", None)
+        spec = build_spec(list(command), name=name, **values)
+        if caller.uid != 0 and not caller.admin:
+            running = sum(
+                1 for j in await self.manager.list(caller, all=True) if j.state is JobState.RUNNING
+            )
+            spec = self.config.apply(spec, caller.user, running)
+        job = await self.manager.start(spec, caller)
+        return "s", [json.dumps(job_to_dict(job))]
+
+    async def stop(self, msg: Message, caller: Caller) -> tuple[str, list[Any]]:
+        job_id, timeout = msg.body
+        await self._require_manage(msg, caller)
+        job, was_running = await self.manager.stop(
+            job_id, caller, timeout=None if timeout < 0 else timeout
+        )
+        return "sb", [json.dumps(job_to_dict(job)), was_running]
+
+    async def status(self, msg: Message, caller: Caller) -> tuple[str, list[Any]]:
+        await self._require_manage(msg, caller)
+        job = await self.manager.status(msg.body[0], caller)
+        return "s", [json.dumps(job_to_dict(job))]
+
+    async def list_jobs(self, msg: Message, caller: Caller) -> tuple[str, list[Any]]:
+        await self._require_manage(msg, caller)
+        jobs = await self.manager.list(caller, all=bool(msg.body[0]))
+        return "s", [json.dumps([job_to_dict(j) for j in jobs])]
+
+    async def logs(self, msg: Message, caller: Caller) -> tuple[str, list[Any]]:
+        raise InvalidArgument("Logs is not available in this version of jobrund")
+
+    async def subscribe(self, msg: Message, caller: Caller) -> tuple[str, list[Any]]:
+        await self._require_manage(msg, caller)
+        if msg.sender:
+            self._subscribers[msg.sender] = caller
+        return "", []
+
+    async def whoami(self, msg: Message, caller: Caller) -> tuple[str, list[Any]]:
+        return "sb", [caller.user, caller.admin]
+
+    # -- JobChanged -------------------------------------------------------------------------
+
+    def _on_signal(self, msg: Message) -> None:
+        if msg.member == "NameOwnerChanged" and msg.body and msg.body[2] == "":
+            self._subscribers.pop(msg.body[0], None)
+            self._uids.pop(msg.body[0], None)
+            return
+        job_id = None
+        if msg.member == "JobRemoved" and len(msg.body) == 4:
+            unit = str(msg.body[2])
+            if unit.startswith(UNIT_PREFIX) and unit.endswith(".service"):
+                job_id = unit[len(UNIT_PREFIX) : -len(".service")]
+        elif msg.member == "PropertiesChanged":
+            path = msg.path or ""
+            if path.startswith(_UNIT_PATH_PREFIX):
+                job_id = path[len(_UNIT_PATH_PREFIX) :].removesuffix("_2eservice")
+        if job_id and self._subscribers:
+            task = asyncio.get_running_loop().create_task(self._announce(job_id))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _announce(self, job_id: str) -> None:
+        try:
+            job = await self.manager.status(job_id, Caller(0, "root", admin=True))
+        except JobrunError:
+            return
+        state = job.state.value
+        if self._last_state.get(job.id) == state:
+            return
+        self._last_state[job.id] = state
+        if len(self._last_state) > 10000:
+            self._last_state.pop(next(iter(self._last_state)))
+        for sender, caller in list(self._subscribers.items()):
+            if caller.admin or caller.uid == job.uid:
+                # Unicast: a broadcast would tell every user that the job exists.
+                self.bus.send(
+                    Message(
+                        message_type=MessageType.SIGNAL,
+                        destination=sender,
+                        path=api.PATH,
+                        interface=api.INTERFACE,
+                        member="JobChanged",
+                        signature="ss",
+                        body=[job.id, state],
+                    )
+                )
+
+
+async def serve() -> None:
+    config = Config.load()
+    bus = await connect_system_bus()
+    manager = await Manager.open(Store())
+    daemon = Daemon(bus, manager, config)
+    bus.add_message_handler(daemon.on_message)
+    await bus.call(
+        Message(
+            destination="org.freedesktop.DBus",
+            path="/org/freedesktop/DBus",
+            interface="org.freedesktop.DBus",
+            member="AddMatch",
+            signature="s",
+            body=["type='signal',sender='org.freedesktop.DBus',member='NameOwnerChanged'"],
+        )
+    )
+    # manager's own connection gets systemd's signals; route them here too
+    manager.systemd.bus.add_message_handler(daemon.on_message)
+    await bus.request_name(api.BUS_NAME)
+    log.info("jobrund ready on the system bus as %s (config: %s)", api.BUS_NAME, config.source)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    waiter = loop.create_task(bus.wait_for_disconnect())  # type: ignore[no-untyped-call]
+    stopper = loop.create_task(stop.wait())
+    await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    log.info("jobrund stopping; running jobs keep running")
+    bus.disconnect()
+    await manager.close()
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(message)s")
+    try:
+        asyncio.run(serve())
+    except JobrunError as e:
+        log.error("%s", e)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

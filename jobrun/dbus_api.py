@@ -1,0 +1,100 @@
+"""jobrund's D-Bus interface, defined once: the daemon serves it and the client calls it.
+
+Job records travel as JSON text (the same objects `jobrun status --json` prints) rather than
+nested a{sv} dictionaries: one schema for the CLI, D-Bus and gRPC, and trivially introspectable.
+"""
+
+from __future__ import annotations
+
+from .errors import JobrunError
+
+BUS_NAME = "org.jobrun.Manager1"
+PATH = "/org/jobrun/Manager1"
+INTERFACE = "org.jobrun.Manager1"
+
+# member → (input signature, output signature)
+METHODS: dict[str, tuple[str, str]] = {
+    "Start": ("asa{sv}", "s"),  # command, options (SETTINGS fields + "name") → job JSON
+    "Stop": ("sd", "sb"),  # id (or prefix), timeout (< 0: the job's own) → job JSON, was running
+    "Status": ("s", "s"),  # id → job JSON
+    "List": ("b", "s"),  # all → JSON list of jobs
+    "Logs": ("sa{sv}", "h"),  # id, options (follow, tail, after_cursor, json) → pipe to read
+    "Subscribe": ("", ""),  # JobChanged signals for the caller's jobs, until it disconnects
+    "Whoami": ("", "sb"),  # the caller's user name and whether it may manage every job
+}
+SIGNALS: dict[str, str] = {"JobChanged": "ss"}  # id, state
+
+_ARG_NAMES = {
+    "Start": (["command", "options"], ["job"]),
+    "Stop": (["id", "timeout"], ["job", "was_running"]),
+    "Status": (["id"], ["job"]),
+    "List": (["all"], ["jobs"]),
+    "Logs": (["id", "options"], ["fd"]),
+    "Subscribe": ([], []),
+    "Whoami": ([], ["user", "admin"]),
+}
+
+
+def _split(signature: str) -> list[str]:
+    from dbus_fast.signature import SignatureTree
+
+    return [t.signature for t in SignatureTree(signature).types]
+
+
+def introspection_xml() -> str:
+    lines = [
+        '<!DOCTYPE node PUBLIC "-//freedesktop//DTD D-BUS Object Introspection 1.0//EN"',
+        ' "http://www.freedesktop.org/standards/dbus/1.0/introspect.dtd">',
+        "<node>",
+        f' <interface name="{INTERFACE}">',
+    ]
+    for member, (sig_in, sig_out) in METHODS.items():
+        names_in, names_out = _ARG_NAMES[member]
+        lines.append(f'  <method name="{member}">')
+        for name, t in zip(names_in, _split(sig_in), strict=True):
+            lines.append(f'   <arg name="{name}" type="{t}" direction="in"/>')
+        for name, t in zip(names_out, _split(sig_out), strict=True):
+            lines.append(f'   <arg name="{name}" type="{t}" direction="out"/>')
+        lines.append("  </method>")
+    lines += [
+        '  <signal name="JobChanged">',
+        '   <arg name="id" type="s"/>',
+        '   <arg name="state" type="s"/>',
+        "  </signal>",
+        " </interface>",
+        ' <interface name="org.freedesktop.DBus.Introspectable">',
+        '  <method name="Introspect"><arg name="xml" type="s" direction="out"/></method>',
+        " </interface>",
+        ' <interface name="org.freedesktop.DBus.Peer">',
+        '  <method name="Ping"/>',
+        '  <method name="GetMachineId"><arg name="id" type="s" direction="out"/></method>',
+        " </interface>",
+        "</node>",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+HINT_SEPARATOR = "\n\nhint: "
+
+
+def error_text(e: JobrunError) -> str:
+    return e.message + (HINT_SEPARATOR + e.hint if e.hint else "")
+
+
+def _all_error_classes() -> dict[str, type[JobrunError]]:
+    out: dict[str, type[JobrunError]] = {}
+    todo: list[type[JobrunError]] = [JobrunError]
+    while todo:
+        cls = todo.pop()
+        out.setdefault(cls.dbus_name, cls)
+        todo.extend(cls.__subclasses__())
+    return out
+
+
+def error_from_dbus(name: str | None, text: str) -> JobrunError:
+    """The JobrunError a D-Bus error reply stands for (JobrunError itself for unknown names)."""
+    cls = _all_error_classes().get(name or "", JobrunError)
+    message, _, hint = text.partition(HINT_SEPARATOR)
+    if cls is JobrunError and name and not name.startswith("org.jobrun."):
+        message = f"{message} ({name})"
+    return cls(message, hint)
