@@ -1,0 +1,326 @@
+"""jobrund: multi-user jobs on the system bus, with a real polkitd and real users.
+
+alice and bob are plain users, carol is in jobrun-admin (tests/install.py creates them inside
+the sandbox). Every verb × (own job, another's job) × (alice, carol, root) is checked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from dbus_fast import Message, MessageType
+
+from jobrun import dbus_api as api
+from jobrun.bus import connect_system_bus
+
+from .helpers import systemctl_show, wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.daemon]
+
+CONFIG = Path("/etc/jobrun/jobrund.toml")
+
+
+def as_user(
+    user: str, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "jobrun", *args]
+    if user != "root":
+        cmd = ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups", *cmd]
+    full_env = {k: v for k, v in os.environ.items() if k not in ("JOBRUN_STATE_DIR",)}
+    full_env["JOBRUN_MODE"] = "daemon"
+    full_env.update(env or {})
+    return subprocess.run(cmd, capture_output=True, text=True, env=full_env, timeout=120, cwd="/")
+
+
+def start_as(user: str, *args: str) -> str:
+    proc = as_user(user, "start", *args)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.strip()
+
+
+def status_as(user: str, job_id: str) -> dict[str, Any]:
+    proc = as_user(user, "status", job_id, "--json")
+    assert proc.returncode == 0, proc.stderr
+    data: dict[str, Any] = json.loads(proc.stdout)
+    return data
+
+
+def restart_jobrund() -> None:
+    subprocess.run(["systemctl", "restart", "jobrund.service"], check=True)
+
+
+@pytest.fixture
+def config() -> Iterator[Path]:
+    """Write jobrund's config for one test, restart jobrund to load it, and remove it after."""
+    CONFIG.parent.mkdir(parents=True, exist_ok=True)
+    yield CONFIG
+    CONFIG.unlink(missing_ok=True)
+    restart_jobrund()
+
+
+def test_bus_activation_from_cold_and_introspection() -> None:
+    subprocess.run(["systemctl", "stop", "jobrund.service"], check=True)
+    assert systemctl_show("jobrund.service", "ActiveState")["ActiveState"] == "inactive"
+    proc = as_user("alice", "list", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert systemctl_show("jobrund.service", "ActiveState")["ActiveState"] == "active"
+    out = subprocess.run(
+        ["busctl", "introspect", api.BUS_NAME, api.PATH], capture_output=True, text=True, check=True
+    ).stdout
+    for member in api.METHODS:
+        assert f".{member}" in out
+    assert ".JobChanged" in out
+
+
+def test_a_users_job_runs_as_that_user() -> None:
+    job = start_as("alice", "--", "sh", "-c", "id -un; id -u; sleep 1")
+    unit = f"jobrun-{job}.service"
+    assert systemctl_show(unit, "User")["User"] == "alice"
+    done = wait_for(lambda: (s := status_as("alice", job))["state"] != "running" and s)
+    assert done["state"] == "succeeded" and done["owner"] == "alice"
+    out = subprocess.run(
+        ["journalctl", "--namespace=jobrun", "-o", "cat", f"JOBRUN_JOB={job}"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    assert out.split() == ["alice", str(int(subprocess.check_output(["id", "-u", "alice"])))]
+
+
+@pytest.mark.parametrize("verb", ["status", "stop"])
+def test_every_verb_own_and_others_for_alice_carol_root(verb: str) -> None:
+    for who, whose, allowed in [
+        ("alice", "alice", True),
+        ("alice", "bob", False),
+        ("carol", "bob", True),
+        ("carol", "carol", True),
+        ("root", "bob", True),
+        ("root", "alice", True),
+    ]:
+        job = start_as(whose, "--", "sleep", "60")
+        proc = as_user(who, verb, job)
+        if allowed:
+            assert proc.returncode == 0, (who, whose, proc.stderr)
+        else:
+            # Not "permission denied": another user's job must look like no job at all.
+            assert proc.returncode == 3, (who, whose, proc.stderr)
+            assert f"no job {job}" in proc.stderr
+            unknown = as_user(who, verb, "0" * 10)
+            assert unknown.stderr.replace("0" * 10, job) == proc.stderr
+        state = status_as("root", job)["state"]
+        assert state == ("stopped" if verb == "stop" and allowed else "running")
+        as_user("root", "stop", job)
+
+
+def test_list_shows_own_jobs_to_users_and_all_to_admins() -> None:
+    a = start_as("alice", "--", "sleep", "60")
+    b = start_as("bob", "--", "sleep", "60")
+    seen = {}
+    for who in ("alice", "bob", "carol", "root"):
+        proc = as_user(who, "list", "--json", "--all")
+        assert proc.returncode == 0, proc.stderr
+        seen[who] = {j["id"] for j in json.loads(proc.stdout)}
+    assert a in seen["alice"] and b not in seen["alice"]
+    assert b in seen["bob"] and a not in seen["bob"]
+    assert {a, b} <= seen["carol"] and {a, b} <= seen["root"]
+    assert all(j["owner"] == "alice" for j in json.loads(as_user("alice", "list", "--json").stdout))
+    for job in (a, b):
+        as_user("root", "stop", job)
+
+
+def test_prefix_of_another_users_job_is_not_found() -> None:
+    b = start_as("bob", "--", "sleep", "60")
+    proc = as_user("alice", "status", b[:6])
+    assert proc.returncode == 3
+    as_user("root", "stop", b)
+
+
+async def _call_as(user: str, member: str, body: list[Any]) -> tuple[str | None, list[Any]]:
+    """One raw D-Bus call to jobrund as `user` (a child process, so the bus sees that uid)."""
+    code = (
+        "import asyncio, json, sys\n"
+        "from dbus_fast import Message, MessageType, Variant\n"
+        "from jobrun.bus import connect_system_bus\n"
+        "from jobrun import dbus_api as api\n"
+        "async def main():\n"
+        "    bus = await connect_system_bus()\n"
+        f"    body = {body!r}\n"
+        "    if len(body) == 2 and isinstance(body[1], dict):\n"
+        "        body[1] = {k: Variant('s', v) for k, v in body[1].items()}\n"
+        f"    r = await bus.call(Message(destination=api.BUS_NAME, path=api.PATH, "
+        f"interface=api.INTERFACE, member={member!r}, signature=api.METHODS[{member!r}][0], "
+        "body=body))\n"
+        "    err = r.error_name if r.message_type == MessageType.ERROR else None\n"
+        "    print(json.dumps([err, r.body]))\n"
+        "asyncio.run(main())\n"
+    )
+    cmd = [sys.executable, "-c", code]
+    if user != "root":
+        cmd = ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups", *cmd]
+    proc = await asyncio.create_subprocess_exec(*cmd, stdout=subprocess.PIPE, cwd="/")
+    out, _ = await proc.communicate()
+    err, reply = json.loads(out)
+    return err, reply
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"user": "root"}, {"User": "root"}, {"DynamicUser": "no"}, {"ExecStart": "/bin/sh"},
+     {"DeviceAllow": "/dev/sda rw"}, {"PrivateDevices": "no"}],
+)  # fmt: skip
+async def test_alice_cannot_choose_user_or_any_raw_property(options: dict[str, str]) -> None:
+    before = _job_units()
+    err, body = await _call_as("alice", "Start", [["id"], options])
+    assert err == "org.jobrun.Error.InvalidArgument", (err, body)
+    assert "unknown setting" in body[0]
+    assert _job_units() == before
+
+
+def _job_units() -> set[str]:
+    out = subprocess.run(
+        ["systemctl", "list-units", "--all", "--plain", "--no-legend", "jobrun-*.service"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    return {line.split()[0] for line in out.splitlines() if line.strip()}
+
+
+def test_caps_from_the_admins_config_are_enforced(config: Path) -> None:
+    config.write_text(
+        "[limits]\n"
+        'memory_max = "512M"\n'
+        "running_jobs = 3\n"
+        "network = false\n"
+        "[users.alice]\n"
+        "running_jobs = 2\n"
+    )
+    restart_jobrund()
+    too_big = as_user("alice", "start", "--memory-max", "1G", "--", "true")
+    assert too_big.returncode == 4 and "above the most allowed" in too_big.stderr
+    net = as_user("alice", "start", "--network", "--", "true")
+    assert net.returncode == 4 and "--network" in net.stderr
+    a = start_as("alice", "--", "sleep", "60")
+    # A cap is also the value of a job that asks for nothing.
+    assert systemctl_show(f"jobrun-{a}.service", "MemoryMax")["MemoryMax"] == str(512 << 20)
+    b = start_as("alice", "--memory-max", "100M", "--", "sleep", "60")
+    third = as_user("alice", "start", "--", "sleep", "60")
+    assert third.returncode == 4 and "running jobs" in third.stderr
+    # bob has the general cap of 3; carol (admin) and root have none.
+    assert as_user("carol", "start", "--memory-max", "2G", "--", "true").returncode == 0
+    assert as_user("root", "start", "--network", "--", "true").returncode == 0
+    for job in (a, b):
+        as_user("root", "stop", job)
+
+
+def test_bad_config_keeps_jobrund_from_starting_with_a_clear_log(config: Path) -> None:
+    config.write_text('[limits]\nmemory_max = "lots"\n')
+    subprocess.run(["systemctl", "restart", "jobrund.service"])
+    log = subprocess.run(
+        ["journalctl", "-u", "jobrund.service", "-o", "cat", "-n", "20", "--no-pager"],
+        capture_output=True, text=True,
+    ).stdout  # fmt: skip
+    assert "--memory-max must be a size" in log
+
+
+def test_kill_9_of_jobrund_loses_nothing() -> None:
+    job = start_as("alice", "--", "sh", "-c", "echo before; sleep 3; echo after")
+    pid = systemctl_show("jobrund.service", "MainPID")["MainPID"]
+    subprocess.run(["kill", "-9", pid], check=True)
+    # The job is its own unit: it keeps running.
+    assert systemctl_show(f"jobrun-{job}.service", "ActiveState")["ActiveState"] == "activating"
+    # jobrund comes back (restart or bus activation) and answers at once.
+    assert status_as("alice", job)["state"] == "running"
+    assert systemctl_show("jobrund.service", "MainPID")["MainPID"] != pid
+    proc = as_user("alice", "run", "--", "sh", "-c", "exit 4")
+    assert proc.returncode == 4
+    done = wait_for(lambda: (s := status_as("alice", job))["state"] != "running" and s, timeout=20)
+    assert done["state"] == "succeeded"
+
+
+def test_run_through_jobrund_exits_with_the_jobs_status() -> None:
+    assert as_user("bob", "run", "--", "sh", "-c", "exit 9").returncode == 9
+    assert as_user("bob", "run", "--", "true").returncode == 0
+
+
+async def test_job_changed_signals_go_only_to_those_who_may_see_the_job() -> None:
+    """bob, subscribed, hears nothing of alice's job; alice hears it end."""
+    listener = (
+        "import asyncio, sys\n"
+        "from dbus_fast import Message, MessageType\n"
+        "from jobrun.bus import connect_system_bus\n"
+        "from jobrun import dbus_api as api\n"
+        "async def main():\n"
+        "    bus = await connect_system_bus()\n"
+        "    def h(m):\n"
+        "        if m.member == 'JobChanged':\n"
+        "            print(*m.body, flush=True)\n"
+        "    bus.add_message_handler(h)\n"
+        "    await bus.call(Message(destination=api.BUS_NAME, path=api.PATH, "
+        "interface=api.INTERFACE, member='Subscribe'))\n"
+        "    print('ready', flush=True)\n"
+        "    await asyncio.sleep(float(sys.argv[1]))\n"
+        "asyncio.run(main())\n"
+    )
+    procs = {}
+    for user in ("alice", "bob"):
+        procs[user] = await asyncio.create_subprocess_exec(
+            "setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups",
+            sys.executable, "-c", listener, "4", stdout=subprocess.PIPE, cwd="/",
+        )  # fmt: skip
+        assert procs[user].stdout is not None
+        assert (await procs[user].stdout.readline()).strip() == b"ready"
+    job = await asyncio.to_thread(start_as, "alice", "--", "sh", "-c", "sleep 0.5")
+    outs = {u: (await p.communicate())[0].decode() for u, p in procs.items()}
+    assert f"{job} succeeded" in outs["alice"]
+    assert job not in outs["bob"]
+
+
+async def test_two_thousand_concurrent_calls_leave_jobrund_answering() -> None:
+    bus_count, per_bus = 20, 100
+    buses = [await connect_system_bus() for _ in range(bus_count)]
+    try:
+
+        async def one(bus: Any) -> str:
+            r = await bus.call(
+                Message(
+                    destination=api.BUS_NAME,
+                    path=api.PATH,
+                    interface=api.INTERFACE,
+                    member="List",
+                    signature="b",
+                    body=[False],
+                )
+            )
+            return "ok" if r.message_type == MessageType.METHOD_RETURN else str(r.error_name)
+
+        results = await asyncio.gather(*(one(b) for b in buses for _ in range(per_bus)))
+    finally:
+        for b in buses:
+            b.disconnect()
+    counts = {r: results.count(r) for r in set(results)}
+    print(f"2000 concurrent List calls: {counts}")
+    assert sum(counts.values()) == 2000
+    # Every call got an answer; the ones over the bound get a clear Busy, nothing else.
+    assert set(counts) <= {"ok", "org.jobrun.Error.Busy"}
+    assert counts.get("ok", 0) >= 1000
+    bus = await connect_system_bus()
+    r = await bus.call(
+        Message(
+            destination="org.freedesktop.DBus",
+            path="/org/freedesktop/DBus",
+            interface="org.freedesktop.DBus",
+            member="NameHasOwner",
+            signature="s",
+            body=[api.BUS_NAME],
+        )
+    )
+    assert r.body == [True]
+    pid_before = systemctl_show("jobrund.service", "MainPID")["MainPID"]
+    assert as_user("root", "list", "--json").returncode == 0
+    assert systemctl_show("jobrund.service", "MainPID")["MainPID"] == pid_before
+    bus.disconnect()
