@@ -250,6 +250,20 @@ def list_(
     list_table(rows)
 
 
+@app.command()
+def doctor() -> None:
+    """Say which mode jobrun uses here and check the host: systemd, cgroups, journal, polkit."""
+    from .doctor import run_checks
+
+    mode, checks = run_async(run_checks)
+    print(f"mode: {mode}")
+    for c in checks:
+        mark = {True: "ok", False: "FAIL", None: "warn"}[c.ok]
+        print(f"{mark:>4}  {c.name}: {c.detail}")
+    if any(c.ok is False for c in checks) or mode.startswith("unavailable"):
+        raise typer.Exit(1)
+
+
 def version_callback(value: bool) -> None:
     if value:
         print(f"jobrun {__version__}")

@@ -324,3 +324,16 @@ async def test_two_thousand_concurrent_calls_leave_jobrund_answering() -> None:
     assert as_user("root", "list", "--json").returncode == 0
     assert systemctl_show("jobrund.service", "MainPID")["MainPID"] == pid_before
     bus.disconnect()
+
+
+def test_doctor_says_which_mode_and_checks_the_host() -> None:
+    proc = as_user("alice", "doctor", env={"JOBRUN_MODE": "auto"})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "mode: jobrund" in proc.stdout
+    for name in ("PID 1", "systemd: version", "jobrund", "cgroups", "journal namespace", "polkit"):
+        assert name in proc.stdout
+    assert "FAIL" not in proc.stdout
+    local = as_user("root", "doctor", env={"JOBRUN_MODE": "local"})
+    assert "mode: in-process (root)" in local.stdout
+    alone = as_user("alice", "doctor", env={"JOBRUN_MODE": "local"})
+    assert alone.returncode == 1 and "mode: unavailable" in alone.stdout

@@ -1,0 +1,104 @@
+"""`jobrun doctor`: which mode the CLI is in, and whether this host has what jobrun needs."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import JobrunError
+
+JOURNALD_CONF = ("/etc/systemd/journald@jobrun.conf", "/usr/lib/systemd/journald@jobrun.conf")
+POLKIT_POLICY = "/usr/share/polkit-1/actions/org.jobrun.policy"
+DBUS_SERVICE = "/usr/share/dbus-1/system-services/org.jobrun.Manager1.service"
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool | None  # None: a warning, not a failure
+    detail: str
+
+
+def cgroup_check() -> Check:
+    root = Path("/sys/fs/cgroup")
+    if (root / "cgroup.controllers").exists():
+        ctrl = (root / "cgroup.controllers").read_text().split()
+        return Check("cgroups", True, f"v2 (unified), controllers: {' '.join(ctrl)}")
+    v1 = sorted(
+        p.name for p in root.iterdir() if p.is_dir() and p.name not in ("unified", "systemd")
+    )
+    if (root / "unified").is_dir():
+        return Check(
+            "cgroups",
+            None,
+            f"hybrid (v1 controllers: {' '.join(v1)}); MemoryHigh and IOWeight are accepted but "
+            "not enforced, CPU usage comes from the cgroup2 mirror, OOM kills from the kernel log",
+        )
+    return Check("cgroups", None, f"v1 only ({' '.join(v1)})")
+
+
+def journal_check() -> Check:
+    for path in JOURNALD_CONF:
+        p = Path(path)
+        if p.exists():
+            text = p.read_text()
+            if "RateLimitIntervalSec=0" in text.replace(" ", ""):
+                return Check("journal namespace", True, f"{path}: rate limit off")
+            return Check("journal namespace", False, f"{path} does not set RateLimitIntervalSec=0")
+    return Check(
+        "journal namespace",
+        False,
+        "no journald@jobrun.conf: journald's rate limit will drop lines of chatty jobs "
+        "(install the package, or copy units/journald@jobrun.conf to /etc/systemd/)",
+    )
+
+
+async def run_checks() -> tuple[str, list[Check]]:
+    from . import client
+    from .bus import connect_system_bus
+    from .systemd import Systemd
+
+    checks: list[Check] = []
+    pid1 = Path("/proc/1/comm").read_text().strip() if Path("/proc/1/comm").exists() else "?"
+    checks.append(Check("PID 1", pid1 == "systemd", pid1))
+    mode = "unavailable"
+    try:
+        bus = await connect_system_bus()
+    except JobrunError as e:
+        checks.append(Check("system bus", False, str(e)))
+    else:
+        checks.append(
+            Check("system bus", True, os.environ.get("DBUS_SYSTEM_BUS_ADDRESS") or "default")
+        )
+        try:
+            sd = Systemd(bus)
+            checks.append(Check("systemd", True, f"version {await sd.version()}"))
+        except JobrunError as e:
+            checks.append(Check("systemd", False, str(e)))
+        reachable = await client._daemon_reachable(bus)
+        checks.append(
+            Check(
+                "jobrund",
+                reachable or None,
+                "reachable (running or bus-activatable)" if reachable else "not installed",
+            )
+        )
+        wanted = client.mode()
+        if wanted == "local" or (wanted == "auto" and not reachable):
+            mode = (
+                "in-process (root)" if os.geteuid() == 0 else "unavailable (not root, no jobrund)"
+            )
+        else:
+            mode = "jobrund"
+        bus.disconnect()
+    checks.append(cgroup_check())
+    checks.append(journal_check())
+    checks.append(
+        Check(
+            "polkit policy",
+            Path(POLKIT_POLICY).exists() or None,
+            POLKIT_POLICY if Path(POLKIT_POLICY).exists() else "not installed (jobrund needs it)",
+        )
+    )
+    return mode, checks
