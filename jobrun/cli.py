@@ -7,16 +7,21 @@ The options of `start` and `run` are generated from the table in properties.py.
 from __future__ import annotations
 
 import asyncio
+import base64
+import contextlib
 import inspect
 import json
 import os
+import re
+import sys
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, NoReturn, Optional, TypeVar
 
 import typer
 
 from . import __version__
-from .errors import EXIT_INTERNAL, JobrunError
+from .errors import EXIT_INTERNAL, InvalidArgument, JobrunError
 from .properties import SETTINGS, build_spec
 
 if TYPE_CHECKING:
@@ -154,6 +159,12 @@ def run(**values: Any) -> None:
         try:
             job = await b.start(command, name, options)
             _err(f"jobrun: job {job['id']} started")
+            out = sys.stdout.buffer
+            async for rec in b.logs(job["id"], follow=True):
+                out.write(rec.data)
+                if rec.line_break != "line-max":
+                    out.flush()
+            out.flush()
             job = await b.wait(job["id"])
         finally:
             await b.close()
@@ -248,6 +259,81 @@ def list_(
     from .render import list_table
 
     list_table(rows)
+
+
+def parse_since(text: str) -> datetime:
+    """ISO 8601 ('2026-11-24T10:00', a date, with or without zone: local time if none), or a
+    time ago: '90s', '5min', '2h', '1d' (also with ' ago')."""
+    t = text.strip().removesuffix("ago").strip()
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|d)", t)
+    if m:
+        factor = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}[m.group(2)]
+        return datetime.now(UTC) - timedelta(seconds=float(m.group(1)) * factor)
+    try:
+        dt = datetime.fromisoformat(t)
+    except ValueError:
+        raise InvalidArgument(
+            f"--since takes a time like 2026-11-24T10:00:00 or 5min, not {text!r}"
+        ) from None
+    return dt if dt.tzinfo else dt.astimezone()
+
+
+@app.command()
+def logs(
+    job_id: str = typer.Argument(..., metavar="ID", help="Job ID or a unique prefix of it"),
+    follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing until the job ends"),
+    tail: Optional[int] = typer.Option(  # noqa: UP045
+        None, "--tail", "-n", min=0, help="Only the last N lines"
+    ),
+    since: Optional[str] = typer.Option(  # noqa: UP045
+        None, "--since", help="Only output since TIME (ISO 8601, or e.g. 5min ago)"
+    ),
+    as_json: bool = typer.Option(
+        False, "--json", help="One JSON object per journal record (timestamp, cursor, message)"
+    ),
+) -> None:
+    """Print a job's output (stdout and stderr, as written) from its first byte."""
+    if tail is not None and since is not None:
+        fail(InvalidArgument("--tail and --since exclude each other"))
+    try:
+        since_dt = parse_since(since) if since is not None else None
+    except JobrunError as e:
+        fail(e)
+
+    async def go() -> None:
+        b = await open_backend()
+        out = sys.stdout.buffer
+        try:
+            async for rec in b.logs(job_id, follow=follow, tail=tail, since=since_dt):
+                if as_json:
+                    out.write(json.dumps(record_to_dict(rec)).encode() + b"\n")
+                else:
+                    out.write(rec.data)
+                if follow and rec.line_break != "line-max":
+                    out.flush()
+        except BrokenPipeError:
+            pass  # `jobrun logs ID | head`
+        finally:
+            with contextlib.suppress(BrokenPipeError):
+                out.flush()
+            await b.close()
+
+    run_async(go)
+
+
+def record_to_dict(rec: Any) -> dict[str, Any]:
+    """A journal record for `--json`: text when it is UTF-8, base64 of the bytes when not."""
+    d: dict[str, Any] = {
+        "timestamp": rec.timestamp.isoformat(),
+        "cursor": rec.cursor,
+        "line_break": str(rec.line_break),
+    }
+    try:
+        d["message"] = rec.message.decode()
+    except UnicodeDecodeError:
+        d["message"] = None
+        d["message_base64"] = base64.b64encode(rec.message).decode()
+    return d
 
 
 @app.command()

@@ -11,7 +11,9 @@ import asyncio
 import contextlib
 import json
 import os
-from typing import Any, Protocol
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Protocol
 
 from dbus_fast import Message, MessageFlag, MessageType, Variant
 from dbus_fast.aio import MessageBus
@@ -21,7 +23,11 @@ from .bus import connect_system_bus
 from .errors import InvalidArgument, PermissionDenied, SystemdUnavailable
 from .model import job_to_dict
 
+if TYPE_CHECKING:
+    from .journal import Record
+
 MODES = ("auto", "daemon", "local")
+RESUME_RETRIES = 50  # asking jobrund again after it went away mid-stream (~2 min in all)
 
 
 class Backend(Protocol):
@@ -33,6 +39,15 @@ class Backend(Protocol):
     async def status(self, job_id: str) -> dict[str, Any]: ...
     async def list(self, all: bool) -> list[dict[str, Any]]: ...
     async def wait(self, job_id: str) -> dict[str, Any]: ...
+    def logs(
+        self,
+        job_id: str,
+        *,
+        follow: bool = False,
+        after_cursor: str | None = None,
+        tail: int | None = None,
+        since: datetime | None = None,
+    ) -> AsyncIterator[Record]: ...
     async def close(self) -> None: ...
 
 
@@ -73,6 +88,19 @@ class LocalBackend:
 
     async def wait(self, job_id: str) -> dict[str, Any]:
         return job_to_dict(await self.m.wait(job_id))
+
+    def logs(
+        self,
+        job_id: str,
+        *,
+        follow: bool = False,
+        after_cursor: str | None = None,
+        tail: int | None = None,
+        since: datetime | None = None,
+    ) -> AsyncIterator[Record]:
+        return self.m.logs(  # type: ignore[no-any-return]
+            job_id, follow=follow, after_cursor=after_cursor, tail=tail, since=since
+        )
 
     async def close(self) -> None:
         await self.m.close()
@@ -179,6 +207,87 @@ class DaemonBackend:
                 continue
             with contextlib.suppress(Exception):
                 await self.call("Subscribe", [])
+
+    async def logs(
+        self,
+        job_id: str,
+        *,
+        follow: bool = False,
+        after_cursor: str | None = None,
+        tail: int | None = None,
+        since: datetime | None = None,
+    ) -> AsyncIterator[Record]:
+        """Frames from jobrund's pipe as Records. If jobrund goes away mid-stream (restart,
+        crash), ask again after the last cursor received: no gap, no duplicate."""
+        from .journal import LineBreak, Record
+
+        breaks = list(LineBreak)
+        retries = 0
+        while True:
+            options: dict[str, Variant] = {"follow": Variant("b", follow)}
+            if after_cursor is not None:
+                options["after_cursor"] = Variant("s", after_cursor)
+            elif tail is not None:
+                options["tail"] = Variant("x", tail)
+            elif since is not None:
+                options["since_usec"] = Variant("x", int(since.timestamp() * 1e6))
+            try:
+                reader = await self._open_logs(job_id, options)
+            except SystemdUnavailable:
+                if after_cursor is None or retries >= RESUME_RETRIES:
+                    raise
+                retries += 1
+                await asyncio.sleep(0.1 * retries)
+                continue
+            while True:
+                try:
+                    header = await reader.readexactly(api.FRAME.size)
+                    kind, usec, clen, mlen = api.FRAME.unpack(header)
+                    cursor = (await reader.readexactly(clen)).decode()
+                    message = await reader.readexactly(mlen)
+                except asyncio.IncompleteReadError:
+                    break  # jobrund went away: resume after the last cursor
+                if kind == api.FRAME_END:
+                    return
+                if kind == api.FRAME_ERROR:
+                    name, _, text = message.decode(errors="replace").partition("\0")
+                    raise api.error_from_dbus(name, text)
+                retries = 0
+                after_cursor, tail, since = cursor, None, None
+                yield Record(datetime.fromtimestamp(usec / 1e6, UTC), cursor, message, breaks[kind])
+            if retries >= RESUME_RETRIES:
+                raise SystemdUnavailable("jobrund went away while sending output, and stays away")
+            retries += 1
+
+    async def _open_logs(self, job_id: str, options: dict[str, Variant]) -> asyncio.StreamReader:
+        sig_in, _ = api.METHODS["Logs"]
+        reply = await self.bus.call(
+            Message(
+                destination=api.BUS_NAME,
+                path=api.PATH,
+                interface=api.INTERFACE,
+                member="Logs",
+                signature=sig_in,
+                body=[job_id, options],
+            )
+        )
+        if reply is None or reply.message_type == MessageType.ERROR:
+            body = reply.body if reply is not None else []
+            name = reply.error_name if reply is not None else None
+            if name in ("org.freedesktop.DBus.Error.ServiceUnknown",
+                        "org.freedesktop.DBus.Error.NoReply"):  # fmt: skip
+                raise SystemdUnavailable("jobrund is not reachable on the system bus")
+            raise api.error_from_dbus(name, str(body[0]) if body else "")
+        fd = reply.unix_fds[reply.body[0]]
+        for other in reply.unix_fds:
+            if other != fd:
+                os.close(other)
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(limit=1 << 22, loop=loop)
+        await loop.connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(reader, loop=loop), os.fdopen(fd, "rb", 0)
+        )
+        return reader
 
     async def close(self) -> None:
         self.bus.disconnect()

@@ -22,6 +22,7 @@ import pwd
 import signal
 import sys
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from dbus_fast import Message, MessageFlag, MessageType, Variant
@@ -32,6 +33,7 @@ from . import polkit
 from .bus import connect_system_bus
 from .config import Config
 from .errors import InvalidArgument, JobrunError, PermissionDenied
+from .journal import LineBreak
 from .manager import Caller, Manager
 from .model import UNIT_PREFIX, JobState, job_to_dict
 from .properties import build_spec
@@ -41,6 +43,8 @@ log = logging.getLogger("jobrund")
 
 MAX_ACTIVE = 64
 MAX_QUEUED = 4096
+MAX_STREAMS = 4096  # log streams at once (each holds a pipe and a journal reader)
+_BREAK_CODES = {b: i for i, b in enumerate(LineBreak)}
 _UNIT_PATH_PREFIX = "/org/freedesktop/systemd1/unit/" + UNIT_PREFIX.replace("-", "_2d")
 
 
@@ -57,6 +61,7 @@ class Daemon:
         self._active = asyncio.Semaphore(MAX_ACTIVE)
         self._queued = 0
         self._tasks: set[asyncio.Task[None]] = set()
+        self._streams: set[asyncio.Task[None]] = set()
         self._uids: collections.OrderedDict[str, int] = collections.OrderedDict()
         self._subscribers: dict[str, Caller] = {}
         self._last_state: dict[str, str] = {}
@@ -105,7 +110,10 @@ class Daemon:
                 try:
                     caller = await self._caller(msg)
                     sig_out, body = await self._handlers[msg.member or ""](msg, caller)
-                    reply = Message.new_method_return(msg, sig_out, body)
+                    fds: list[int] = []
+                    if sig_out == "h":  # D-Bus carries fds out of band; the body holds an index
+                        fds, body = [body[0]], [0]
+                    reply = Message.new_method_return(msg, sig_out, body, unix_fds=fds)
                 except JobrunError as e:
                     reply = Message.new_error(msg, e.dbus_name, api.error_text(e))
                 except Exception:
@@ -113,10 +121,12 @@ class Daemon:
                     reply = Message.new_error(
                         msg, "org.jobrun.Error.Failed", "internal error in jobrund (see its log)"
                     )
-                if not msg.flags & MessageFlag.NO_REPLY_EXPECTED:
-                    self.bus.send(reply)
-                for fd in reply.unix_fds:
-                    os.close(fd)  # sent (dup'd into the message); our copy is no longer needed
+                try:
+                    if not msg.flags & MessageFlag.NO_REPLY_EXPECTED:
+                        await self.bus.send(reply)  # done once written to the socket
+                finally:
+                    for fd in reply.unix_fds:
+                        os.close(fd)  # passed to the caller; our copy is no longer needed
         finally:
             self._queued -= 1
 
@@ -199,7 +209,65 @@ class Daemon:
         return "s", [json.dumps([job_to_dict(j) for j in jobs])]
 
     async def logs(self, msg: Message, caller: Caller) -> tuple[str, list[Any]]:
-        raise InvalidArgument("Logs is not available in this version of jobrund")
+        """The read end of a pipe carrying the job's output as frames (dbus_api.FRAME).
+
+        A pipe rather than signals or a method per batch: the kernel buffers and paces it, the
+        client reads at its own speed, and its closing the pipe ends our work."""
+        job_id, options = msg.body
+        await self._require_manage(msg, caller)
+        opts = {k: (v.value if isinstance(v, Variant) else v) for k, v in options.items()}
+        unknown = set(opts) - set(api.LOGS_OPTIONS)
+        if unknown:
+            raise InvalidArgument(f"unknown Logs option(s): {', '.join(sorted(unknown))}")
+        since = opts.get("since_usec")
+        kwargs: dict[str, Any] = {
+            "follow": bool(opts.get("follow", False)),
+            "tail": opts.get("tail"),
+            "after_cursor": opts.get("after_cursor"),
+            "since": None if since is None else datetime.fromtimestamp(int(since) / 1e6, UTC),
+        }
+        job = await self.manager.status(job_id, caller)  # not found → error now, not in the pipe
+        if len(self._streams) >= MAX_STREAMS:
+            raise Busy("jobrund is serving too many log streams", "try again in a moment")
+        r, w = os.pipe()
+        task = asyncio.get_running_loop().create_task(self._pump(job.id, caller, kwargs, w))
+        self._streams.add(task)
+        task.add_done_callback(self._streams.discard)
+        return "h", [r]
+
+    async def _pump(self, job_id: str, caller: Caller, kwargs: dict[str, Any], fd: int) -> None:
+        loop = asyncio.get_running_loop()
+        transport, protocol = await loop.connect_write_pipe(
+            asyncio.streams.FlowControlMixin, os.fdopen(fd, "wb", buffering=0)
+        )
+        writer = asyncio.StreamWriter(transport, protocol, None, loop)
+        try:
+            try:
+                async for rec in self.manager.logs(job_id, caller, **kwargs):
+                    writer.write(
+                        api.pack_frame(
+                            _BREAK_CODES[rec.line_break],
+                            int(rec.timestamp.timestamp() * 1e6),
+                            rec.cursor.encode(),
+                            rec.message,
+                        )
+                    )
+                    if transport.get_write_buffer_size() > 1 << 20:
+                        await writer.drain()
+                writer.write(api.pack_frame(api.FRAME_END))
+            except JobrunError as e:
+                writer.write(
+                    api.pack_frame(
+                        api.FRAME_ERROR, message=f"{e.dbus_name}\0{api.error_text(e)}".encode()
+                    )
+                )
+            await writer.drain()
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the reader went away: nothing more to do
+        except Exception:
+            log.exception("log stream of job %s failed", job_id)
+        finally:
+            writer.close()
 
     async def subscribe(self, msg: Message, caller: Caller) -> tuple[str, list[Any]]:
         await self._require_manage(msg, caller)

@@ -6,6 +6,8 @@ nested a{sv} dictionaries: one schema for the CLI, D-Bus and gRPC, and trivially
 
 from __future__ import annotations
 
+import struct
+
 from .errors import JobrunError
 
 BUS_NAME = "org.jobrun.Manager1"
@@ -98,3 +100,19 @@ def error_from_dbus(name: str | None, text: str) -> JobrunError:
     if cls is JobrunError and name and not name.startswith("org.jobrun."):
         message = f"{message} ({name})"
     return cls(message, hint)
+
+
+# -- Logs: the pipe protocol ----------------------------------------------------------------
+# Logs answers with the read end of a pipe. jobrund writes frames to it: a header
+# (kind, realtime µs, cursor length, message length) followed by the cursor and the message.
+# Kinds 0..4 are records (their LineBreak, in journal.LINE_BREAK_CODES order); END says the
+# stream is complete; ERROR carries "<D-Bus error name>\0<text>". A pipe that ends without END or
+# ERROR means jobrund went away: the client asks again, after the last cursor it got.
+FRAME = struct.Struct("!BQHI")
+FRAME_END = 100
+FRAME_ERROR = 101
+LOGS_OPTIONS = {"follow": "b", "tail": "x", "after_cursor": "s", "since_usec": "x"}
+
+
+def pack_frame(kind: int, usec: int = 0, cursor: bytes = b"", message: bytes = b"") -> bytes:
+    return FRAME.pack(kind, usec, len(cursor), len(message)) + cursor + message

@@ -11,8 +11,10 @@ import contextlib
 import os
 import pwd
 import signal
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 from dbus_fast import Message
 
@@ -21,6 +23,9 @@ from .errors import InvalidArgument, SystemdError
 from .model import Job, JobSpec, JobState, Outcome, new_job_id, unit_name
 from .properties import parse_seconds, unit_properties
 from .store import Store
+
+if TYPE_CHECKING:
+    from .journal import Record
 from .systemd import Systemd
 
 RECENT = timedelta(hours=24)  # `list` without --all: running jobs and those created since
@@ -242,6 +247,42 @@ class Manager:
                     await self.systemd.kill_unit(job.unit, signal.SIGKILL)
             await done
         return await self.status(job.id, caller), True
+
+    async def logs(
+        self,
+        job_id: str,
+        caller: Caller | None = None,
+        *,
+        follow: bool = False,
+        after_cursor: str | None = None,
+        tail: int | None = None,
+        since: datetime | None = None,
+    ) -> AsyncIterator[Record]:
+        """The job's output records from the journal; with `follow`, until the job has ended
+        and all of its output has been read (also when it is stopped)."""
+        from .journal import JobOutput
+
+        job = await self.status(job_id, caller)
+        output = JobOutput(job.id, started_at=job.started_at)
+        ended: asyncio.Event | None = None
+        watcher: asyncio.Task[Job] | None = None
+        if follow:
+            ended = asyncio.Event()
+            if job.state.finished:
+                ended.set()
+            else:
+                watcher = asyncio.create_task(self.wait(job.id, caller))
+                watcher.add_done_callback(lambda _: ended.set())
+        try:
+            async for record in output.records(
+                follow=follow, ended=ended, after_cursor=after_cursor, tail=tail, since=since
+            ):
+                yield record
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+                with contextlib.suppress(BaseException):
+                    await watcher
 
     async def wait(self, job_id: str, caller: Caller | None = None) -> Job:
         """Wait until the job has ended; returns it with its outcome."""
