@@ -337,3 +337,65 @@ def test_doctor_says_which_mode_and_checks_the_host() -> None:
     assert "mode: in-process (root)" in local.stdout
     alone = as_user("alice", "doctor", env={"JOBRUN_MODE": "local"})
     assert alone.returncode == 1 and "mode: unavailable" in alone.stdout
+
+
+def test_output_only_for_who_may_see_the_job() -> None:
+    job = start_as("alice", "--", "sh", "-c", "echo secret-of-alice")
+    wait_for(lambda: status_as("alice", job)["state"] == "succeeded")
+    assert as_user("alice", "logs", job).stdout == "secret-of-alice\n"
+    assert as_user("carol", "logs", job).stdout == "secret-of-alice\n"
+    bob = as_user("bob", "logs", job)
+    assert bob.returncode == 3 and bob.stdout == "" and f"no job {job}" in bob.stderr
+
+
+def test_follower_resumes_across_kill_9_of_jobrund_without_gap_or_duplicate() -> None:
+    job = start_as(
+        "alice",
+        "--",
+        "sh",
+        "-c",
+        "i=0; while [ $i -lt 400 ]; do i=$((i+1)); echo n$i; sleep 0.01; done",
+    )
+    env = {k: v for k, v in os.environ.items() if k != "JOBRUN_STATE_DIR"}
+    env["JOBRUN_MODE"] = "daemon"
+    follower = subprocess.Popen(
+        ["setpriv", "--reuid=alice", "--regid=alice", "--init-groups",
+         sys.executable, "-m", "jobrun", "logs", "--follow", job],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd="/",
+    )  # fmt: skip
+    assert follower.stdout is not None
+    first = follower.stdout.readline()
+    assert first == b"n1\n"
+    kills = 0
+    for _ in range(2):  # twice, mid-stream
+        pid = systemctl_show("jobrund.service", "MainPID")["MainPID"]
+        subprocess.run(["kill", "-9", pid], check=True)
+        kills += 1
+        wait_for(
+            lambda p=pid: systemctl_show("jobrund.service", "MainPID")["MainPID"] not in (p, "0"),
+            timeout=20,
+        )
+    rest, err = follower.communicate(timeout=60)
+    lines = (first + rest).decode().split()
+    assert follower.returncode == 0, err
+    assert lines == [f"n{i}" for i in range(1, 401)], (len(lines), kills)
+
+
+async def test_two_followers_through_jobrund_get_everything() -> None:
+    job = start_as("bob", "--", "sh", "-c", "seq 20000; sleep 0.5; seq 20001 40000")
+
+    async def follow() -> bytes:
+        env = {k: v for k, v in os.environ.items() if k != "JOBRUN_STATE_DIR"}
+        env["JOBRUN_MODE"] = "daemon"
+        p = await asyncio.create_subprocess_exec(
+            "setpriv", "--reuid=bob", "--regid=bob", "--init-groups",
+            sys.executable, "-m", "jobrun", "logs", "-f", job,
+            stdout=subprocess.PIPE, env=env, cwd="/",
+        )  # fmt: skip
+        out, _ = await p.communicate()
+        assert p.returncode == 0
+        return out
+
+    a, b = await asyncio.gather(follow(), follow())
+    want = "".join(f"{i}\n" for i in range(1, 40001)).encode()
+    assert a == want and b == want
