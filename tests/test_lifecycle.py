@@ -70,7 +70,8 @@ def test_limits_reach_the_unit_and_the_cgroup() -> None:
     job = start(
         "--cpu-weight", "400", "--memory-high", "200M", "--memory-max", "256M",
         "--io-weight", "300", "--tasks-max", "17", "--cpu-quota", "150%",
-        "--network", "--shared-tmp", "--stop-timeout", "3", "--", "sleep", "30",
+        "--network", "--shared-tmp", "--profile", "relaxed", "--stop-timeout", "3",
+        "--", "sleep", "30",
     )  # fmt: skip
     unit = unit_name(job)
     show = systemctl_show(
@@ -127,7 +128,8 @@ def test_argv_runs_as_given_with_its_own_environment_and_workdir(tmp_path: Path)
     os.environ["JOBRUN_TEST_LEAK"] = "leaked"
     try:
         job = start(
-            "-E", "GREETING=hello world", "-C", str(tmp_path), "--shared-tmp", "--",
+            "-E", "GREETING=hello world", "-C", str(tmp_path), "--shared-tmp",
+            "--profile", "relaxed", "--",
             "sh", "-c", 'printf "%s|" "$0" "$1" "$GREETING" "${JOBRUN_TEST_LEAK:-unset}" "$(pwd)"',
             "$$ %n ${HOME}", "two words",
         )  # fmt: skip
@@ -423,3 +425,44 @@ def test_library_wait_returns_the_outcome(state_dir: Path) -> None:
             assert done.outcome.exit_code == 9 and done.state is JobState.FAILED
 
     asyncio.run(go())
+
+
+def test_status_survives_a_reboot(tmp_path: Path) -> None:
+    """Two boots of a (nested) systemd sharing a persistent journal, as two boots of one host:
+    what ran in the first is answered correctly in the second, from the journal alone."""
+    journal = tmp_path / "journal"
+    journal.mkdir()
+    env = dict(os.environ, WITH_SYSTEMD_BOOT="always", WITH_SYSTEMD_JOURNAL=str(journal),
+               JOBRUN_STATE_DIR=str(tmp_path / "state"), JOBRUN_MODE="local")  # fmt: skip
+    with_systemd = str(Path(__file__).parent / "with-systemd")
+    jr = f"{sys.executable} -m jobrun"
+    first_boot = (
+        f"a=$({jr} start -- sh -c 'exit 3') && b=$({jr} start -- true) && "
+        f"c=$({jr} start -- sleep 1000) && echo $a $b $c && "
+        # wait for a and b to end (bounded), without asking jobrun: nothing may be cached
+        "for i in $(seq 200); do systemctl is-failed -q jobrun-$a.service && "
+        "! systemctl is-active -q jobrun-$b.service && break; sleep 0.05; done && "
+        "journalctl --flush"
+    )
+    boot1 = subprocess.run([with_systemd, "sh", "-c", first_boot], env=env, capture_output=True,
+                           text=True, timeout=120)  # fmt: skip
+    assert boot1.returncode == 0, boot1.stderr
+    a, b, c = boot1.stdout.split()
+    second_boot = f"for j in {a} {b} {c}; do {jr} status --json $j; done"
+    boot2 = subprocess.run([with_systemd, "sh", "-c", second_boot], env=env, capture_output=True,
+                           text=True, timeout=120)  # fmt: skip
+    assert boot2.returncode == 0, boot2.stderr
+    decoder = json.JSONDecoder()
+    text, jobs = boot2.stdout.strip(), []
+    while text:
+        obj, end = decoder.raw_decode(text)
+        jobs.append(obj)
+        text = text[end:].strip()
+    assert [(j["id"], j["state"], j["exit_code"]) for j in jobs] == [
+        (a, "failed", 3),
+        (b, "succeeded", 0),
+        (c, "failed", None),
+    ]
+    # c was still running when the sandbox went down; its teardown is a crash, not an orderly
+    # shutdown (PID 1 is killed), so no record says how c ended — and jobrun says exactly that.
+    assert "host went down" in jobs[2]["reason"]
