@@ -8,7 +8,16 @@ from pathlib import Path
 
 from .errors import JobrunError
 
-JOURNALD_CONF = ("/etc/systemd/journald@jobrun.conf", "/usr/lib/systemd/journald@jobrun.conf")
+# journald@NS reads /etc/systemd/journald@NS.conf and drop-ins journald@NS.conf.d/*.conf under
+# /etc/systemd, /run/systemd, /usr/local/lib/systemd and /usr/lib/systemd.
+JOURNALD_CONF = (
+    "/etc/systemd/journald@jobrun.conf",
+    *(
+        f"{d}/journald@jobrun.conf.d/{f}"
+        for d in ("/etc/systemd", "/run/systemd", "/usr/local/lib/systemd", "/usr/lib/systemd")
+        for f in ("jobrun.conf",)
+    ),
+)
 POLKIT_POLICY = "/usr/share/polkit-1/actions/org.jobrun.policy"
 DBUS_SERVICE = "/usr/share/dbus-1/system-services/org.jobrun.Manager1.service"
 

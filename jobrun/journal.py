@@ -4,43 +4,50 @@ Every job unit runs with `LogNamespace=jobrun` and `LogExtraFields=JOBRUN_JOB=<i
 stderr going to journald as one stream. This module reads those records back:
 
 - `JobOutput(job_id).records(...)`: an async iterator of `Record`s, from the first line (default),
-  after a cursor, the last N, or since a time; with `follow=True` it keeps going until the job has
-  ended *and* journald has written everything the job wrote (see "The end" below).
-- `JobOutput(job_id).open(...)`: the same as a blocking, file-like byte stream (`io.RawIOBase`).
+  after a cursor, the last N, or since a time; with `follow=True` it goes on until the job has
+  ended *and* journald has written everything the job wrote (see "The end" below). The caller
+  says when the job's unit has stopped by setting an `asyncio.Event` (`ended=`).
+- `JobOutput(job_id).open(...)`: the same as a blocking binary stream (`io.RawIOBase`).
 
-What journald does to the bytes (systemd 252, `src/journal/journald-stream.c`; see the tests):
+What journald (systemd 252, src/journal/journald-stream.c) does to the bytes; the tests pin it:
 
-- Lines are split at `\\n`, at NUL and after `LineMax` (48K) bytes; the record says which
-  (`_LINE_BREAK`), so `Record.data` restores the job's bytes: `message + b"\\n"` (newline),
-  `message + b"\\0"` (NUL), `message` alone (line-max: the line goes on in the next record; eof: the
-  job's last bytes had no newline). A 100 KB line comes back as three records whose `data` joins to
-  the line.
+- Lines are split at `\n`, at NUL and after `LineMax` (48K) bytes, and the record says which
+  (`_LINE_BREAK`), so `Record.data` gives the job's bytes back: `message + b"\n"`, `message +
+  b"\0"`, or `message` alone where the line goes on in the next record (line-max), where the
+  job's last bytes had no newline (eof), or where another process of the job wrote to the same
+  stream mid-line (pid-change). A 100 KB line comes back as three records that join to it.
 - Bytes that are not UTF-8 are stored and returned as they are (`message` is always `bytes`).
-- Lossy, and nothing a reader can undo: empty lines are dropped (so are the empty pieces between
-  consecutive NULs), trailing spaces, tabs and CRs of a line are stripped (a line of only
-  whitespace is kept as it is), and unless the unit sets `SyslogLevelPrefix=no` a leading `<N>` is
-  taken as a syslog priority and removed.
+- Lost on the way in, nothing a reader can undo: empty lines (also the empty piece between two
+  NULs, and the newline right after a line of exactly LineMax bytes); trailing spaces, tabs and
+  CRs of a line that has anything else; and, unless the unit sets `SyslogLevelPrefix=no`, a
+  leading `<N>`, which journald takes for a syslog priority.
 
 The end. A job's unit can be dead while its output still sits in the stdout socket, not yet read by
-journald (systemd issue #28650: `seq 200000` exits in 50 ms, journald needs seconds to ingest it),
+journald (systemd issue #28650; here `seq 1000000` exits after 0.1 s and journald needs seconds),
 or while the connection itself still waits in the socket's accept queue (journald busy, or being
-socket-activated). Checking the journal only after the unit ended therefore loses the tail.
-`journalctl --sync` does not help in 252: it waits for journald's event loop to be idle, which a
-single busy job can postpone forever, and (issue #32539) it does not look at streams at all.
-What journald offers instead: a state file per stdout stream, `<runtime dir>/streams/<dev>:<ino>`,
-written when the stream's header has been read and naming the unit (`UNIT=`), removed only after
-the stream hit EOF and its last line was written to the journal. Once the unit is dead nobody can
-write to the stream any more, so "no state file names our unit" means "all is written" -- provided
-journald has accepted and started the stream. That last gap is closed with a probe: we connect to
-the same socket and send a header of our own. The accept queue is FIFO and journald serves streams
-of equal priority oldest-pending first, so by the time our probe's state file exists, the job's
-stream has had its header read (it has a state file) or is already finished. Then: wait until no
-state file names the unit, and read the journal to its end. The state files are private to root;
-without root the reader falls back to waiting for a quiet period, which is not exact.
+socket-activated). Reading the journal once the unit has ended therefore loses the tail.
+`journalctl --sync` (root only) replies from a low-priority event, i.e. once no stream at all has
+unread data: any busy job postpones that indefinitely. What journald offers instead: a state file
+per stdout stream, `/run/systemd/journal.<ns>/streams/<dev>:<ino>`, written once the stream's
+header has been read and naming its unit (`UNIT=`), removed after the stream hit EOF and its last
+line was written to the journal. With the unit dead nobody writes to the stream any more, so "no
+state file names the unit" means "all is written" -- provided journald has accepted the stream and
+read its header. That gap is closed by a probe: we connect to the same socket and send a header of
+our own. The accept queue is FIFO, and journald serves sources of equal priority oldest-pending
+first (sd-event), so once our probe's state file exists, the job's stream has had its first read,
+which holds its header. Then: wait until no state file names the unit, read to the end, stop.
+The state files are root's (0600): other readers end after a quiet spell instead, which is not
+exact.
 
-Lost output. Journal files are deleted when the namespace journal reaches its size limits. If the
-caller tells us when the job started (`started_at`), the reader compares the requested range with
-the journal's earliest entry and raises `OutputLost` instead of silently starting later.
+Lost output. Journal files are deleted, oldest first, when the namespace journal reaches its size
+limits. Every entry of the namespace has a sequence number, counted on across files, so the oldest
+entry left tells whether anything was deleted (it is not number 1) and, compared with a cursor's
+number, whether what was deleted came after it. For a read from the first line (or since a time)
+the comparison is by time with the job's start, which only the caller knows (`started_at`;
+without it the check cannot be made). While following, the reader checks whenever files come or
+go that the oldest entry left follows right after what it had read. In each case it raises
+`OutputLost` rather than starting later -- also when the deleted part may have held none of the
+job's lines: the journal cannot tell.
 """
 
 from __future__ import annotations
@@ -54,7 +61,7 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -87,6 +94,8 @@ _STREAMS_POLL_LAST = 0.05
 _PROBE_TIMEOUT = 30.0
 # Without access to the state files: end after this long without a new record.
 _QUIET_FALLBACK = 1.0
+# Where journald keeps journal files: volatile, persistent.
+_JOURNAL_ROOTS = ("/run/log/journal", "/var/log/journal")
 
 
 class JournalUnavailable(SystemdUnavailable):
@@ -94,7 +103,10 @@ class JournalUnavailable(SystemdUnavailable):
 
 
 class LineBreak(StrEnum):
-    """Why journald ended a record (its `_LINE_BREAK` field; absent means newline)."""
+    """Why journald ended a record (its `_LINE_BREAK` field; absent means newline).
+
+    The order is part of jobrund's output pipe (daemon.py and client.py send the index): append.
+    """
 
     NEWLINE = "newline"
     NUL = "nul"
@@ -132,37 +144,74 @@ def _from_usec(usec: int) -> datetime:
     return _EPOCH + timedelta(microseconds=usec)
 
 
-def _cursor_usec(cursor: str) -> int:
-    """The realtime a journal cursor points at (its `t=` part, hex microseconds)."""
-    m = re.search(r"(?:^|;)t=([0-9a-f]+)(?:;|$)", cursor)
-    if not m:
+@dataclass(frozen=True, slots=True)
+class _Pos:
+    """A point in the namespace journal: everything of ours up to here is read (or not wanted)."""
+
+    seqnum_id: str  # "" when only the time is known
+    seqnum: int
+    realtime: int  # µs
+
+
+_CURSOR_FIELD = re.compile(r"(?:^|;)([sit])=([0-9a-f]+)")
+
+
+def _cursor_pos(cursor: str) -> _Pos:
+    fields = dict(_CURSOR_FIELD.findall(cursor))
+    if fields.keys() != {"s", "i", "t"}:
         raise InvalidArgument(f"not a journal cursor: {cursor!r}", hint="pass a Record.cursor")
-    return int(m.group(1), 16)
+    return _Pos(fields["s"], int(fields["i"], 16), int(fields["t"], 16))
 
 
-def _lost(what: str, head: int) -> OutputLost:
+def _time_pos(usec: int) -> _Pos:
+    return _Pos("", 0, usec)
+
+
+def _gap(head: _Pos, pos: _Pos) -> bool:
+    """Whether entries after `pos` may have been deleted, `head` being the oldest entry left."""
+    if head.seqnum <= 1:
+        return False  # the journal never lost an entry
+    if head.seqnum_id == pos.seqnum_id:
+        return head.seqnum > pos.seqnum + 1
+    return head.realtime > pos.realtime
+
+
+def _lost(what: str, head: _Pos) -> OutputLost:
     return OutputLost(
         f"{what} is no longer in the journal: its oldest entry is from "
-        f"{_from_usec(head).isoformat()}",
+        f"{_from_usec(head.realtime).isoformat()}",
         hint="journald deleted older journal files (size limits in journald@jobrun.conf)",
     )
+
+
+def _open_reader(namespace: str) -> Any:
+    from systemd import journal  # imported here: the CLI's start-up time matters
+
+    try:
+        # python-systemd 235 has `namespace=` (sd_journal_open_namespace, systemd >= 245): only
+        # that namespace's files, in /var/log/journal/<machine-id>.<ns> and /run/log/journal/….
+        return journal.Reader(namespace=namespace)
+    except OSError as e:
+        raise JournalUnavailable(
+            f"cannot open the journal of namespace {namespace!r}: {e}",
+            hint="reading job output needs root or membership in group systemd-journal",
+        ) from e
 
 
 class _Journal:
     """The blocking core: one sd_journal handle on the namespace, filtered to one job's stdout."""
 
     def __init__(self, job_id: str, namespace: str) -> None:
-        from systemd import journal  # imported here: the CLI's start-up time matters
+        from systemd import id128
 
-        try:
-            # python-systemd 235 has `namespace=` (sd_journal_open_namespace, systemd >= 245): only
-            # that namespace's files, in /var/log/journal/<machine-id>.<ns> and /run/log/journal/….
-            self._j: Any = journal.Reader(namespace=namespace)
-        except OSError as e:
-            raise JournalUnavailable(
-                f"cannot open the journal of namespace {namespace!r}: {e}",
-                hint="reading job output needs root or membership in group systemd-journal",
-            ) from e
+        self._namespace = namespace
+        machine = id128.get_machine().hex
+        self._dirs = [Path(root, f"{machine}.{namespace}") for root in _JOURNAL_ROOTS]
+        # sd-journal (252) ignores a namespace directory created after it was opened (its inotify
+        # handler only adds directories named by a bare machine ID), so a reader opened before the
+        # namespace's journald first ran would never see anything: `stale` tells to reopen.
+        self._had_dirs = self._dirs_exist()
+        self._j: Any = _open_reader(namespace)
         self._j.data_threshold = 0  # whole fields, however long
         # The job's own stdout/stderr only: JOBRUN_JOB (LogExtraFields=) is added by journald from
         # the unit, and _TRANSPORT=stdout keeps out what the job sent by syslog or the native
@@ -170,9 +219,19 @@ class _Journal:
         self._j.add_match(f"{JOB_FIELD}={job_id}")
         self._j.add_match("_TRANSPORT=stdout")
         self._on_entry = False  # positioned on an entry not yet returned
+        self._all: Any = None  # unfiltered, for bounds()
+
+    def _dirs_exist(self) -> bool:
+        return any(d.is_dir() for d in self._dirs)
+
+    def stale(self) -> bool:
+        """Whether the namespace's journal appeared only after this handle was opened."""
+        return not self._had_dirs and self._dirs_exist()
 
     def close(self) -> None:
         self._j.close()
+        if self._all is not None:
+            self._all.close()
 
     def fileno(self) -> int:
         fd: int = self._j.fileno()
@@ -182,6 +241,8 @@ class _Journal:
         """Consume the inotify events; True if journal files were added or removed."""
         from systemd import journal
 
+        if self._all is not None:
+            self._all.process()
         return bool(self._j.process() == journal.INVALIDATE)
 
     def timeout(self) -> float | None:
@@ -189,13 +250,26 @@ class _Journal:
         ms: int = self._j.get_timeout_ms()
         return None if ms < 0 else ms / 1000
 
-    def head(self) -> int | None:
-        """Realtime (µs) of the oldest entry of the namespace journal, None if it has none."""
-        try:
-            start: int = self._j._get_start()
-        except OSError:
+    def track(self) -> None:
+        """Keep the unfiltered handle of `bounds()` in step with this one's files.
+
+        That costs a second inotify instance (fs.inotify.max_user_instances, 128 by default).
+        """
+        self.bounds()
+        self._all.fileno()  # sd-journal notices added and deleted files only with inotify
+
+    def bounds(self) -> tuple[_Pos, _Pos] | None:
+        """The oldest and the newest entry of the namespace journal (None: no entries)."""
+        if self._all is None:
+            self._all = _open_reader(self._namespace)
+        a = self._all
+        a.seek_head()
+        if not a._next():
             return None
-        return start or None
+        first = _cursor_pos(a._get_cursor())
+        a.seek_tail()
+        a._previous()
+        return first, _cursor_pos(a._get_cursor())
 
     def seek_head(self) -> None:
         self._j.seek_head()
@@ -204,14 +278,15 @@ class _Journal:
         self._j.seek_realtime(usec)
 
     def seek_after(self, cursor: str) -> bool:
-        """Position after `cursor`; False if the cursor's entry is not in the journal."""
+        """Position after `cursor`; True if its entry is still there (one of ours)."""
         try:
             self._j.seek_cursor(cursor)
         except (OSError, ValueError) as e:
             raise InvalidArgument(f"not a journal cursor: {cursor!r}") from e
-        # seek_cursor + next lands on the cursor's own entry (if it is still there).
+        # seek_cursor + next lands on the cursor's own entry if it is still there. If nothing
+        # comes, the position stays at the cursor and the next entry after it comes later.
         if not self._j._next():
-            return True  # nothing at or after it yet; the next entry will follow it
+            return False
         if self._j.test_cursor(cursor):
             return True
         self._on_entry = True
@@ -243,6 +318,7 @@ class _Journal:
             # _get (the C level under Reader.get_next) returns the raw field bytes; get_next would
             # decode every field and turn MESSAGE into str when it happens to be valid UTF-8.
             try:
+                # A kind of break newer than this code: no terminator is the safe guess.
                 brk = _LINE_BREAKS.get(get("_LINE_BREAK"), LineBreak.PID_CHANGE)
             except KeyError:
                 brk = newline
@@ -258,90 +334,73 @@ class _Journal:
 
 
 class _Streams:
-    """journald's view of its stdout streams: the probe and the per-stream state files."""
+    """journald's stdout streams of a namespace: the probe and the per-stream state files."""
 
     def __init__(self, namespace: str) -> None:
-        # RuntimeDirectory=systemd/journal.%i in systemd-journald@.service
+        # RuntimeDirectory=systemd/journal.%i of systemd-journald@.service
         self.runtime_dir = Path("/run/systemd") / f"journal.{namespace}"
 
     def _state_files(self) -> Iterator[str]:
-        """Contents of the stream state files; PermissionError without root."""
+        """The stream state files' contents. They are root's (0600): PermissionError otherwise."""
+        streams = self.runtime_dir / "streams"
         try:
-            names = os.listdir(self.runtime_dir / "streams")
+            names = os.listdir(streams)
         except FileNotFoundError:
             return
         for name in names:
             try:
-                yield (self.runtime_dir / "streams" / name).read_text(errors="replace")
+                yield (streams / name).read_text(errors="replace")
             except FileNotFoundError:
-                continue  # the stream ended while we looked
+                continue  # that stream ended while we looked
 
-    def unit_has_stream(self, unit: str) -> bool:
-        line = f"\nUNIT={unit}\n"
-        return any(line in text for text in self._state_files())
-
-    def readable(self) -> bool:
-        try:
-            for _ in self._state_files():
-                break
-            next(iter(os.scandir(self.runtime_dir / "streams")), None)
-            for entry in os.scandir(self.runtime_dir / "streams"):
-                (self.runtime_dir / "streams" / entry.name).read_bytes()
-                break
-        except FileNotFoundError:
-            pass
-        except PermissionError:
-            return False
-        return True
-
-    async def probe(self) -> bool:
-        """Connect a stream of our own and wait until journald has read its header.
-
-        Returns False if nobody listens on the socket (then no connection waits there either) or
-        if the state files cannot be read (not root): then it only waited for the accept.
-        """
+    async def _probe(self) -> None:
+        """Connect a stream of our own and return once journald has read its header."""
         loop = asyncio.get_running_loop()
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
         nonce = f"jobrun-probe-{secrets.token_hex(8)}"
-        try:
+        needle = f"\nIDENTIFIER={nonce}\n"
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.setblocking(False)
             try:
                 await loop.sock_connect(sock, str(self.runtime_dir / "stdout"))
             except (FileNotFoundError, ConnectionRefusedError):
-                return False
+                return  # nobody listens, so no connection can be waiting there either
             # The stream protocol's header: identifier, unit, priority, level prefix, forward to
             # syslog, kmsg, console. No line follows, so nothing is written to the journal.
             await loop.sock_sendall(sock, f"{nonce}\n\n6\n0\n0\n0\n0\n".encode())
-            needle = f"\nIDENTIFIER={nonce}\n"
-            async with asyncio.timeout(_PROBE_TIMEOUT):
-                if not self.readable():
-                    # journald shuts down its write side when it accepts: EOF means accepted.
-                    await loop.sock_recv(sock, 1)
-                    return False
-                delay = 0.0005
-                while not any(needle in text for text in self._state_files()):
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, _STREAMS_POLL_LAST)
-            return True
-        except TimeoutError:
-            raise JournalUnavailable(
-                f"journald of namespace {self.runtime_dir.name} did not take a stream "
-                f"within {_PROBE_TIMEOUT:.0f} s",
-                hint="systemctl status systemd-journald@jobrun.service",
-            ) from None
-        finally:
-            sock.close()
+            try:
+                async with asyncio.timeout(_PROBE_TIMEOUT):
+                    delay = 0.0005
+                    while True:
+                        try:
+                            if any(needle in text for text in self._state_files()):
+                                return
+                        except PermissionError:
+                            # journald shuts its sending side down on accept: EOF means accepted.
+                            await loop.sock_recv(sock, 1)
+                            raise
+                        await asyncio.sleep(delay)
+                        delay = min(delay * 2, _STREAMS_POLL_LAST)
+            except TimeoutError:
+                raise JournalUnavailable(
+                    f"the journald of {self.runtime_dir.name} did not take a stream "
+                    f"within {_PROBE_TIMEOUT:.0f} s",
+                    hint="systemctl status systemd-journald@jobrun.service",
+                ) from None
 
     async def drained(self, unit: str) -> bool:
         """Wait until journald has written all output of `unit`, which must have stopped.
 
-        True when that is known exactly; False when we could only guess (see the module doc).
+        True once that is certain; False (early) if the state files cannot be read (not root).
         """
-        if not await self.probe():
+        try:
+            await self._probe()
+            line = f"\nUNIT={unit}\n"
+            delay = 0.0005
+            while any(line in text for text in self._state_files()):
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _STREAMS_POLL_LAST)
+        except PermissionError:
             return False
-        delay = 0.0005
-        while self.unit_has_stream(unit):
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, _STREAMS_POLL_LAST)
         return True
 
 
@@ -374,7 +433,7 @@ class JobOutput:
         since: datetime | None = None,
         follow: bool = False,
         ended: asyncio.Event | None = None,
-    ) -> AsyncIterator[Record]:
+    ) -> AsyncGenerator[Record, None]:
         """The job's records in journal order.
 
         Where to start (at most one): the first record (default); `after_cursor`, the record
@@ -388,12 +447,16 @@ class JobOutput:
         goes on until the caller stops iterating.
 
         Raises `OutputLost` if records in the requested range were deleted from the journal.
+        A consumer that stops early should close the iterator (`contextlib.aclosing`) to free
+        the journal handle at once rather than when it is garbage-collected.
         """
-        async for batch in self._batches(
+        batches = self._batches(
             after_cursor=after_cursor, tail=tail, since=since, follow=follow, ended=ended
-        ):
-            for record in batch:
-                yield record
+        )
+        async with contextlib.aclosing(batches):
+            async for batch in batches:
+                for record in batch:
+                    yield record
 
     def open(
         self,
@@ -418,7 +481,7 @@ class JobOutput:
         since: datetime | None,
         follow: bool,
         ended: asyncio.Event | None,
-    ) -> AsyncIterator[list[Record]]:
+    ) -> AsyncGenerator[list[Record], None]:
         """The engine under `records` and `JobOutputFile`: lists of records, never empty."""
         if sum(x is not None for x in (after_cursor, tail, since)) > 1:
             raise InvalidArgument("after_cursor, tail and since exclude each other")
@@ -428,80 +491,74 @@ class JobOutput:
         if ended is not None and not follow:
             raise InvalidArgument("ended= only makes sense with follow=True")
 
-        j = _Journal(self.job_id, self.namespace)
         loop = asyncio.get_running_loop()
+        j = self._open(after_cursor, tail, since_usec)
         wake = asyncio.Event()
         tasks: list[asyncio.Task[Any]] = []
-        reading = False
+        fd: int | None = None
         try:
-            # `low`: the realtime from which on the caller expects every record; None: unknown.
-            low: int | None
-            head = j.head()
-            if after_cursor is not None:
-                low = _cursor_usec(after_cursor)
-                if not j.seek_after(after_cursor) and head is not None and head > low:
-                    raise _lost("output after the given cursor", head)
-            elif tail is not None:
-                found = j.seek_tail(tail)
-                low = None if found == tail else self._start_usec
-            elif since_usec is not None:
-                j.seek_since(since_usec)
-                low = since_usec if self._start_usec is None else max(since_usec, self._start_usec)
-            else:
-                j.seek_head()
-                low = self._start_usec
-            if low is not None and head is not None and head > low:
-                raise _lost(f"output of job {self.job_id}", head)
-
             if not follow:
                 while batch := j.read(_BATCH):
                     yield batch
                     await asyncio.sleep(0)
                 return
 
-            loop.add_reader(j.fileno(), wake.set)
-            reading = True
-            end_task: asyncio.Task[bool] | None = None
-            exact = True
+            fd = j.fileno()
+            loop.add_reader(fd, wake.set)
+            j.track()
             ended_task: asyncio.Task[Any] | None = None
+            end_task: asyncio.Task[bool] | None = None
             if ended is not None:
                 ended_task = asyncio.create_task(ended.wait())
                 ended_task.add_done_callback(lambda _: wake.set())
                 tasks.append(ended_task)
-            delay: float | None = None
+            delay: float | None = _RECHECK_FIRST
             last_data = time.monotonic()
-            last_usec = low
             while True:
-                if j.process():
-                    # Files were added (rotation) or deleted (vacuum). If the oldest entry left is
-                    # newer than what we read last, unread records may have gone with a file.
-                    head = j.head()
-                    if last_usec is not None and head is not None and head > last_usec:
-                        raise _lost(f"output of job {self.job_id} not read yet", head)
+                if j.stale():
+                    # Nothing can have been read yet: open again, from the same starting point.
+                    loop.remove_reader(fd)
+                    fd = None
+                    j.close()
+                    j = self._open(after_cursor, tail, since_usec)
+                    fd = j.fileno()
+                    loop.add_reader(fd, wake.set)
+                    j.track()
+                # Read to the end of the files we know. Entries appear in them without process();
+                # files deleted since stay readable until then.
                 got = False
-                while batch := j.read(_BATCH):
-                    got = True
-                    last_usec = _usec(batch[-1].timestamp)
-                    yield batch
-                    await asyncio.sleep(0)
+                while True:
+                    bounds = j.bounds()
+                    batch = j.read(_BATCH)
+                    if batch:
+                        got = True
+                        yield batch
+                        await asyncio.sleep(0)
+                    if len(batch) < _BATCH:
+                        break
                 if got:
                     last_data = time.monotonic()
                     delay = _RECHECK_FIRST
                 elif delay is not None:
                     delay = None if delay >= _RECHECK_LAST else delay * 2
+                # Now everything of ours up to bounds[1] is read. If files were added (rotation)
+                # or deleted (vacuum) and the oldest entry left is not the one right after it,
+                # files we never opened were deleted, and our records may have been in them.
+                if j.process():
+                    after = j.bounds()
+                    if bounds is not None and after is not None and _gap(after[0], bounds[1]):
+                        raise _lost(f"output of job {self.job_id} not read yet", after[0])
+                    continue
 
                 if end_task is not None and end_task.done():
-                    exact = end_task.result()
-                    if exact:
-                        # journald has written everything; what we just read was the rest. One
-                        # more pass in case a rotation hid the last entries in a new file.
-                        if j.process():
-                            continue
+                    if end_task.result():
+                        # journald has written all and we have read it: the last read came after.
                         return
+                    # Not exact (no access to journald's state files): wait for a quiet spell.
                     if time.monotonic() - last_data >= _QUIET_FALLBACK:
                         return
-                    delay = _QUIET_FALLBACK / 4 if delay is None else delay
-                if ended_task is not None and ended_task.done() and end_task is None:
+                    delay = _QUIET_FALLBACK / 4
+                elif end_task is None and ended_task is not None and ended_task.done():
                     end_task = asyncio.create_task(_Streams(self.namespace).drained(self.unit))
                     end_task.add_done_callback(lambda _: wake.set())
                     tasks.append(end_task)
@@ -524,9 +581,39 @@ class JobOutput:
             for t in tasks:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await t
-            if reading:
-                loop.remove_reader(j.fileno())
+            if fd is not None:
+                loop.remove_reader(fd)
             j.close()
+
+    def _open(self, after_cursor: str | None, tail: int | None, since_usec: int | None) -> _Journal:
+        """A journal handle at the requested start. Raises OutputLost if entries the caller
+        wants were deleted (as far as can be known)."""
+        j = _Journal(self.job_id, self.namespace)
+        try:
+            start = None if self._start_usec is None else _time_pos(self._start_usec)
+            pos: _Pos | None = None
+            if after_cursor is not None:
+                # If the cursor's own entry is still there, nothing before it can be missing.
+                pos = _cursor_pos(after_cursor)
+                if j.seek_after(after_cursor):
+                    pos = None
+            elif tail is not None:
+                if j.seek_tail(tail) < tail:
+                    pos = start  # fewer than asked for: all since the start it is
+            elif since_usec is not None:
+                j.seek_since(since_usec)
+                since_pos = _time_pos(since_usec)
+                pos = since_pos if start is None or since_pos.realtime > start.realtime else start
+            else:
+                j.seek_head()
+                pos = start
+            bounds = None if pos is None else j.bounds()
+            if pos is not None and bounds is not None and _gap(bounds[0], pos):
+                raise _lost(f"output of job {self.job_id}", bounds[0])
+        except BaseException:
+            j.close()
+            raise
+        return j
 
 
 class JobOutputFile(io.RawIOBase):
@@ -557,7 +644,9 @@ class JobOutputFile(io.RawIOBase):
         self._buf = bytearray()
         self._pos = 0
         self._eof = False
-        self.cursor: str | None = None  # of the last record read into the buffer
+        # Cursor of the last record whose bytes have been handed out in full: resume after it.
+        self.cursor: str | None = None
+        self._pending_cursor: str | None = None
 
     def readable(self) -> bool:
         return True
@@ -569,6 +658,8 @@ class JobOutputFile(io.RawIOBase):
         n = min(len(view), len(self._buf) - self._pos)
         view[:n] = self._buf[self._pos : self._pos + n]
         self._pos += n
+        if self._pos >= len(self._buf):
+            self.cursor = self._pending_cursor
         return n
 
     def _fill(self) -> None:
@@ -579,14 +670,15 @@ class JobOutputFile(io.RawIOBase):
             return
         self._buf = bytearray(b"".join(r.data for r in batch))
         self._pos = 0
-        self.cursor = batch[-1].cursor
+        self._pending_cursor = batch[-1].cursor
 
     async def _next_batch(self) -> list[Record]:
         if self._ended is None or self._ended_sync is None:
             return await anext(self._batches)
 
         async def watch(sync: threading.Event, event: asyncio.Event) -> None:
-            while not sync.is_set():
+            # A threading.Event cannot be awaited; checking it while we wait anyway is cheap.
+            while not sync.is_set():  # noqa: ASYNC110
                 await asyncio.sleep(0.02)
             event.set()
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from dbus_fast import Variant
 
+from . import profiles
 from .errors import InvalidArgument
 from .model import JOB_FIELD, LOG_NAMESPACE, SLICE, JobSpec
 
@@ -27,6 +28,7 @@ MAX_ENV = 4096  # more variables than this is a mistake, not a job
 MAX_ENV_BYTES = 128 * 1024
 MAX_ARG_BYTES = 128 * 1024
 MAX_NAME = 64
+MAX_WRITABLE = 64
 
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGTP]?)(i?B?)?\s*$", re.IGNORECASE)
 _SIZE_FACTORS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40, "P": 1 << 50}
@@ -113,6 +115,19 @@ def parse_workdir(value: Any) -> str:
     return os.path.normpath(path)
 
 
+def parse_writable(value: Any) -> str:
+    path = str(value)
+    if not path.startswith("/") or "\0" in path or "\n" in path:
+        raise InvalidArgument(f"--writable must be an absolute path, not {path!r}")
+    path = os.path.normpath(path)
+    if path == "/" or any(path == d or path.startswith(d + "/") for d in ("/proc", "/sys", "/dev")):
+        raise InvalidArgument(
+            f"--writable {path} would open the whole system or a kernel interface to the job",
+            "name the directories the job writes",
+        )
+    return path
+
+
 def parse_cpus(value: Any) -> tuple[int, ...]:
     """'0', '0,2', '0-3' → (0,), (0, 2), (0, 1, 2, 3)."""
     cpus: set[int] = set()
@@ -140,8 +155,8 @@ def _cpu_mask(cpus: tuple[int, ...]) -> bytes:
 class Setting:
     field: str  # JobSpec attribute; also the key in a job's "limits"
     flags: str  # CLI flags, typer syntax ("--network/--no-network" for switches)
-    prop: str  # systemd property
-    signature: str  # its D-Bus signature
+    prop: str  # systemd property; "" for the profile, which stands for several (profiles.py)
+    signature: str  # its D-Bus signature (of the user's value, for the profile)
     parse: Callable[[Any], Any]  # user value → JobSpec value (raises InvalidArgument)
     to_dbus: Callable[[Any], Any]  # JobSpec value → D-Bus value
     help: str
@@ -197,6 +212,13 @@ SETTINGS: tuple[Setting, ...] = (
             lambda s: int(s * USEC_PER_SEC),
             "Seconds between SIGTERM and SIGKILL when the job is stopped", default=10.0,
             metavar="SECONDS"),
+    # Sent by fixed_properties (every job gets its profile's properties; None: the default).
+    Setting("profile", "--profile", "", "s", profiles.parse_profile, _same,
+            f"Isolation profile: {', '.join(profiles.names())} (default: {profiles.DEFAULT}; "
+            "see docs/ISOLATION.md)", metavar="NAME"),
+    Setting("writable", "--writable", "ReadWritePaths", "as", parse_writable, list,
+            "Let the job write to this existing path; the rest of the system is read-only "
+            "(repeatable)", metavar="PATH", repeat=True),
 )  # fmt: skip
 
 SETTINGS_BY_FIELD = {s.field: s for s in SETTINGS}
@@ -238,7 +260,15 @@ def build_spec(command: list[str] | tuple[str, ...], name: str | None = None,
     mh, mm = parsed.get("memory_high"), parsed.get("memory_max")
     if mh is not None and mm is not None and mh > mm:
         raise InvalidArgument("--memory-high must not be above --memory-max")
-    return JobSpec(command=cmd, name=name, **parsed)
+    if len(parsed.get("writable", ())) > MAX_WRITABLE:
+        raise InvalidArgument(f"at most {MAX_WRITABLE} --writable paths")
+    spec = JobSpec(command=cmd, name=name, **parsed)
+    profiles.check(spec)
+    for path in spec.writable:  # after the profile's checks: they say more than "missing"
+        if not os.path.exists(path):
+            # systemd would fail the job's start (226/NAMESPACE) rather than ignore it.
+            raise InvalidArgument(f"--writable {path}: no such file or directory")
+    return spec
 
 
 def limits(spec: JobSpec) -> dict[str, Any]:
@@ -262,7 +292,7 @@ def describe(job_id: str, spec: JobSpec) -> str:
 def fixed_properties(
     job_id: str, spec: JobSpec, user: str | None = None
 ) -> list[tuple[str, Variant]]:
-    """What every job gets, on purpose."""
+    """What every job gets, on purpose: identity, output, and its profile's sandbox."""
     props = [
         ("Description", Variant("s", describe(job_id, spec))),
         ("Slice", Variant("s", SLICE)),
@@ -279,19 +309,23 @@ def fixed_properties(
         ("StandardInput", Variant("s", "null")),
         ("StandardOutput", Variant("s", "journal")),
         ("StandardError", Variant("s", "journal")),
+        # A job line starting with "<3>" is the job's text, not a syslog priority for journald.
+        ("SyslogLevelPrefix", Variant("b", False)),
         # A journal namespace of jobrun's own: journald's rate limit is off there (units/), so no
         # line is dropped; JOBRUN_JOB names this job's records for readers.
         ("LogNamespace", Variant("s", LOG_NAMESPACE)),
         ("LogExtraFields", Variant("aay", [f"{JOB_FIELD}={job_id}".encode()])),
         # ExecStartEx with no-env-expand: the argv runs exactly as given; plain ExecStart would
-        # expand $VAR and turn $$ into $ at exec time.
+        # expand $VAR and turn $$ into $ at exec time. The struct is a list, not a tuple: Debian
+        # 12's dbus-fast (1.84) accepts only lists for a struct inside a Variant.
         (
             "ExecStartEx",
-            Variant("a(sasas)", [(spec.command[0], list(spec.command), ["no-env-expand"])]),
+            Variant("a(sasas)", [[spec.command[0], list(spec.command), ["no-env-expand"]]]),
         ),
     ]
     if user is not None:
         props.append(("User", Variant("s", user)))
+    props += profiles.properties(spec.profile, as_root=user is None)
     return props
 
 
@@ -303,7 +337,7 @@ def unit_properties(
         value = getattr(spec, s.field)
         if value is None or value == ():
             value = s.default
-        if value is None:
+        if value is None or not s.prop:
             continue
         props.append((s.prop, Variant(s.signature, s.to_dbus(value))))
     return props
