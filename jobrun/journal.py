@@ -68,6 +68,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from . import _sigbus
 from .errors import InvalidArgument, OutputLost, SystemdUnavailable
 from .model import ID_ALPHABET, JOB_FIELD, LOG_NAMESPACE, unit_name
 
@@ -187,6 +188,7 @@ def _lost(what: str, head: _Pos) -> OutputLost:
 def _open_reader(namespace: str) -> Any:
     from systemd import journal  # imported here: the CLI's start-up time matters
 
+    _sigbus.install()  # journald truncates archived files under our mappings (see _sigbus.c)
     try:
         # python-systemd 235 has `namespace=` (sd_journal_open_namespace, systemd >= 245): only
         # that namespace's files, in /var/log/journal/<machine-id>.<ns> and /run/log/journal/….

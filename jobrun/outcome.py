@@ -166,6 +166,9 @@ def read_pid1_records(unit: str) -> tuple[list[dict[str, Any]], bool]:
     """PID 1's journal records about `unit`, and whether one says a stop job ran (blocking)."""
     from systemd import journal  # imported here: the CLI's start-up time matters
 
+    from . import _sigbus
+
+    _sigbus.install()  # journald truncates archived files under our mappings (see _sigbus.c)
     reader = journal.Reader()
     try:
         reader.add_match(_PID="1", UNIT=unit)
