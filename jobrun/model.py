@@ -61,6 +61,8 @@ class JobSpec:
     workdir: str | None = None
     stop_timeout: float | None = None
     cpu_affinity: tuple[int, ...] | None = None
+    profile: str | None = None  # isolation profile (profiles.py); None: the default one
+    writable: tuple[str, ...] = ()  # paths the job may write despite ProtectSystem=strict
 
     def replace(self, **changes: Any) -> JobSpec:
         return dataclasses.replace(self, **changes)

@@ -52,7 +52,9 @@ def test_every_setting_names_a_spec_field_and_a_valid_signature() -> None:
     ],
 )
 def test_option_reaches_its_property(field: str, text: Any, prop: str, value: Any) -> None:
-    spec = build_spec(["true"], **{field: text})
+    # Only the relaxed profile lets --shared-tmp through (see test_profiles.py).
+    extra = {"profile": "relaxed"} if field == "private_tmp" else {}
+    spec = build_spec(["true"], **{field: text}, **extra)
     assert props(spec)[prop] == value
 
 
@@ -66,7 +68,7 @@ def test_only_set_properties_plus_the_fixed_ones_are_sent() -> None:
     assert sent["KillMode"] == "control-group" and sent["Slice"] == "jobrun.slice"
     assert sent["LogNamespace"] == "jobrun"
     assert sent["LogExtraFields"] == [b"JOBRUN_JOB=abc"]
-    assert sent["ExecStartEx"] == [("true", ["true"], ["no-env-expand"])]
+    assert sent["ExecStartEx"] == [["true", ["true"], ["no-env-expand"]]]
     for acct in ("CPUAccounting", "MemoryAccounting", "IOAccounting", "TasksAccounting"):
         assert sent[acct] is True
     assert "CPUWeight" not in sent and "MemoryMax" not in sent
