@@ -13,8 +13,9 @@
     [groups.students]         # …or for members of a group (a user's entry wins over a group's)
     memory_max = "512M"
 
-Cap keys: the numeric settings of properties.SETTINGS (a maximum), `running_jobs`, and the
-booleans `network` and `shared_tmp` (whether isolation may be turned off).
+Cap keys: the numeric settings of properties.SETTINGS (a maximum), `running_jobs`, the
+booleans `network` and `shared_tmp` (whether isolation may be turned off), and `profile`: the
+loosest isolation profile allowed (profiles.py; e.g. "default" forbids "relaxed").
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import profiles
 from .errors import InvalidArgument, PermissionDenied
 from .model import JobSpec
 from .properties import SETTINGS_BY_FIELD
@@ -46,12 +48,14 @@ class Caps:
     numeric: dict[str, int] = field(default_factory=dict)
     allowed: dict[str, bool] = field(default_factory=dict)
     running_jobs: int | None = None
+    profile: str | None = None  # the loosest profile allowed
 
 
 def _parse_caps(table: dict[str, Any], where: str) -> Caps:
     numeric: dict[str, int] = {}
     allowed: dict[str, bool] = {}
     running: int | None = None
+    profile: str | None = None
     for key, value in table.items():
         if key in NUMERIC_CAPS:
             numeric[key] = SETTINGS_BY_FIELD[key].parse(value)
@@ -63,9 +67,11 @@ def _parse_caps(table: dict[str, Any], where: str) -> Caps:
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise InvalidArgument(f"{where}.running_jobs must be a whole number ≥ 0")
             running = value
+        elif key == "profile":
+            profile = profiles.parse_profile(value)
         else:
             raise InvalidArgument(f"unknown key {where}.{key}")
-    return Caps(numeric, allowed, running)
+    return Caps(numeric, allowed, running, profile)
 
 
 def _merge(*caps: Caps) -> Caps:
@@ -75,6 +81,7 @@ def _merge(*caps: Caps) -> Caps:
             {**out.numeric, **c.numeric},
             {**out.allowed, **c.allowed},
             c.running_jobs if c.running_jobs is not None else out.running_jobs,
+            c.profile or out.profile,
         )
     return out
 
@@ -149,7 +156,15 @@ class Config:
                 f"{user} may not give jobs the host's /tmp (--shared-tmp)",
                 f"run it without --shared-tmp (limits in {self.source})",
             )
-        return spec.replace(**changes) if changes else spec
+        if caps.profile is not None and not profiles.within(spec.profile, caps.profile):
+            raise PermissionDenied(
+                f"{user} may not use --profile {spec.profile} (the loosest allowed is "
+                f"{caps.profile})",
+                f"use --profile {caps.profile} or a stricter one (limits in {self.source})",
+            )
+        spec = spec.replace(**changes) if changes else spec
+        profiles.check(spec)  # what the defaults filled in must fit the profile too
+        return spec
 
 
 def _groups_of(user: str) -> set[str]:

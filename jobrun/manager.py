@@ -91,7 +91,7 @@ class Manager:
                 raise InvalidArgument(
                     f"--workdir {spec.workdir} is under /tmp or /var/tmp, which a job with a "
                     "private /tmp does not see",
-                    "add --shared-tmp, or use a directory elsewhere",
+                    "add --profile relaxed --shared-tmp, or use a directory elsewhere",
                 )
         job = Job(
             id=new_job_id(),

@@ -399,3 +399,15 @@ async def test_two_followers_through_jobrund_get_everything() -> None:
     a, b = await asyncio.gather(follow(), follow())
     want = "".join(f"{i}\n" for i in range(1, 40001)).encode()
     assert a == want and b == want
+
+
+def test_admin_caps_the_loosest_profile(config: Path) -> None:
+    config.write_text('[limits]\nprofile = "default"\n[users.bob]\nprofile = "strict"\n')
+    restart_jobrund()
+    relaxed = as_user("alice", "start", "--profile", "relaxed", "--", "true")
+    assert relaxed.returncode == 4 and "--profile relaxed" in relaxed.stderr
+    assert as_user("alice", "start", "--profile", "strict", "--", "true").returncode == 0
+    bob = as_user("bob", "start", "--", "true")  # his default, "default", is above his cap
+    assert bob.returncode == 4 and "loosest allowed is strict" in bob.stderr
+    assert as_user("bob", "start", "--profile", "strict", "--", "true").returncode == 0
+    assert as_user("carol", "start", "--profile", "relaxed", "--", "true").returncode == 0
