@@ -30,13 +30,21 @@ FILES = {
     "polkit/50-jobrun.rules": "/usr/share/polkit-1/rules.d/50-jobrun.rules",
 }  # fmt: skip
 
-# jobrund from this checkout instead of /usr/bin/jobrund. ProtectHome=read-only rather than yes
-# only because the test interpreter may live under /root (pyenv); the packaged unit keeps yes.
-DROPIN = f"""[Service]
-ExecStart=
-ExecStart={sys.executable} -m jobrun.daemon
-ProtectHome=read-only
-"""
+
+def _dropin() -> str:
+    """jobrund from this checkout and interpreter instead of /usr/bin/jobrund.
+
+    The packaged unit hides /home, /root and /tmp from jobrund (ProtectHome=, PrivateTmp=). A
+    checkout, venv or interpreter may live there (pyenv under /root; CI may clone under /tmp), so
+    for the tests only, and only where one of them does, those directories stay visible,
+    read-only for the homes."""
+    needed = {Path(p).resolve() for p in (ROOT, sys.prefix, sys.base_prefix, sys.executable)}
+    lines = ["[Service]", "ExecStart=", f"ExecStart={sys.executable} -m jobrun.daemon"]
+    if any(p.is_relative_to(h) for p in needed for h in ("/home", "/root")):
+        lines.append("ProtectHome=read-only")
+    if any(p.is_relative_to(t) for p in needed for t in ("/tmp", "/var/tmp")):
+        lines.append("PrivateTmp=no")
+    return "\n".join(lines) + "\n"
 
 
 def _run(*cmd: str) -> None:
@@ -70,7 +78,7 @@ def install() -> None:
             shutil.copyfile(ROOT / src, target)
     dropin = Path("/etc/systemd/system/jobrund.service.d/test.conf")
     dropin.parent.mkdir(parents=True, exist_ok=True)
-    dropin.write_text(DROPIN)
+    dropin.write_text(_dropin())
     _run("groupadd", "--system", "jobrun-admin")
     for user, groups in USERS.items():
         _run("useradd", "--create-home", "--user-group", *(["-G", *groups] if groups else []), user)
