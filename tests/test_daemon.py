@@ -375,7 +375,11 @@ def test_follower_resumes_across_kill_9_of_jobrund_without_gap_or_duplicate() ->
             lambda p=pid: systemctl_show("jobrund.service", "MainPID")["MainPID"] not in (p, "0"),
             timeout=20,
         )
-    rest, err = follower.communicate(timeout=60)
+    # read() on the same buffered reader: communicate() would skip what readline() buffered
+    rest = follower.stdout.read()
+    follower.wait(timeout=60)
+    assert follower.stderr is not None
+    err = follower.stderr.read()
     lines = (first + rest).decode().split()
     assert follower.returncode == 0, err
     assert lines == [f"n{i}" for i in range(1, 401)], (len(lines), kills)

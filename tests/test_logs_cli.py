@@ -62,8 +62,8 @@ def test_follow_ends_when_the_job_is_stopped() -> None:
     assert follower.stdout is not None
     assert follower.stdout.readline() == b"started\n"
     jobrun("stop", job, check=True)
-    out, _ = follower.communicate(timeout=30)
-    assert follower.returncode == 0 and out == b""
+    out = follower.stdout.read()  # not communicate(): it would skip what readline() buffered
+    assert follower.wait(timeout=30) == 0 and out == b""
 
 
 def test_logs_of_a_finished_job_prints_everything_and_exits() -> None:
