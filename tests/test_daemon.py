@@ -380,6 +380,8 @@ def test_follower_resumes_across_kill_9_of_jobrund_without_gap_or_duplicate() ->
     follower.wait(timeout=60)
     assert follower.stderr is not None
     err = follower.stderr.read()
+    follower.stdout.close()
+    follower.stderr.close()
     lines = (first + rest).decode().split()
     assert follower.returncode == 0, err
     assert lines == [f"n{i}" for i in range(1, 401)], (len(lines), kills)

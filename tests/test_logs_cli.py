@@ -63,6 +63,7 @@ def test_follow_ends_when_the_job_is_stopped() -> None:
     assert follower.stdout.readline() == b"started\n"
     jobrun("stop", job, check=True)
     out = follower.stdout.read()  # not communicate(): it would skip what readline() buffered
+    follower.stdout.close()
     assert follower.wait(timeout=30) == 0 and out == b""
 
 
