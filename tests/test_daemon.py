@@ -93,7 +93,7 @@ def test_a_users_job_runs_as_that_user() -> None:
     assert out.split() == ["alice", str(int(subprocess.check_output(["id", "-u", "alice"])))]
 
 
-@pytest.mark.parametrize("verb", ["status", "stop"])
+@pytest.mark.parametrize("verb", ["status", "logs", "stop"])
 def test_every_verb_own_and_others_for_alice_carol_root(verb: str) -> None:
     for who, whose, allowed in [
         ("alice", "alice", True),
