@@ -33,9 +33,9 @@ from . import polkit
 from .bus import connect_system_bus
 from .config import Config
 from .errors import InvalidArgument, JobrunError, PermissionDenied
-from .journal import LineBreak
+from .journal import JournalUnavailable, LineBreak
 from .manager import Caller, Manager
-from .model import UNIT_PREFIX, JobState, job_to_dict
+from .model import UNIT_PREFIX, job_to_dict
 from .properties import build_spec
 from .store import Store
 
@@ -183,9 +183,7 @@ class Daemon:
         name = values.pop("name", None)
         spec = build_spec(list(command), name=name, **values)
         if caller.uid != 0 and not caller.admin:
-            running = sum(
-                1 for j in await self.manager.list(caller, all=True) if j.state is JobState.RUNNING
-            )
+            running = await self.manager.running_count(caller.uid)
             spec = self.config.apply(spec, caller.user, running)
         job = await self.manager.start(spec, caller)
         return "s", [json.dumps(job_to_dict(job))]
@@ -255,6 +253,14 @@ class Daemon:
                     if transport.get_write_buffer_size() > 1 << 20:
                         await writer.drain()
                 writer.write(api.pack_frame(api.FRAME_END))
+            except OSError as e:  # e.g. EMFILE: out of inotify instances or file descriptors
+                err = JournalUnavailable(f"cannot read the journal: {e}", "try again later")
+                writer.write(
+                    api.pack_frame(
+                        api.FRAME_ERROR,
+                        message=f"{err.dbus_name}\0{api.error_text(err)}".encode(),
+                    )
+                )
             except JobrunError as e:
                 writer.write(
                     api.pack_frame(

@@ -20,7 +20,7 @@ from dbus_fast import Message
 
 from . import outcome as oc
 from .errors import InvalidArgument, SystemdError
-from .model import Job, JobSpec, JobState, Outcome, new_job_id, unit_name
+from .model import UNIT_PREFIX, Job, JobSpec, JobState, Outcome, new_job_id, unit_name
 from .properties import parse_seconds, unit_properties
 from .store import Store
 
@@ -220,6 +220,16 @@ class Manager:
                 return await self._refresh(job, stop_requested)
 
         return list(await asyncio.gather(*(one(j, s is not None) for j, s in rows)))
+
+    async def running_count(self, uid: int) -> int:
+        """How many jobs of `uid` systemd runs now: one call for the units, one query for owners."""
+        units = await self.systemd.list_units(f"{UNIT_PREFIX}*.service")
+        running = [
+            name[len(UNIT_PREFIX) : -len(".service")]
+            for name, active, _, _ in units
+            if active in oc.ACTIVE_STATES
+        ]
+        return self.store.count_owned(running, uid)
 
     async def stop(
         self, job_id: str, caller: Caller | None = None, timeout: float | None = None

@@ -210,6 +210,18 @@ class Store:
             )
         return str(ids[0])
 
+    def count_owned(self, job_ids: list[str], uid: int) -> int:
+        """How many of these jobs belong to `uid`."""
+        count = 0
+        for i in range(0, len(job_ids), 500):  # SQLite's limit on bound parameters
+            chunk = job_ids[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            row = self.db.execute(
+                f"SELECT COUNT(*) FROM jobs WHERE uid = ? AND id IN ({marks})", [uid, *chunk]
+            ).fetchone()
+            count += int(row[0])
+        return count
+
     def all(
         self, owner_uid: int | None = None, since: datetime | None = None
     ) -> list[tuple[Job, datetime | None]]:

@@ -26,6 +26,7 @@ SERVICE = "org.freedesktop.systemd1.Service"
 PROPS = "org.freedesktop.DBus.Properties"
 
 NO_SUCH_UNIT = "org.freedesktop.systemd1.NoSuchUnit"
+MAX_PENDING_CALLS = 64
 ACCESS_DENIED = (
     "org.freedesktop.DBus.Error.AccessDenied",
     "org.freedesktop.DBus.Error.InteractiveAuthorizationRequired",
@@ -51,6 +52,9 @@ class Systemd:
         self._removed: collections.OrderedDict[str, str] = collections.OrderedDict()
         self._listeners: list[Callable[[Message], None]] = []
         self._subscribed = False
+        # dbus-daemon allows 128 pending calls per connection and fails the rest with
+        # LimitsExceeded: many concurrent callers (followers, jobrund's clients) wait here instead.
+        self._in_flight = asyncio.Semaphore(MAX_PENDING_CALLS)
         bus.add_message_handler(self._on_message)
 
     @classmethod
@@ -86,7 +90,8 @@ class Systemd:
             body=body or [],
         )
         try:
-            reply = await self.bus.call(msg)
+            async with self._in_flight:
+                reply = await self.bus.call(msg)
         except (OSError, EOFError) as e:
             raise SystemdUnavailable(f"lost the system bus during {member}: {e}") from e
         if reply is None:
