@@ -315,12 +315,17 @@ def fixed_properties(
         # line is dropped; JOBRUN_JOB names this job's records for readers.
         ("LogNamespace", Variant("s", LOG_NAMESPACE)),
         ("LogExtraFields", Variant("aay", [f"{JOB_FIELD}={job_id}".encode()])),
-        # ExecStartEx with no-env-expand: the argv runs exactly as given; plain ExecStart would
-        # expand $VAR and turn $$ into $ at exec time. The struct is a list, not a tuple: Debian
-        # 12's dbus-fast (1.84) accepts only lists for a struct inside a Variant.
+        # The argv runs exactly as given. systemd expands $VAR and ${VAR} in arguments at exec
+        # time and turns $$ into $, so every $ goes as $$. (Not ExecStartEx's no-env-expand:
+        # systemd 252 cannot read ExecStartEx back from the transient unit file, and every
+        # daemon-reload then marks running jobs bad-setting.) A list, not a tuple, for the struct:
+        # Debian 12's dbus-fast (1.84) accepts only lists inside a Variant.
         (
-            "ExecStartEx",
-            Variant("a(sasas)", [[spec.command[0], list(spec.command), ["no-env-expand"]]]),
+            "ExecStart",
+            Variant(
+                "a(sasb)",
+                [[spec.command[0], [a.replace("$", "$$") for a in spec.command], False]],
+            ),
         ),
     ]
     if user is not None:

@@ -81,7 +81,13 @@ def install() -> None:
     dropin.write_text(_dropin())
     _run("groupadd", "--system", "jobrun-admin")
     for user, groups in USERS.items():
-        _run("useradd", "--create-home", "--user-group", *(["-G", *groups] if groups else []), user)
+        _run(
+            "useradd",
+            "--no-create-home",
+            "--user-group",
+            *(["-G", *groups] if groups else []),
+            user,
+        )
     _run("systemctl", "daemon-reload")
     _run("busctl", "call", "org.freedesktop.DBus", "/org/freedesktop/DBus",
          "org.freedesktop.DBus", "ReloadConfig")  # fmt: skip

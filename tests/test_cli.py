@@ -3,12 +3,27 @@
 from __future__ import annotations
 
 import pytest
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from jobrun import cli
 from jobrun.properties import SETTINGS
 
-runner = CliRunner()
+
+def _runner() -> CliRunner:
+    """A runner that keeps stdout and stderr apart. click 8.2+ always does; 8.1 (Debian 12's
+    8.1.3) mixes stderr into stdout unless told not to, and 8.2 removed that switch."""
+    try:
+        return CliRunner(mix_stderr=False)
+    except TypeError:
+        return CliRunner()
+
+
+def seen(result: Result) -> str:
+    """What the user sees: stdout and stderr."""
+    return result.stdout + result.stderr
+
+
+runner = _runner()
 
 
 @pytest.fixture(autouse=True)
@@ -45,14 +60,14 @@ def no_manager(monkeypatch: pytest.MonkeyPatch) -> None:
 )
 def test_bad_input_is_a_one_line_error_and_exit_2(args: list[str]) -> None:
     result = runner.invoke(cli.app, args)
-    assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output
-    assert result.stdout == "" or "Usage" in result.output
+    assert result.exit_code == 2, seen(result)
+    assert "Traceback" not in seen(result)
+    assert result.stdout == "" or "Usage" in seen(result)
 
 
 def test_error_says_what_to_do() -> None:
     result = runner.invoke(cli.app, ["start", "--"])
-    assert "no command given" in result.output and "jobrun start -- CMD" in result.output
+    assert "no command given" in seen(result) and "jobrun start -- CMD" in seen(result)
 
 
 def test_every_setting_is_an_option_of_start_and_run() -> None:

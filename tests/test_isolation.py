@@ -326,7 +326,8 @@ def test_a_users_job_cannot_read_another_users_job_output() -> None:
         f"journalctl --namespace=jobrun -o cat --no-pager 2>&1 | grep secret-{token}; "
         f"grep -r -a -o -h secret-{token} /var/log/journal 2>&1 | head -n 1; echo END"
     )
-    alices = _as_user("alice", "--", "sh", "-c", read)
+    # (the sleep keeps alice's unit loaded for systemctl show below)
+    alices = _as_user("alice", "--", "sh", "-c", read + "; sleep 10")
     show = systemctl_show(unit_name(alices), "User", "DynamicUser", "ProtectSystem")
     assert show == {"User": "alice", "DynamicUser": "no", "ProtectSystem": "strict"}
     out = wait_for(lambda: (o := journal_output(alices)) and "END" in o and o, what="output")

@@ -466,3 +466,16 @@ def test_status_survives_a_reboot(tmp_path: Path) -> None:
     # c was still running when the sandbox went down; its teardown is a crash, not an orderly
     # shutdown (PID 1 is killed), so no record says how c ended — and jobrun says exactly that.
     assert "host went down" in jobs[2]["reason"]
+
+
+def test_daemon_reload_leaves_running_jobs_loaded_and_their_argv_intact() -> None:
+    job = start("--", "sh", "-c", 'echo "$1"; sleep 600', "x", "$$ ${HOME} %n $1")
+    unit = unit_name(job)
+    subprocess.run(["systemctl", "daemon-reload"], check=True)
+    assert systemctl_show(unit, "LoadState", "ActiveState") == {
+        "LoadState": "loaded",
+        "ActiveState": "activating",
+    }
+    assert wait_for(lambda: journal_output(job), what="output") == "$$ ${HOME} %n $1\n"
+    jobrun("stop", job, check=True)
+    assert status(job)["state"] == "stopped"

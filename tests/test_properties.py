@@ -68,7 +68,9 @@ def test_only_set_properties_plus_the_fixed_ones_are_sent() -> None:
     assert sent["KillMode"] == "control-group" and sent["Slice"] == "jobrun.slice"
     assert sent["LogNamespace"] == "jobrun"
     assert sent["LogExtraFields"] == [b"JOBRUN_JOB=abc"]
-    assert sent["ExecStartEx"] == [["true", ["true"], ["no-env-expand"]]]
+    assert sent["ExecStart"] == [["true", ["true"], False]]
+    dollars = props(build_spec(["sh", "-c", "echo $$ ${HOME}"]))["ExecStart"]
+    assert dollars == [["sh", ["sh", "-c", "echo $$$$ $${HOME}"], False]]
     for acct in ("CPUAccounting", "MemoryAccounting", "IOAccounting", "TasksAccounting"):
         assert sent[acct] is True
     assert "CPUWeight" not in sent and "MemoryMax" not in sent
