@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from dbus_fast import BusType
+from dbus_fast import BusType, Message
 from dbus_fast.aio import MessageBus
 from dbus_fast.aio import message_bus as _aio
 
@@ -79,3 +79,19 @@ async def connect_system_bus() -> MessageBus:
             "is dbus running? On a host without systemd as PID 1, run jobrun under "
             "tests/with-systemd",
         ) from e
+
+
+async def call_bus_daemon(
+    bus: MessageBus, member: str, signature: str = "", body: list[Any] | None = None
+) -> Message | None:
+    """A method call to the bus itself (org.freedesktop.DBus): AddMatch, NameHasOwner, …"""
+    return await bus.call(
+        Message(
+            destination="org.freedesktop.DBus",
+            path="/org/freedesktop/DBus",
+            interface="org.freedesktop.DBus",
+            member=member,
+            signature=signature,
+            body=body or [],
+        )
+    )

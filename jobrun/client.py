@@ -19,7 +19,7 @@ from dbus_fast import Message, MessageFlag, MessageType, Variant
 from dbus_fast.aio import MessageBus
 
 from . import dbus_api as api
-from .bus import connect_system_bus
+from .bus import call_bus_daemon, connect_system_bus
 from .errors import InvalidArgument, PermissionDenied, SystemdUnavailable
 from .model import job_to_dict
 
@@ -186,15 +186,11 @@ class DaemonBackend:
     async def wait(self, job_id: str) -> dict[str, Any]:
         await self.call("Subscribe", [])
         # jobrund restarting loses our subscription: notice its name changing owner.
-        await self.bus.call(
-            Message(
-                destination="org.freedesktop.DBus",
-                path="/org/freedesktop/DBus",
-                interface="org.freedesktop.DBus",
-                member="AddMatch",
-                signature="s",
-                body=[f"type='signal',member='NameOwnerChanged',arg0='{api.BUS_NAME}'"],
-            )
+        await call_bus_daemon(
+            self.bus,
+            "AddMatch",
+            "s",
+            [f"type='signal',member='NameOwnerChanged',arg0='{api.BUS_NAME}'"],
         )
         while True:
             self._changed.clear()
@@ -295,15 +291,9 @@ class DaemonBackend:
 
 async def _daemon_reachable(bus: MessageBus) -> bool:
     for member in ("NameHasOwner", "ListActivatableNames"):
-        reply = await bus.call(
-            Message(
-                destination="org.freedesktop.DBus",
-                path="/org/freedesktop/DBus",
-                interface="org.freedesktop.DBus",
-                member=member,
-                signature="s" if member == "NameHasOwner" else "",
-                body=[api.BUS_NAME] if member == "NameHasOwner" else [],
-            )
+        asks_name = member == "NameHasOwner"
+        reply = await call_bus_daemon(
+            bus, member, "s" if asks_name else "", [api.BUS_NAME] if asks_name else []
         )
         if reply is None or reply.message_type == MessageType.ERROR:
             continue

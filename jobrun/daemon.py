@@ -30,7 +30,7 @@ from dbus_fast.aio import MessageBus
 
 from . import dbus_api as api
 from . import polkit
-from .bus import connect_system_bus
+from .bus import call_bus_daemon, connect_system_bus
 from .config import Config
 from .errors import InvalidArgument, JobrunError, PermissionDenied
 from .journal import JournalUnavailable, LineBreak
@@ -137,16 +137,7 @@ class Daemon:
         sender = msg.sender or ""
         uid = self._uids.get(sender)
         if uid is None:
-            reply = await self.bus.call(
-                Message(
-                    destination="org.freedesktop.DBus",
-                    path="/org/freedesktop/DBus",
-                    interface="org.freedesktop.DBus",
-                    member="GetConnectionUnixUser",
-                    signature="s",
-                    body=[sender],
-                )
-            )
+            reply = await call_bus_daemon(self.bus, "GetConnectionUnixUser", "s", [sender])
             if reply is None or reply.message_type == MessageType.ERROR:
                 raise PermissionDenied("cannot tell who is asking")
             uid = int(reply.body[0])
@@ -338,15 +329,11 @@ async def serve() -> None:
     manager = await Manager.open(Store())
     daemon = Daemon(bus, manager, config)
     bus.add_message_handler(daemon.on_message)
-    await bus.call(
-        Message(
-            destination="org.freedesktop.DBus",
-            path="/org/freedesktop/DBus",
-            interface="org.freedesktop.DBus",
-            member="AddMatch",
-            signature="s",
-            body=["type='signal',sender='org.freedesktop.DBus',member='NameOwnerChanged'"],
-        )
+    await call_bus_daemon(
+        bus,
+        "AddMatch",
+        "s",
+        ["type='signal',sender='org.freedesktop.DBus',member='NameOwnerChanged'"],
     )
     # manager's own connection gets systemd's signals; route them here too
     manager.systemd.bus.add_message_handler(daemon.on_message)

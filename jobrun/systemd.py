@@ -15,7 +15,7 @@ from typing import Any
 from dbus_fast import Message, MessageType, Variant
 from dbus_fast.aio import MessageBus
 
-from .bus import connect_system_bus
+from .bus import call_bus_daemon, connect_system_bus
 from .errors import PermissionDenied, SystemdError, SystemdUnavailable
 
 DEST = "org.freedesktop.systemd1"
@@ -107,16 +107,7 @@ class Systemd:
         return list(reply.body)
 
     async def _add_match(self, rule: str) -> None:
-        await self.bus.call(
-            Message(
-                destination="org.freedesktop.DBus",
-                path="/org/freedesktop/DBus",
-                interface="org.freedesktop.DBus",
-                member="AddMatch",
-                signature="s",
-                body=[rule],
-            )
-        )
+        await call_bus_daemon(self.bus, "AddMatch", "s", [rule])
 
     async def subscribe(self) -> None:
         """Ask for JobRemoved and PropertiesChanged signals — before starting anything."""
