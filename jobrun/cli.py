@@ -312,7 +312,9 @@ def logs(
                 if follow and rec.line_break != "line-max":
                     out.flush()
         except BrokenPipeError:
-            pass  # `jobrun logs ID | head`
+            # `jobrun logs ID | head`: the reader is gone. Point stdout at /dev/null so the
+            # interpreter's own flush at exit does not complain about the pipe again.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         finally:
             with contextlib.suppress(BrokenPipeError):
                 out.flush()

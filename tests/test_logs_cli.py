@@ -166,3 +166,14 @@ def test_lost_output_is_reported_not_skipped() -> None:
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert "is no longer in the journal" in proc.stderr, proc.stderr
     assert status(old)["state"] == "succeeded"
+
+
+def test_logs_into_a_closed_pipe_is_quiet() -> None:
+    job = start("--", "seq", "100000")
+    wait_finished(job)
+    proc = subprocess.run(
+        f"{sys.executable} -m jobrun logs {job} | head -n 1",
+        shell=True, capture_output=True, text=True,
+    )  # fmt: skip
+    assert proc.stdout == "1\n"
+    assert "BrokenPipe" not in proc.stderr and "Exception" not in proc.stderr, proc.stderr
