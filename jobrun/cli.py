@@ -160,10 +160,12 @@ def run(**values: Any) -> None:
             job = await b.start(command, name, options)
             _err(f"jobrun: job {job['id']} started")
             out = sys.stdout.buffer
-            async for rec in b.logs(job["id"], follow=True):
-                out.write(rec.data)
-                if rec.line_break != "line-max":
-                    out.flush()
+            # aclosing: the reader's own clean-up runs now, not after the bus is gone
+            async with contextlib.aclosing(b.logs(job["id"], follow=True)) as records:
+                async for rec in records:
+                    out.write(rec.data)
+                    if rec.line_break != "line-max":
+                        out.flush()
             out.flush()
             job = await b.wait(job["id"])
         finally:
@@ -304,13 +306,15 @@ def logs(
         b = await open_backend()
         out = sys.stdout.buffer
         try:
-            async for rec in b.logs(job_id, follow=follow, tail=tail, since=since_dt):
-                if as_json:
-                    out.write(json.dumps(record_to_dict(rec)).encode() + b"\n")
-                else:
-                    out.write(rec.data)
-                if follow and rec.line_break != "line-max":
-                    out.flush()
+            records = b.logs(job_id, follow=follow, tail=tail, since=since_dt)
+            async with contextlib.aclosing(records):  # clean up before the bus goes
+                async for rec in records:
+                    if as_json:
+                        out.write(json.dumps(record_to_dict(rec)).encode() + b"\n")
+                    else:
+                        out.write(rec.data)
+                    if follow and rec.line_break != "line-max":
+                        out.flush()
         except BrokenPipeError:
             # `jobrun logs ID | head`: the reader is gone. Point stdout at /dev/null so the
             # interpreter's own flush at exit does not complain about the pipe again.

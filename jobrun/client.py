@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import json
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -47,7 +47,7 @@ class Backend(Protocol):
         after_cursor: str | None = None,
         tail: int | None = None,
         since: datetime | None = None,
-    ) -> AsyncIterator[Record]: ...
+    ) -> AsyncGenerator[Record, None]: ...
     async def close(self) -> None: ...
 
 
@@ -97,7 +97,7 @@ class LocalBackend:
         after_cursor: str | None = None,
         tail: int | None = None,
         since: datetime | None = None,
-    ) -> AsyncIterator[Record]:
+    ) -> AsyncGenerator[Record, None]:
         return self.m.logs(  # type: ignore[no-any-return]
             job_id, follow=follow, after_cursor=after_cursor, tail=tail, since=since
         )
@@ -212,7 +212,7 @@ class DaemonBackend:
         after_cursor: str | None = None,
         tail: int | None = None,
         since: datetime | None = None,
-    ) -> AsyncIterator[Record]:
+    ) -> AsyncGenerator[Record, None]:
         """Frames from jobrund's pipe as Records. If jobrund goes away mid-stream (restart,
         crash), ask again after the last cursor received: no gap, no duplicate."""
         from .journal import LineBreak, Record

@@ -516,6 +516,7 @@ class JobOutput:
                 tasks.append(ended_task)
             delay: float | None = _RECHECK_FIRST
             last_data = time.monotonic()
+            last_cursor: str | None = None
             while True:
                 if j.stale():
                     # Nothing can have been read yet: open again, from the same starting point.
@@ -534,6 +535,7 @@ class JobOutput:
                     batch = j.read(_BATCH)
                     if batch:
                         got = True
+                        last_cursor = batch[-1].cursor
                         yield batch
                         await asyncio.sleep(0)
                     if len(batch) < _BATCH:
@@ -555,6 +557,20 @@ class JobOutput:
                 if end_task is not None and end_task.done():
                     if end_task.result():
                         # journald has written all and we have read it: the last read came after.
+                        # Except from a file journald created (rotation) between our opening the
+                        # journal and watching its directory: this handle never learns of it. A
+                        # fresh handle sees every file; read once more through one.
+                        fresh = (
+                            self._open(last_cursor, None, None)
+                            if last_cursor is not None
+                            else self._open(after_cursor, tail, since_usec)
+                        )
+                        try:
+                            while batch := fresh.read(_BATCH):
+                                yield batch
+                                await asyncio.sleep(0)
+                        finally:
+                            fresh.close()
                         return
                     # Not exact (no access to journald's state files): wait for a quiet spell.
                     if time.monotonic() - last_data >= _QUIET_FALLBACK:

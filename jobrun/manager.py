@@ -11,7 +11,7 @@ import contextlib
 import os
 import pwd
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
@@ -267,7 +267,7 @@ class Manager:
         after_cursor: str | None = None,
         tail: int | None = None,
         since: datetime | None = None,
-    ) -> AsyncIterator[Record]:
+    ) -> AsyncGenerator[Record, None]:
         """The job's output records from the journal; with `follow`, until the job has ended
         and all of its output has been read (also when it is stopped)."""
         from .journal import JobOutput

@@ -169,10 +169,9 @@ def test_lost_output_is_reported_not_skipped() -> None:
 
 
 def test_logs_into_a_closed_pipe_is_quiet() -> None:
-    job = start("--", "seq", "100000")
-    wait_finished(job)
+    job = start("--", "sh", "-c", "seq 100000; sleep 1; seq 10")
     proc = subprocess.run(
-        f"{sys.executable} -m jobrun logs {job} | head -n 1",
+        f"{sys.executable} -m jobrun logs --follow {job} | head -n 1",
         shell=True, capture_output=True, text=True,
     )  # fmt: skip
     assert proc.stdout == "1\n"
