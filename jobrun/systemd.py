@@ -204,15 +204,6 @@ class Systemd:
     async def kill_unit(self, name: str, signal: int) -> None:
         await self.call("KillUnit", "ssi", [name, "all", int(signal)])
 
-    async def set_runtime_properties(
-        self, name: str, properties: list[tuple[str, Variant]]
-    ) -> None:
-        await self.call("SetUnitProperties", "sba(sv)", [name, True, properties])
-
-    async def reset_failed(self, name: str) -> None:
-        with contextlib.suppress(SystemdError):
-            await self.call("ResetFailedUnit", "s", [name])
-
     async def version(self) -> str:
         (v,) = await self.call("Get", "ss", [MANAGER, "Version"], interface=PROPS)
         return str(unwrap(v))
