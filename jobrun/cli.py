@@ -68,7 +68,18 @@ def run_async(fn: Callable[[], Awaitable[T]]) -> T:
         raise typer.Exit(EXIT_INTERNAL) from None
 
 
+# Where to run: this host (jobrund or in-process), or a remote jobrund (main_options).
+_remote: dict[str, str | None] = {}
+
+
 async def open_backend() -> Backend:
+    from .remote_client import resolve_target
+
+    target = resolve_target(**_remote)
+    if target is not None:
+        from .remote_client import RemoteBackend
+
+        return await RemoteBackend.open(target)
     from .client import open_backend
 
     return await open_backend()
@@ -367,8 +378,95 @@ def main_options(
     version: bool = typer.Option(
         False, "--version", callback=version_callback, is_eager=True, help="Show the version"
     ),
+    remote: Optional[str] = typer.Option(  # noqa: UP045
+        None,
+        "--remote",
+        envvar="JOBRUN_REMOTE",
+        metavar="HOST:PORT",
+        help="Manage jobs of the jobrund at HOST:PORT (gRPC, mutual TLS 1.3)",
+    ),
+    context: Optional[str] = typer.Option(  # noqa: UP045
+        None,
+        "--context",
+        envvar="JOBRUN_CONTEXT",
+        metavar="NAME",
+        help="A remote named in ~/.config/jobrun/config.toml",
+    ),
+    cert: Optional[str] = typer.Option(  # noqa: UP045
+        None, "--cert", envvar="JOBRUN_CERT", metavar="FILE", help="Client certificate (PEM)"
+    ),
+    key: Optional[str] = typer.Option(  # noqa: UP045
+        None, "--key", envvar="JOBRUN_KEY", metavar="FILE", help="Its private key (PEM)"
+    ),
+    ca: Optional[str] = typer.Option(  # noqa: UP045
+        None, "--ca", envvar="JOBRUN_CA", metavar="FILE", help="CA of the server's certificate"
+    ),
 ) -> None:
-    pass
+    _remote.update(remote=remote, context=context, cert=cert, key=key, ca=ca)
+
+
+certs_app = typer.Typer(
+    help="Make a CA, server and client certificates for trying the remote API.",
+    no_args_is_help=True,
+)
+app.add_typer(certs_app, name="certs")
+
+
+@certs_app.command("ca")
+def certs_ca(
+    directory: str = typer.Argument(..., metavar="DIR", help="Where ca.crt and ca.key go"),
+    days: int = typer.Option(365, "--days", min=1, help="Validity"),
+) -> None:
+    """Make a CA: DIR/ca.crt (give it to jobrund and clients) and DIR/ca.key (keep it)."""
+    from pathlib import Path
+
+    from .certs import make_ca
+
+    try:
+        print(make_ca(Path(directory), days=days))
+    except JobrunError as e:
+        fail(e)
+
+
+@certs_app.command("server")
+def certs_server(
+    directory: str = typer.Argument(..., metavar="DIR", help="The CA's directory"),
+    host: Optional[list[str]] = typer.Option(  # noqa: UP045, B008
+        None, "--host", help="A DNS name or IP address clients dial (repeat)"
+    ),
+    days: int = typer.Option(365, "--days", min=1, help="Validity"),
+) -> None:
+    """Issue DIR/server.crt and DIR/server.key for jobrund, for each --host."""
+    from pathlib import Path
+
+    from .certs import issue
+
+    hosts = host or ["localhost", "127.0.0.1", "::1"]
+    try:
+        crt, key = issue(Path(directory), hosts[0], server=True, hosts=hosts, days=days)
+    except JobrunError as e:
+        fail(e)
+    print(crt)
+    print(key)
+
+
+@certs_app.command("client")
+def certs_client(
+    directory: str = typer.Argument(..., metavar="DIR", help="The CA's directory"),
+    name: str = typer.Argument(..., metavar="NAME", help="The user (the certificate's CN)"),
+    days: int = typer.Option(365, "--days", min=1, help="Validity"),
+) -> None:
+    """Issue DIR/NAME.crt and DIR/NAME.key: a client certificate for user NAME."""
+    from pathlib import Path
+
+    from .certs import issue
+
+    try:
+        crt, key = issue(Path(directory), name, days=days)
+    except JobrunError as e:
+        fail(e)
+    print(crt)
+    print(key)
 
 
 def main() -> None:

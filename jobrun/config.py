@@ -13,6 +13,16 @@
     [groups.students]         # …or for members of a group (a user's entry wins over a group's)
     memory_max = "512M"
 
+    [remote]                  # the gRPC API (remote.py, docs/REMOTE.md); off without this section
+    listen = "0.0.0.0:7443"
+    certificate = "/etc/jobrun/remote/server.crt"
+    key = "/etc/jobrun/remote/server.key"
+    ca = "/etc/jobrun/remote/ca.crt"   # client certificates must be issued by it
+    run_as = "dynamic"        # local user remote jobs run as; "dynamic": DynamicUser= per job
+    admins = ["ops"]          # identities (certificate CN) that see and manage every job
+    [remote.users.alice]      # per identity: its own local user, or admin
+    run_as = "jobrun-alice"
+
 Cap keys: the numeric settings of properties.SETTINGS (a maximum), `running_jobs`, the
 booleans `network` and `shared_tmp` (whether isolation may be turned off), and `profile`: the
 loosest isolation profile allowed (profiles.py; e.g. "default" forbids "relaxed").
@@ -86,6 +96,76 @@ def _merge(*caps: Caps) -> Caps:
     return out
 
 
+DYNAMIC = "dynamic"
+
+
+@dataclass(frozen=True)
+class RemoteConfig:
+    host: str
+    port: int
+    certificate: str
+    key: str
+    ca: str
+    run_as: str | None = None  # None: DynamicUser= per job
+    admins: frozenset[str] = frozenset()
+    users: dict[str, tuple[str | None, bool]] = field(default_factory=dict)  # CN → (run_as, admin)
+
+    def identity(self, name: str) -> tuple[str | None, bool]:
+        """(the local user to run as or None for a DynamicUser, admin) for a certificate's CN."""
+        run_as, admin = self.users.get(name, (self.run_as, False))
+        return run_as, admin or name in self.admins
+
+
+def _run_as(value: Any, where: str) -> str | None:
+    if not isinstance(value, str) or not value:
+        raise InvalidArgument(f"{where} must be a user name or {DYNAMIC!r}")
+    if value == DYNAMIC:
+        return None
+    try:
+        pw = pwd.getpwnam(value)
+    except KeyError:
+        raise InvalidArgument(f"{where}: no user {value!r} on this host") from None
+    if pw.pw_uid == 0:
+        raise InvalidArgument(f"{where}: remote jobs never run as root ({value!r})")
+    return value
+
+
+def _parse_remote(t: dict[str, Any], path: Path) -> RemoteConfig:
+    where = f"{path}: remote"
+    unknown = set(t) - {"listen", "certificate", "key", "ca", "run_as", "admins", "users"}
+    if unknown:
+        raise InvalidArgument(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
+    listen = t.get("listen")
+    host, _, port = str(listen).rpartition(":")
+    if not isinstance(listen, str) or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise InvalidArgument(f'{where}.listen must be HOST:PORT, e.g. "0.0.0.0:7443"')
+    files = {}
+    for key in ("certificate", "key", "ca"):
+        value = t.get(key)
+        if not isinstance(value, str) or not value.startswith("/"):
+            raise InvalidArgument(f"{where}.{key} must be an absolute path")
+        files[key] = value
+    admins = t.get("admins", [])
+    if not isinstance(admins, list) or not all(isinstance(a, str) for a in admins):
+        raise InvalidArgument(f"{where}.admins must be a list of names")
+    users: dict[str, tuple[str | None, bool]] = {}
+    for name, entry in t.get("users", {}).items():
+        if not isinstance(entry, dict) or set(entry) - {"run_as", "admin"}:
+            raise InvalidArgument(f"{where}.users.{name} takes run_as and admin")
+        if not isinstance(entry.get("admin", False), bool):
+            raise InvalidArgument(f"{where}.users.{name}.admin must be true or false")
+        run_as = _run_as(entry.get("run_as", t.get("run_as", DYNAMIC)), f"{where}.users.{name}")
+        users[name] = (run_as, entry.get("admin", False))
+    return RemoteConfig(
+        host=host.strip("[]"),
+        port=int(port),
+        run_as=_run_as(t.get("run_as", DYNAMIC), f"{where}.run_as"),
+        admins=frozenset(admins),
+        users=users,
+        **files,
+    )
+
+
 @dataclass(frozen=True)
 class Config:
     defaults: dict[str, Any] = field(default_factory=dict)
@@ -93,6 +173,7 @@ class Config:
     users: dict[str, Caps] = field(default_factory=dict)
     groups: dict[str, Caps] = field(default_factory=dict)
     source: str = "(built-in defaults)"
+    remote: RemoteConfig | None = None
 
     @classmethod
     def load(cls, path: Path | None = None) -> Config:
@@ -117,6 +198,7 @@ class Config:
             users={u: _parse_caps(t, f"users.{u}") for u, t in data.get("users", {}).items()},
             groups={g: _parse_caps(t, f"groups.{g}") for g, t in data.get("groups", {}).items()},
             source=str(path),
+            remote=_parse_remote(data["remote"], path) if "remote" in data else None,
         )
 
     def caps_for(self, user: str) -> Caps:

@@ -174,7 +174,7 @@ class Daemon:
         name = values.pop("name", None)
         spec = build_spec(list(command), name=name, **values)
         if caller.uid != 0 and not caller.admin:
-            running = await self.manager.running_count(caller.uid)
+            running = await self.manager.running_count(caller)
             spec = self.config.apply(spec, caller.user, running)
         job = await self.manager.start(spec, caller)
         return "s", [json.dumps(job_to_dict(job))]
@@ -338,6 +338,11 @@ async def serve() -> None:
     # manager's own connection gets systemd's signals; route them here too
     manager.systemd.bus.add_message_handler(daemon.on_message)
     await bus.request_name(api.BUS_NAME)
+    remote = None
+    if config.remote is not None:  # the gRPC API (its imports only where it is configured)
+        from . import remote as remote_api
+
+        remote = await remote_api.serve(manager, config)
     log.info("jobrund ready on the system bus as %s (config: %s)", api.BUS_NAME, config.source)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -347,6 +352,9 @@ async def serve() -> None:
     stopper = loop.create_task(stop.wait())
     await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
     log.info("jobrund stopping; running jobs keep running")
+    if remote is not None:
+        remote.close()
+        await remote.wait_closed()
     bus.disconnect()
     await manager.close()
 

@@ -105,3 +105,18 @@ class OutputLost(JobrunError):
 
     dbus_name = "org.jobrun.Error.OutputLost"
     grpc_status = "DATA_LOSS"
+
+
+class Unauthenticated(PermissionDenied):
+    """The remote peer's certificate does not name a user jobrun accepts."""
+
+    dbus_name = "org.jobrun.Error.Unauthenticated"
+    grpc_status = "UNAUTHENTICATED"
+
+
+class RemoteUnavailable(JobrunError):
+    """A remote jobrund cannot be reached, or dropped the connection (e.g. refused our TLS)."""
+
+    dbus_name = "org.jobrun.Error.RemoteUnavailable"
+    grpc_status = "UNAVAILABLE"
+    exit_code = EXIT_UNAVAILABLE

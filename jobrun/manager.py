@@ -36,11 +36,19 @@ RECORD_WAIT = (
 
 @dataclass(frozen=True)
 class Caller:
-    """Who asks. `admin` callers see and manage every job; others only their own."""
+    """Who asks. `admin` callers see and manage every job; others only their own.
+
+    A local caller owns the jobs of its uid, which run as that user (root's with the profile's
+    DynamicUser=). A `remote` caller (remote.py: a client certificate's identity, `user` being
+    "remote:NAME") owns the jobs it started by that name; they run as the local user `run_as`, or
+    with DynamicUser= when that is None, never as root, and `uid` is run_as's uid (-1 if dynamic).
+    """
 
     uid: int
     user: str
     admin: bool = False
+    remote: bool = False
+    run_as: str | None = None
 
     @classmethod
     def current(cls) -> Caller:
@@ -50,6 +58,13 @@ class Caller:
         except KeyError:
             user = str(uid)
         return cls(uid, user, admin=uid == 0)
+
+
+def _scope(caller: Caller) -> tuple[int | None, str | None]:
+    """The store's filter for the jobs a caller may see: (uid, owner name); None: any."""
+    if caller.admin:
+        return None, None
+    return (None, caller.user) if caller.remote else (caller.uid, None)
 
 
 class Manager:
@@ -102,9 +117,13 @@ class Manager:
         )
         # Record first, so a job systemd runs is never unknown to jobrun; forget it if refused.
         self.store.add(job)
-        user = None if caller.uid == 0 else caller.user
+        if caller.remote:
+            user, dynamic = caller.run_as, caller.run_as is None
+        else:
+            user, dynamic = (None if caller.uid == 0 else caller.user), False
+        props = unit_properties(job.id, spec, user, dynamic_user=dynamic)
         try:
-            await self.systemd.start_transient_unit(job.unit, unit_properties(job.id, spec, user))
+            await self.systemd.start_transient_unit(job.unit, props)
         except BaseException:
             self.store.remove(job.id)
             raise
@@ -127,8 +146,7 @@ class Manager:
         )
 
     def resolve(self, job_id: str, caller: Caller | None = None) -> str:
-        caller = caller or Caller.current()
-        return self.store.resolve(job_id, None if caller.admin else caller.uid)
+        return self.store.resolve(job_id, *_scope(caller or Caller.current()))
 
     async def status(self, job_id: str, caller: Caller | None = None, fresh: bool = False) -> Job:
         """The job with its current outcome (and usage while it runs)."""
@@ -210,7 +228,7 @@ class Manager:
     async def list(self, caller: Caller | None = None, all: bool = False) -> list[Job]:
         caller = caller or Caller.current()
         since = None if all else datetime.now(UTC) - RECENT
-        rows = self.store.all(None if caller.admin else caller.uid, since)
+        rows = self.store.all(*_scope(caller), since=since)
         sem = asyncio.Semaphore(16)
 
         async def one(job: Job, stop_requested: bool) -> Job:
@@ -221,15 +239,15 @@ class Manager:
 
         return list(await asyncio.gather(*(one(j, s is not None) for j, s in rows)))
 
-    async def running_count(self, uid: int) -> int:
-        """How many jobs of `uid` systemd runs now: one call for the units, one query for owners."""
+    async def running_count(self, caller: Caller) -> int:
+        """How many of the caller's jobs systemd runs now: one call for the units, one query."""
         units = await self.systemd.list_units(f"{UNIT_PREFIX}*.service")
         running = [
             name[len(UNIT_PREFIX) : -len(".service")]
             for name, active, _, _ in units
             if active in oc.ACTIVE_STATES
         ]
-        return self.store.count_owned(running, uid)
+        return self.store.count_owned(running, *_scope(replace(caller, admin=False)))
 
     async def stop(
         self, job_id: str, caller: Caller | None = None, timeout: float | None = None

@@ -290,9 +290,12 @@ def describe(job_id: str, spec: JobSpec) -> str:
 
 
 def fixed_properties(
-    job_id: str, spec: JobSpec, user: str | None = None
+    job_id: str, spec: JobSpec, user: str | None = None, dynamic_user: bool = False
 ) -> list[tuple[str, Variant]]:
-    """What every job gets, on purpose: identity, output, and its profile's sandbox."""
+    """What every job gets, on purpose: identity, output, and its profile's sandbox.
+
+    `user`: the User= to run as (None: root's job, which the profile may give a DynamicUser=);
+    `dynamic_user`: DynamicUser=yes whatever the profile (remote jobs with no local user)."""
     props = [
         ("Description", Variant("s", describe(job_id, spec))),
         ("Slice", Variant("s", SLICE)),
@@ -331,13 +334,15 @@ def fixed_properties(
     if user is not None:
         props.append(("User", Variant("s", user)))
     props += profiles.properties(spec.profile, as_root=user is None)
+    if dynamic_user and ("DynamicUser", Variant("b", True)) not in props:
+        props.append(("DynamicUser", Variant("b", True)))
     return props
 
 
 def unit_properties(
-    job_id: str, spec: JobSpec, user: str | None = None
+    job_id: str, spec: JobSpec, user: str | None = None, dynamic_user: bool = False
 ) -> list[tuple[str, Variant]]:
-    props = fixed_properties(job_id, spec, user)
+    props = fixed_properties(job_id, spec, user, dynamic_user)
     for s in SETTINGS:
         value = getattr(spec, s.field)
         if value is None or value == ():

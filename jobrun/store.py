@@ -187,19 +187,26 @@ class Store:
             raise JobNotFound(f"no job {job_id}", "see `jobrun list --all`")
         return self._row_to_job(row)
 
-    def resolve(self, prefix: str, owner_uid: int | None = None) -> str:
-        """The full ID of the one job whose ID starts with `prefix` (visible to `owner_uid`)."""
+    @staticmethod
+    def _owned(sql: str, args: list[Any], owner_uid: int | None, owner: str | None) -> str:
+        if owner_uid is not None:
+            sql += " AND uid = ?"
+            args.append(owner_uid)
+        if owner is not None:
+            sql += " AND owner = ?"
+            args.append(owner)
+        return sql
+
+    def resolve(self, prefix: str, owner_uid: int | None = None, owner: str | None = None) -> str:
+        """The full ID of the one job whose ID starts with `prefix` (of `owner_uid`/`owner`)."""
         prefix = prefix.strip().lower()
         if not is_valid_id_prefix(prefix):
             raise InvalidArgument(
                 f"{prefix[:40]!r} is not a job ID: IDs are letters a–z and digits",
                 "see `jobrun list --all`",
             )
-        sql = "SELECT id FROM jobs WHERE id >= ? AND id < ?"
         args: list[Any] = [prefix, prefix + "~"]
-        if owner_uid is not None:
-            sql += " AND uid = ?"
-            args.append(owner_uid)
+        sql = self._owned("SELECT id FROM jobs WHERE id >= ? AND id < ?", args, owner_uid, owner)
         ids = [r[0] for r in self.db.execute(sql + " LIMIT 5", args).fetchall()]
         if not ids:
             raise JobNotFound(f"no job {prefix}", "see `jobrun list --all`")
@@ -210,26 +217,26 @@ class Store:
             )
         return str(ids[0])
 
-    def count_owned(self, job_ids: list[str], uid: int) -> int:
-        """How many of these jobs belong to `uid`."""
+    def count_owned(
+        self, job_ids: list[str], owner_uid: int | None = None, owner: str | None = None
+    ) -> int:
+        """How many of these jobs belong to `owner_uid` and/or `owner`."""
         count = 0
         for i in range(0, len(job_ids), 500):  # SQLite's limit on bound parameters
             chunk = job_ids[i : i + 500]
+            args: list[Any] = list(chunk)
             marks = ",".join("?" * len(chunk))
-            row = self.db.execute(
-                f"SELECT COUNT(*) FROM jobs WHERE uid = ? AND id IN ({marks})", [uid, *chunk]
-            ).fetchone()
+            sql = self._owned(f"SELECT COUNT(*) FROM jobs WHERE id IN ({marks})", args,
+                              owner_uid, owner)  # fmt: skip
+            row = self.db.execute(sql, args).fetchone()
             count += int(row[0])
         return count
 
     def all(
-        self, owner_uid: int | None = None, since: datetime | None = None
+        self, owner_uid: int | None = None, owner: str | None = None, since: datetime | None = None
     ) -> list[tuple[Job, datetime | None]]:
-        sql = f"SELECT {self._COLUMNS} FROM jobs WHERE 1"
         args: list[Any] = []
-        if owner_uid is not None:
-            sql += " AND uid = ?"
-            args.append(owner_uid)
+        sql = self._owned(f"SELECT {self._COLUMNS} FROM jobs WHERE 1", args, owner_uid, owner)
         if since is not None:
             sql += " AND (outcome IS NULL OR created_at >= ?)"
             args.append(_iso(since))

@@ -1,0 +1,158 @@
+"""A small certificate authority for trying the remote API: `jobrun certs ca|server|client`.
+
+    jobrun certs ca DIR                               DIR/ca.crt, DIR/ca.key
+    jobrun certs server DIR --host jobs.example.com   DIR/server.crt, DIR/server.key
+    jobrun certs client DIR alice                     DIR/alice.crt, DIR/alice.key (CN=alice)
+
+EC P-256 keys, written 0600. Server certificates carry serverAuth and a subjectAltName per
+--host (DNS name or IP address); client certificates carry clientAuth and the user's name as the
+subject CN, which is who the remote jobrund takes the caller to be. For production, use your own
+PKI: jobrund only needs a CA file, and client certificates with a CN and the clientAuth usage.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from .errors import InvalidArgument
+
+DAYS = 365
+
+
+def _modules() -> Any:
+    try:
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+    except ImportError as e:
+        raise InvalidArgument(
+            "`jobrun certs` needs the cryptography package",
+            "apt-get install python3-cryptography, or pip install 'jobrun[remote]'",
+        ) from e
+    return x509, hashes, serialization, ec, ExtendedKeyUsageOID, NameOID
+
+
+def _write(path: Path, data: bytes, private: bool) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600 if private else 0o644)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+
+
+def _check_free(*paths: Path) -> None:
+    for p in paths:
+        if p.exists():
+            raise InvalidArgument(f"{p} exists already", "remove it, or use another directory")
+
+
+def make_ca(directory: Path, name: str = "jobrun test CA", days: int = DAYS) -> Path:
+    x509, hashes, serialization, ec, _, NameOID = _modules()
+    directory.mkdir(parents=True, exist_ok=True)
+    crt, key_path = directory / "ca.crt", directory / "ca.key"
+    _check_free(crt, key_path)
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(False, False, False, False, False, True, True, False, False), True
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
+        .sign(key, hashes.SHA256())
+    )
+    _write(key_path, _key_pem(key, serialization), private=True)
+    _write(crt, cert.public_bytes(serialization.Encoding.PEM), private=False)
+    return crt
+
+
+def _key_pem(key: Any, serialization: Any) -> bytes:
+    return bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+
+
+def issue(
+    ca_dir: Path,
+    name: str,
+    *,
+    server: bool = False,
+    hosts: Sequence[str] = (),
+    days: int = DAYS,
+    out_dir: Path | None = None,
+    not_before: datetime | None = None,
+    not_after: datetime | None = None,
+    usages: Sequence[str] | None = None,
+) -> tuple[Path, Path]:
+    """A certificate and key signed by ca_dir's CA: OUT/NAME.crt and OUT/NAME.key (OUT=ca_dir).
+
+    `usages` overrides the extended key usages ("clientAuth", "serverAuth"; [] for none) — for
+    tests of what jobrund must refuse; so do `not_before`/`not_after`."""
+    x509, hashes, serialization, ec, EKU, NameOID = _modules()
+    if not name or "/" in name or name.startswith("."):
+        raise InvalidArgument(f"{name!r} is not a usable certificate name")
+    out_dir = out_dir or ca_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
+    file = "server" if server else name
+    crt, key_path = out_dir / f"{file}.crt", out_dir / f"{file}.key"
+    _check_free(crt, key_path)
+    try:
+        ca_key = serialization.load_pem_private_key((ca_dir / "ca.key").read_bytes(), None)
+        ca_cert = x509.load_pem_x509_certificate((ca_dir / "ca.crt").read_bytes())
+    except (OSError, ValueError) as e:
+        raise InvalidArgument(
+            f"cannot read the CA in {ca_dir}: {e}", f"make one with `jobrun certs ca {ca_dir}`"
+        ) from e
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.now(UTC)
+    if usages is None:
+        usages = ["serverAuth"] if server else ["clientAuth"]
+    oids = {"clientAuth": EKU.CLIENT_AUTH, "serverAuth": EKU.SERVER_AUTH}
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before or now - timedelta(minutes=5))
+        .not_valid_after(not_after or now + timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(True, False, False, False, False, False, False, False, False), True
+        )
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
+        )
+    )
+    if usages:
+        builder = builder.add_extension(
+            x509.ExtendedKeyUsage([oids[u] for u in usages]), critical=False
+        )
+    if server:
+        alt: list[Any] = []
+        for h in hosts or [name]:
+            try:
+                alt.append(x509.IPAddress(ipaddress.ip_address(h)))
+            except ValueError:
+                alt.append(x509.DNSName(h))
+        builder = builder.add_extension(x509.SubjectAlternativeName(alt), critical=False)
+    cert = builder.sign(ca_key, hashes.SHA256())
+    _write(key_path, _key_pem(key, serialization), private=True)
+    _write(crt, cert.public_bytes(serialization.Encoding.PEM), private=False)
+    return crt, key_path

@@ -1,0 +1,197 @@
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from typing import ClassVar as _ClassVar, Iterable as _Iterable, Mapping as _Mapping, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+JOB_STATE_FAILED: JobState
+JOB_STATE_RUNNING: JobState
+JOB_STATE_STOPPED: JobState
+JOB_STATE_SUCCEEDED: JobState
+JOB_STATE_UNSPECIFIED: JobState
+LINE_BREAK_EOF: LineBreak
+LINE_BREAK_LINE_MAX: LineBreak
+LINE_BREAK_NEWLINE: LineBreak
+LINE_BREAK_NUL: LineBreak
+LINE_BREAK_PID_CHANGE: LineBreak
+LINE_BREAK_UNSPECIFIED: LineBreak
+
+class Job(_message.Message):
+    __slots__ = ["command", "created_at", "exit_code", "finished_at", "id", "invocation_id", "limits", "name", "owner", "reason", "result", "signal", "started_at", "state", "uid", "unit", "usage"]
+    COMMAND_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    INVOCATION_ID_FIELD_NUMBER: _ClassVar[int]
+    LIMITS_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    SIGNAL_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    UID_FIELD_NUMBER: _ClassVar[int]
+    UNIT_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
+    command: _containers.RepeatedScalarFieldContainer[str]
+    created_at: _timestamp_pb2.Timestamp
+    exit_code: int
+    finished_at: _timestamp_pb2.Timestamp
+    id: str
+    invocation_id: str
+    limits: JobOptions
+    name: str
+    owner: str
+    reason: str
+    result: str
+    signal: str
+    started_at: _timestamp_pb2.Timestamp
+    state: JobState
+    uid: int
+    unit: str
+    usage: Usage
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., unit: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., exit_code: _Optional[int] = ..., signal: _Optional[str] = ..., result: _Optional[str] = ..., reason: _Optional[str] = ..., command: _Optional[_Iterable[str]] = ..., owner: _Optional[str] = ..., uid: _Optional[int] = ..., created_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., invocation_id: _Optional[str] = ..., limits: _Optional[_Union[JobOptions, _Mapping]] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ...) -> None: ...
+
+class JobOptions(_message.Message):
+    __slots__ = ["cpu_affinity", "cpu_quota", "cpu_weight", "env", "io_weight", "memory_high", "memory_max", "network", "private_tmp", "profile", "stop_timeout", "tasks_max", "workdir", "writable"]
+    CPU_AFFINITY_FIELD_NUMBER: _ClassVar[int]
+    CPU_QUOTA_FIELD_NUMBER: _ClassVar[int]
+    CPU_WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    ENV_FIELD_NUMBER: _ClassVar[int]
+    IO_WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_HIGH_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_MAX_FIELD_NUMBER: _ClassVar[int]
+    NETWORK_FIELD_NUMBER: _ClassVar[int]
+    PRIVATE_TMP_FIELD_NUMBER: _ClassVar[int]
+    PROFILE_FIELD_NUMBER: _ClassVar[int]
+    STOP_TIMEOUT_FIELD_NUMBER: _ClassVar[int]
+    TASKS_MAX_FIELD_NUMBER: _ClassVar[int]
+    WORKDIR_FIELD_NUMBER: _ClassVar[int]
+    WRITABLE_FIELD_NUMBER: _ClassVar[int]
+    cpu_affinity: _containers.RepeatedScalarFieldContainer[int]
+    cpu_quota: int
+    cpu_weight: int
+    env: _containers.RepeatedScalarFieldContainer[str]
+    io_weight: int
+    memory_high: int
+    memory_max: int
+    network: bool
+    private_tmp: bool
+    profile: str
+    stop_timeout: float
+    tasks_max: int
+    workdir: str
+    writable: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, cpu_weight: _Optional[int] = ..., memory_high: _Optional[int] = ..., memory_max: _Optional[int] = ..., io_weight: _Optional[int] = ..., tasks_max: _Optional[int] = ..., cpu_quota: _Optional[int] = ..., cpu_affinity: _Optional[_Iterable[int]] = ..., network: bool = ..., private_tmp: bool = ..., env: _Optional[_Iterable[str]] = ..., workdir: _Optional[str] = ..., stop_timeout: _Optional[float] = ..., profile: _Optional[str] = ..., writable: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ListRequest(_message.Message):
+    __slots__ = ["all"]
+    ALL_FIELD_NUMBER: _ClassVar[int]
+    all: bool
+    def __init__(self, all: bool = ...) -> None: ...
+
+class ListResponse(_message.Message):
+    __slots__ = ["jobs"]
+    JOBS_FIELD_NUMBER: _ClassVar[int]
+    jobs: _containers.RepeatedCompositeFieldContainer[Job]
+    def __init__(self, jobs: _Optional[_Iterable[_Union[Job, _Mapping]]] = ...) -> None: ...
+
+class LogsRequest(_message.Message):
+    __slots__ = ["after_cursor", "follow", "id", "since", "tail"]
+    AFTER_CURSOR_FIELD_NUMBER: _ClassVar[int]
+    FOLLOW_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    TAIL_FIELD_NUMBER: _ClassVar[int]
+    after_cursor: str
+    follow: bool
+    id: str
+    since: _timestamp_pb2.Timestamp
+    tail: int
+    def __init__(self, id: _Optional[str] = ..., follow: bool = ..., after_cursor: _Optional[str] = ..., tail: _Optional[int] = ..., since: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class LogsResponse(_message.Message):
+    __slots__ = ["records"]
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    records: _containers.RepeatedCompositeFieldContainer[Record]
+    def __init__(self, records: _Optional[_Iterable[_Union[Record, _Mapping]]] = ...) -> None: ...
+
+class Record(_message.Message):
+    __slots__ = ["cursor", "line_break", "message", "timestamp"]
+    CURSOR_FIELD_NUMBER: _ClassVar[int]
+    LINE_BREAK_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
+    cursor: str
+    line_break: LineBreak
+    message: bytes
+    timestamp: _timestamp_pb2.Timestamp
+    def __init__(self, timestamp: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., cursor: _Optional[str] = ..., message: _Optional[bytes] = ..., line_break: _Optional[_Union[LineBreak, str]] = ...) -> None: ...
+
+class StartRequest(_message.Message):
+    __slots__ = ["command", "name", "options"]
+    COMMAND_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    command: _containers.RepeatedScalarFieldContainer[str]
+    name: str
+    options: JobOptions
+    def __init__(self, command: _Optional[_Iterable[str]] = ..., name: _Optional[str] = ..., options: _Optional[_Union[JobOptions, _Mapping]] = ...) -> None: ...
+
+class StartResponse(_message.Message):
+    __slots__ = ["job"]
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    job: Job
+    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ...) -> None: ...
+
+class StatusRequest(_message.Message):
+    __slots__ = ["id"]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class StatusResponse(_message.Message):
+    __slots__ = ["job"]
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    job: Job
+    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ...) -> None: ...
+
+class StopRequest(_message.Message):
+    __slots__ = ["id", "timeout"]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    timeout: float
+    def __init__(self, id: _Optional[str] = ..., timeout: _Optional[float] = ...) -> None: ...
+
+class StopResponse(_message.Message):
+    __slots__ = ["job", "was_running"]
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    WAS_RUNNING_FIELD_NUMBER: _ClassVar[int]
+    job: Job
+    was_running: bool
+    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ..., was_running: bool = ...) -> None: ...
+
+class Usage(_message.Message):
+    __slots__ = ["cpu_seconds", "io_read_bytes", "io_write_bytes", "memory_bytes", "tasks"]
+    CPU_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    IO_READ_BYTES_FIELD_NUMBER: _ClassVar[int]
+    IO_WRITE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    TASKS_FIELD_NUMBER: _ClassVar[int]
+    cpu_seconds: float
+    io_read_bytes: int
+    io_write_bytes: int
+    memory_bytes: int
+    tasks: int
+    def __init__(self, cpu_seconds: _Optional[float] = ..., memory_bytes: _Optional[int] = ..., tasks: _Optional[int] = ..., io_read_bytes: _Optional[int] = ..., io_write_bytes: _Optional[int] = ...) -> None: ...
+
+class JobState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = []
+
+class LineBreak(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = []
