@@ -293,7 +293,12 @@ class JobsService:
 
 
 async def _request(stream: Stream[Any, Any]) -> Any:
-    request = await stream.recv_message()
+    from google.protobuf.message import DecodeError
+
+    try:
+        request = await stream.recv_message()
+    except DecodeError as e:
+        raise InvalidArgument(f"malformed request message: {e}") from None
     if request is None:
         raise InvalidArgument("the call carried no request message")
     return request

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from grpclib.encoding.base import CodecBase
 
 from jobrun import certs
 from jobrun.errors import (
@@ -384,6 +385,80 @@ def test_a_named_context_in_the_users_config(remote: Remote, tmp_path: Path) -> 
     job_id = proc.stderr.split("job ", 1)[1].split()[0]
     status = json.loads(remote.cli("alice", "status", "--json", job_id).stdout)
     assert status["owner"] == "remote:alice"
+
+
+class _RawCodec(CodecBase):
+    """Sends bytes as they are: for requests no well-behaved client would make."""
+
+    __content_subtype__ = "proto"
+
+    def encode(self, message: Any, message_type: Any) -> bytes:
+        return bytes(message)
+
+    def decode(self, data: bytes, message_type: Any) -> bytes:
+        return data
+
+
+def _start(command: list[str], **options: Any) -> Any:
+    from jobrun.v1 import jobrun_pb2 as pb
+
+    return pb.StartRequest(command=command, options=pb.JobOptions(**options))
+
+
+BAD_GRPC = {
+    "malformed protobuf": (b"\xff\xff\xff\xff", "InvalidArgument"),
+    "wrong wire type": (b"\x0a\x05\x08\x01", "InvalidArgument"),  # command as a message
+    "no command": (_start([]), "InvalidArgument"),
+    "empty program": (_start([""]), "InvalidArgument"),
+    "NUL in an argument": (_start(["echo", "a\0b"]), "InvalidArgument"),
+    "a 1 MB argument": (_start(["echo", "x" * 1_000_000]), "InvalidArgument"),
+    "cpu_weight 0": (_start(["true"], cpu_weight=0), "InvalidArgument"),
+    "io_weight 10001": (_start(["true"], io_weight=10001), "InvalidArgument"),
+    "memory_high above memory_max": (
+        _start(["true"], memory_high=2 << 30, memory_max=1 << 30),
+        "InvalidArgument",
+    ),
+    "unknown profile": (_start(["true"], profile="wide-open"), "InvalidArgument"),
+    "relative workdir": (_start(["true"], workdir="../x"), "InvalidArgument"),
+    "env without =": (_start(["true"], env=["NOEQUALS"]), "InvalidArgument"),
+    "10,000 env vars": (_start(["true"], env=[f"V{i}=x" for i in range(10000)]), "InvalidArgument"),
+    "CPU 8192 in affinity": (_start(["true"], cpu_affinity=[8192]), "InvalidArgument"),
+    "stop_timeout -1": (_start(["true"], stop_timeout=-1.0), "InvalidArgument"),
+}
+
+
+@pytest.mark.integration
+@pytest.mark.daemon
+@pytest.mark.parametrize("case", list(BAD_GRPC))
+async def test_bad_grpc_requests_get_a_clear_error_and_start_nothing(
+    remote: Remote, case: str
+) -> None:
+    from grpclib.client import Channel, UnaryUnaryMethod
+    from grpclib.exceptions import GRPCError
+
+    request, want = BAD_GRPC[case]
+    data = request if isinstance(request, bytes) else request.SerializeToString()
+    before = len(_jobs_running_command(""))
+    b = await _backend(remote, "alice")
+    channel = Channel("127.0.0.1", remote.port, ssl=b.channel._ssl, codec=_RawCodec())
+    try:
+        call: UnaryUnaryMethod[bytes, bytes] = UnaryUnaryMethod(
+            channel, "/jobrun.v1.Jobs/Start", bytes, bytes
+        )
+        with pytest.raises(GRPCError) as e:
+            async with call.open() as stream:
+                try:
+                    await stream.send_message(data, end=True)
+                    await stream.recv_message()
+                finally:
+                    meta = stream.trailing_metadata
+    finally:
+        channel.close()
+        await b.close()
+    assert e.value.status.name == "INVALID_ARGUMENT" and e.value.message
+    assert meta is not None and meta["jobrun-error"] == f"org.jobrun.Error.{want}"
+    assert len(_jobs_running_command("")) == before  # nothing started
+    assert isinstance(await _call(remote, "alice", "list", False), list)  # still serving
 
 
 # -- interop ------------------------------------------------------------------------------------
