@@ -416,6 +416,7 @@ class JobOutput:
         job_id: str,
         *,
         started_at: datetime | None = None,
+        finished_at: datetime | None = None,
         namespace: str = LOG_NAMESPACE,
     ) -> None:
         """`started_at`: when the job's unit started (realtime); lets the reader notice output
@@ -428,6 +429,11 @@ class JobOutput:
         self.namespace = namespace
         self.started_at = started_at
         self._start_usec = None if started_at is None else _usec(started_at)
+        # `finished_at`: when the job ended, if it has; long enough ago, the last look after
+        # journald's notification interval (below) is not needed.
+        self._settled = finished_at is not None and (
+            datetime.now(finished_at.tzinfo) - finished_at > timedelta(seconds=_SETTLE * 8)
+        )
 
     async def records(
         self,
@@ -565,7 +571,7 @@ class JobOutput:
                         # Then once more after journald's notification interval: a stream that
                         # journald could not tie to the unit (the job gone before journald read
                         # its header) has no state file naming the unit. Seen: 1 job in ~400.
-                        for settle in (0.0, _SETTLE):
+                        for settle in (0.0,) if self._settled else (0.0, _SETTLE):
                             await asyncio.sleep(settle)
                             fresh = (
                                 self._open(last_cursor, None, None)

@@ -291,9 +291,14 @@ class Manager:
         from .journal import JobOutput
 
         job = await self.status(job_id, caller)
-        output = JobOutput(job.id, started_at=job.started_at)
+        output = JobOutput(job.id, started_at=job.started_at, finished_at=job.outcome.finished_at)
         ended: asyncio.Event | None = None
         watcher: asyncio.Task[Job] | None = None
+        if not follow and job.state.finished:
+            # journald may still be writing what a finished job wrote (a chatty job's output
+            # lags behind by seconds): read up to the exact end, as a follower does, not up to
+            # the journal's current end.
+            follow = True
         if follow:
             ended = asyncio.Event()
             if job.state.finished:

@@ -176,3 +176,16 @@ def test_logs_into_a_closed_pipe_is_quiet() -> None:
     )  # fmt: skip
     assert proc.stdout == "1\n"
     assert "BrokenPipe" not in proc.stderr and "Exception" not in proc.stderr, proc.stderr
+
+
+def test_logs_of_a_job_that_just_finished_wait_for_journald_to_write_it_all() -> None:
+    """journald ingests a chatty job's output for a while after the job has exited: a read that
+    stops at the journal's current end would print part of it, with exit status 0. Regression:
+    200,000 lines, read at once after the job finished, gave 174,710."""
+    for _ in range(2):
+        job = start("--", "seq", "200000")
+        wait_finished(job, timeout=120)
+        proc = subprocess.run([sys.executable, "-m", "jobrun", "logs", job], capture_output=True)
+        assert proc.returncode == 0
+        lines = proc.stdout.count(b"\n")
+        assert proc.stdout == numbers(1, 200000), f"{lines} lines"

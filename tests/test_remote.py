@@ -110,15 +110,18 @@ def remote() -> Iterator[Remote]:
         "[remote.users.alice]\n"
         'run_as = "alice"\n'
     )
+    # Other tests restart jobrund often: clear systemd's start rate limit before ours.
+    subprocess.run(["systemctl", "reset-failed", "jobrund.service"], check=False)
     subprocess.run(["systemctl", "restart", "jobrund.service"], check=True)
 
     def listening() -> bool:
         with socket.socket() as s:
             return s.connect_ex(("127.0.0.1", port)) == 0
 
-    wait_for(listening, timeout=30, what="jobrund listening on its remote port")
+    wait_for(listening, timeout=90, what="jobrund listening on its remote port")
     yield Remote(port, PKI)
     CONFIG.unlink(missing_ok=True)
+    subprocess.run(["systemctl", "reset-failed", "jobrund.service"], check=False)
     subprocess.run(["systemctl", "restart", "jobrund.service"], check=True)
 
 
