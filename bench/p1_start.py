@@ -9,6 +9,7 @@ would mean waiting for the command to finish).
 
 from __future__ import annotations
 
+from . import remote
 from .common import (
     ALICE,
     BenchError,
@@ -27,18 +28,22 @@ GOAL = 1.5
 
 def variants(cfg: Config) -> dict[str, tuple[list[str], dict[str, str] | None]]:
     start = jobrun_argv("start", "--", "true")
-    return {
+    runs = {
         "systemd-run": (["systemd-run", "--quiet", "true"], None),
         "local": (start, cfg.env("local")),
         "daemon": (start, cfg.env("daemon")),
         "daemon-alice": (as_user(ALICE, start), cfg.env("daemon")),
     }
+    if remote.available():
+        runs["remote"] = (remote.argv("start", "--", "true"), remote.env())
+    return runs
 
 
 LABELS = {
     "local": "`jobrun start -- true`, in-process (root)",
     "daemon": "`jobrun start -- true` through jobrund (root)",
     "daemon-alice": "`jobrun start -- true` through jobrund (alice: polkit, caps)",
+    "remote": "`jobrun --remote 127.0.0.1:PORT … start -- true` (gRPC, mutual TLS 1.3)",
 }
 
 
@@ -61,6 +66,8 @@ async def run(cfg: Config) -> list[Row]:
     base = times["systemd-run"]
     rows = []
     for name, label in LABELS.items():
+        if name not in times:
+            continue
         for stat, fn in (("median", median), ("p95", lambda xs: percentile(xs, 95))):
             value, baseline = fn(times[name]), fn(base)
             rows.append(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+from . import remote
 from .common import (
     BenchError,
     Config,
@@ -51,7 +52,9 @@ async def run(cfg: Config) -> list[Row]:
         "local": (jobrun_argv("logs", job_id), cfg.env("local", jobrund_state_dir())),
         "daemon": (jobrun_argv("logs", job_id), cfg.env("daemon")),
     }
-    for name in ("local", "daemon"):
+    if remote.available():
+        readers["remote"] = (remote.argv("logs", job_id), remote.env())
+    for name in [k for k in readers if k != "journalctl"]:
         argv, env = readers[name]
         got = await asyncio.to_thread(count_lines, argv, env)
         if got != n:
@@ -71,6 +74,7 @@ async def run(cfg: Config) -> list[Row]:
     labels = {
         "local": "`jobrun logs ID > /dev/null`, in-process (root)",
         "daemon": "`jobrun logs ID > /dev/null` through jobrund (root)",
+        "remote": "`jobrun --remote … logs ID > /dev/null` (gRPC, mutual TLS 1.3, admin)",
         "library": "library `JobOutput(ID).records()` in-process, nothing printed",
     }
     return [
@@ -86,4 +90,5 @@ async def run(cfg: Config) -> list[Row]:
             samples={name: rates[name], "journalctl": rates["journalctl"]},
         )
         for name, label in labels.items()
+        if name in rates
     ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import collections
 import subprocess
 
+from . import remote
 from .common import (
     PYTHON,
     BenchError,
@@ -68,15 +69,17 @@ async def finished_jobs(cfg: Config) -> tuple[str, str]:
 
 async def run(cfg: Config) -> list[Row]:
     n = cfg.size(30, 3)
-    local, remote = await finished_jobs(cfg)
+    local, remote_job = await finished_jobs(cfg)
     wait_idle()
     runs = {
         "local": (jobrun_argv("status", local), cfg.env("local")),
-        "daemon": (jobrun_argv("status", remote), cfg.env("daemon")),
+        "daemon": (jobrun_argv("status", remote_job), cfg.env("daemon")),
         "systemctl": (["systemctl", "show", f"jobrun-{local}.service"], None),
         "version": (jobrun_argv("--version"), None),
         "python": ([PYTHON, "-c", "pass"], None),
     }
+    if remote.available():
+        runs["remote"] = (remote.argv("status", remote_job), remote.env())
     times: dict[str, list[float]] = {k: [] for k in runs}
     for argv, env in runs.values():
         wall(argv, env)  # page cache
@@ -96,7 +99,15 @@ async def run(cfg: Config) -> list[Row]:
     total = median([t for t, _ in samples])
 
     status_base = "`systemctl show jobrun-ID.service`, median"
+    rows = []
+    if "remote" in med:
+        rows.append(
+            Row("P6", f"`jobrun --remote … status ID` (gRPC, mutual TLS 1.3), median of {n}",
+                med["remote"], "ms", med["systemctl"], status_base, goal=f"≤ {GOAL_MS:.0f} ms",
+                met=med["remote"] <= GOAL_MS)
+        )  # fmt: skip
     return [
+        *rows,
         Row("P6", f"`jobrun status ID` (finished job), in-process, median of {n}", med["local"],
             "ms", med["systemctl"], status_base, goal=f"≤ {GOAL_MS:.0f} ms",
             met=med["local"] <= GOAL_MS),
