@@ -153,7 +153,7 @@ class RemoteBackend:
         from grpclib.client import UnaryUnaryMethod
         from grpclib.exceptions import GRPCError
 
-        from .remote import ERROR_KEY, SERVICE
+        from .remote_wire import ERROR_KEY, SERVICE
 
         call: UnaryUnaryMethod[Any, Any] = UnaryUnaryMethod(
             self.channel, f"/{SERVICE}/{method}", type(request), reply_type
@@ -179,7 +179,7 @@ class RemoteBackend:
         import dataclasses
 
         from .properties import build_spec
-        from .remote import job_from_proto, options_to_proto
+        from .remote_wire import job_from_proto, options_to_proto
         from .v1 import jobrun_pb2 as pb
 
         spec = build_spec(command, name=name, **values)  # parsed here, checked again there
@@ -190,7 +190,7 @@ class RemoteBackend:
         return job_from_proto(reply.job)
 
     async def stop(self, job_id: str, timeout: float | None) -> tuple[dict[str, Any], bool]:
-        from .remote import job_from_proto
+        from .remote_wire import job_from_proto
         from .v1 import jobrun_pb2 as pb
 
         req = pb.StopRequest(id=job_id)
@@ -200,14 +200,14 @@ class RemoteBackend:
         return job_from_proto(reply.job), reply.was_running
 
     async def status(self, job_id: str) -> dict[str, Any]:
-        from .remote import job_from_proto
+        from .remote_wire import job_from_proto
         from .v1 import jobrun_pb2 as pb
 
         reply = await self._unary("Status", pb.StatusRequest(id=job_id), pb.StatusResponse)
         return job_from_proto(reply.job)
 
     async def list(self, all: bool) -> list[dict[str, Any]]:
-        from .remote import job_from_proto
+        from .remote_wire import job_from_proto
         from .v1 import jobrun_pb2 as pb
 
         reply = await self._unary("List", pb.ListRequest(all=all), pb.ListResponse)
@@ -236,7 +236,7 @@ class RemoteBackend:
         from grpclib.client import UnaryStreamMethod
         from grpclib.exceptions import GRPCError
 
-        from .remote import ERROR_KEY, SERVICE, record_from_proto
+        from .remote_wire import ERROR_KEY, SERVICE, record_from_proto
         from .v1 import jobrun_pb2 as pb
 
         call: UnaryStreamMethod[pb.LogsRequest, pb.LogsResponse] = UnaryStreamMethod(

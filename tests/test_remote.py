@@ -518,7 +518,7 @@ def test_job_options_have_one_field_per_setting_of_the_table() -> None:
 
 
 def test_a_job_dict_survives_the_wire_exactly() -> None:
-    from jobrun.remote import job_from_proto, proto_job
+    from jobrun.remote_wire import job_from_proto, proto_job
 
     job: dict[str, Any] = {
         "id": "abc0000001", "name": "n", "unit": "jobrun-abc0000001.service", "state": "failed",
