@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import json
 import logging
 import os
@@ -232,17 +233,13 @@ class Daemon:
         writer = asyncio.StreamWriter(transport, protocol, None, loop)
         try:
             try:
-                async for rec in self.manager.logs(job_id, caller, **kwargs):
-                    writer.write(
-                        api.pack_frame(
-                            _BREAK_CODES[rec.line_break],
-                            int(rec.timestamp.timestamp() * 1e6),
-                            rec.cursor.encode(),
-                            rec.message,
-                        )
-                    )
-                    if transport.get_write_buffer_size() > 1 << 20:
-                        await writer.drain()
+                # One write per batch of records (the frames are the same as one per record).
+                batches = self.manager.log_batches(job_id, caller, **kwargs)
+                async with contextlib.aclosing(batches):
+                    async for batch in batches:
+                        writer.write(api.pack_records(batch, _BREAK_CODES))
+                        if transport.get_write_buffer_size() > 1 << 20:
+                            await writer.drain()
                 writer.write(api.pack_frame(api.FRAME_END))
             except OSError as e:  # e.g. EMFILE: out of inotify instances or file descriptors
                 err = JournalUnavailable(f"cannot read the journal: {e}", "try again later")

@@ -166,6 +166,14 @@ def _cursor_pos(cursor: str) -> _Pos:
     return _Pos(fields["s"], int(fields["i"], 16), int(fields["t"], 16))
 
 
+def _cursor_after(cursor: str, other: str) -> bool:
+    """Whether the entry of `cursor` comes after that of `other` in the namespace journal."""
+    a, b = _cursor_pos(cursor), _cursor_pos(other)
+    if a.seqnum_id == b.seqnum_id:
+        return a.seqnum > b.seqnum
+    return a.realtime > b.realtime
+
+
 def _time_pos(usec: int) -> _Pos:
     return _Pos("", 0, usec)
 
@@ -184,6 +192,16 @@ def _lost(what: str, head: _Pos) -> OutputLost:
         f"{what} is no longer in the journal: its oldest entry is from "
         f"{_from_usec(head.realtime).isoformat()}",
         hint="journald deleted older journal files (size limits in journald@jobrun.conf)",
+    )
+
+
+def _unwatchable(e: OSError) -> JournalUnavailable:
+    """EMFILE and friends from watching the journal: out of inotify instances
+    (fs.inotify.max_user_instances, per user and host-wide) or of file descriptors."""
+    return JournalUnavailable(
+        f"cannot watch the journal for new output: {e}",
+        hint="too many journal readers on this host (fs.inotify.max_user_instances, "
+        "LimitNOFILE); try again later",
     )
 
 
@@ -224,6 +242,8 @@ class _Journal:
         self._j.add_match("_TRANSPORT=stdout")
         self._on_entry = False  # positioned on an entry not yet returned
         self._all: Any = None  # unfiltered, for bounds()
+        # seek_tail(0): the cursor of the last record, which is skipped (None: there is none)
+        self.skipped: str | None = None
 
     def _dirs_exist(self) -> bool:
         return any(d.is_dir() for d in self._dirs)
@@ -238,7 +258,10 @@ class _Journal:
             self._all.close()
 
     def fileno(self) -> int:
-        fd: int = self._j.fileno()
+        try:
+            fd: int = self._j.fileno()  # sd_journal_get_fd: an inotify instance
+        except OSError as e:
+            raise _unwatchable(e) from e
         return fd
 
     def process(self) -> bool:
@@ -260,7 +283,10 @@ class _Journal:
         That costs a second inotify instance (fs.inotify.max_user_instances, 128 by default).
         """
         self.bounds()
-        self._all.fileno()  # sd-journal notices added and deleted files only with inotify
+        try:
+            self._all.fileno()  # sd-journal notices added and deleted files only with inotify
+        except OSError as e:
+            raise _unwatchable(e) from e
 
     def bounds(self) -> tuple[_Pos, _Pos] | None:
         """The oldest and the newest entry of the namespace journal (None: no entries)."""
@@ -301,7 +327,8 @@ class _Journal:
         self._j.seek_tail()
         if n == 0:
             # seek_tail + next would return the last entry again (252): step onto it, as read.
-            self._j._previous()
+            if self._j._previous():
+                self.skipped = self._j._get_cursor()
             return 0
         moved: int = self._j._previous(n)
         self._on_entry = moved > 0
@@ -461,6 +488,21 @@ class JobOutput:
             async for batch in batches:
                 for record in batch:
                     yield record
+
+    def batches(
+        self,
+        *,
+        after_cursor: str | None = None,
+        tail: int | None = None,
+        since: datetime | None = None,
+        follow: bool = False,
+        ended: asyncio.Event | None = None,
+    ) -> AsyncGenerator[list[Record], None]:
+        """As `records`, in lists of records (never empty) as they were read: for consumers
+        that write many records at once (no per-record await)."""
+        return self._batches(
+            after_cursor=after_cursor, tail=tail, since=since, follow=follow, ended=ended
+        )
 
     def open(
         self,

@@ -16,12 +16,13 @@ from __future__ import annotations
 import errno
 import socket
 from dataclasses import dataclass
-from typing import Any
-
-from dbus_fast import Variant
+from typing import TYPE_CHECKING, Any
 
 from .errors import InvalidArgument
 from .model import JobSpec
+
+if TYPE_CHECKING:
+    from dbus_fast import Variant  # imported where used: the CLI's start-up time matters
 
 DEFAULT = "default"
 
@@ -46,6 +47,8 @@ class Hardening:
         return self.text.partition("=")[0]
 
     def variant(self) -> tuple[str, Variant]:
+        from dbus_fast import Variant
+
         return self.prop, Variant(self.signature, self.value)
 
 

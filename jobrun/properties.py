@@ -14,13 +14,14 @@ import re
 import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
-
-from dbus_fast import Variant
+from typing import TYPE_CHECKING, Any
 
 from . import profiles
 from .errors import InvalidArgument
 from .model import JOB_FIELD, LOG_NAMESPACE, SLICE, JobSpec
+
+if TYPE_CHECKING:
+    from dbus_fast import Variant  # imported where used: the CLI's start-up time matters
 
 UINT64_MAX = 2**64 - 1
 USEC_PER_SEC = 1_000_000
@@ -293,6 +294,8 @@ def fixed_properties(
     job_id: str, spec: JobSpec, user: str | None = None
 ) -> list[tuple[str, Variant]]:
     """What every job gets, on purpose: identity, output, and its profile's sandbox."""
+    from dbus_fast import Variant
+
     props = [
         ("Description", Variant("s", describe(job_id, spec))),
         ("Slice", Variant("s", SLICE)),
@@ -337,6 +340,8 @@ def fixed_properties(
 def unit_properties(
     job_id: str, spec: JobSpec, user: str | None = None
 ) -> list[tuple[str, Variant]]:
+    from dbus_fast import Variant
+
     props = fixed_properties(job_id, spec, user)
     for s in SETTINGS:
         value = getattr(spec, s.field)

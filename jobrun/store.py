@@ -145,6 +145,17 @@ class Store:
                 (invocation_id, _iso(started_at), job_id),
             )
 
+    def set_started_once(
+        self, job_id: str, invocation_id: str, started_at: datetime | None
+    ) -> None:
+        """As set_started, for a job whose run is not recorded yet (no-op otherwise)."""
+        with self._write() as db:
+            db.execute(
+                "UPDATE jobs SET invocation_id = ?, started_at = COALESCE(started_at, ?) "
+                "WHERE id = ? AND invocation_id IS NULL",
+                (invocation_id, _iso(started_at), job_id),
+            )
+
     def set_stop_requested(self, job_id: str, when: datetime) -> None:
         with self._write() as db:
             db.execute(

@@ -52,6 +52,7 @@ class Systemd:
         self._removed: collections.OrderedDict[str, str] = collections.OrderedDict()
         self._listeners: list[Callable[[Message], None]] = []
         self._subscribed = False
+        self._subscribing = asyncio.Lock()
         # dbus-daemon allows 128 pending calls per connection and fails the rest with
         # LimitsExceeded: many concurrent callers (followers, jobrund's clients) wait here instead.
         self._in_flight = asyncio.Semaphore(MAX_PENDING_CALLS)
@@ -111,8 +112,11 @@ class Systemd:
 
     async def subscribe(self) -> None:
         """Ask for JobRemoved and PropertiesChanged signals — before starting anything."""
-        if self._subscribed:
-            return
+        async with self._subscribing:  # concurrent callers: one subscription
+            if not self._subscribed:
+                await self._subscribe()
+
+    async def _subscribe(self) -> None:
         await self._add_match(
             f"type='signal',sender='{DEST}',interface='{MANAGER}',member='JobRemoved'"
         )
