@@ -33,6 +33,7 @@ import contextlib
 from collections.abc import AsyncGenerator, Callable
 from datetime import datetime
 
+from .errors import OutputLost
 from .journal import _BATCH, JobOutput, Record, _cursor_after, _usec
 
 __all__ = ["BUFFER_BYTES", "BUFFER_RECORDS", "CATCH_UP_READERS", "Feed", "Feeds"]
@@ -65,6 +66,10 @@ class Feed:
         self.base = 0  # sequence number of _buf[0]: how many records were dropped
         self._index: dict[str, int] = {}  # cursor → sequence number, for the buffered records
         self._dropped_last: Record | None = None
+        # The feed reads from the first record, or (when those are gone) after this cursor.
+        self._start_after: str | None = None
+        self._start_known = False
+        self._head_lost = False
         self._changed = asyncio.Event()
         self.done = False
         self.error: BaseException | None = None
@@ -90,7 +95,20 @@ class Feed:
 
     async def _run(self) -> None:
         try:
-            batches = self.output.batches(follow=True, ended=self._ended)
+            output = self.output
+            try:
+                output._open(None, None, None).close()
+            except OutputLost:
+                # The job's first records are gone (journal files deleted): no follower can have
+                # them. Feed from the present on; followers that start after a cursor, a tail or
+                # a time still get theirs, and those from the first record get OutputLost from
+                # their own reader, as without a feed.
+                self._start_after = self._last_cursor()
+                self._head_lost = True
+                output = JobOutput(output.job_id, namespace=output.namespace)  # no more checks
+            self._start_known = True
+            self._notify()
+            batches = output.batches(after_cursor=self._start_after, follow=True, ended=self._ended)
             async with contextlib.aclosing(batches):
                 async for batch in batches:
                     self._append(batch)
@@ -105,6 +123,17 @@ class Feed:
                 self.watcher.cancel()
             if self.on_done is not None:
                 self.on_done(self)
+
+    def _from_first(self) -> bool:
+        """Whether the buffer holds the job's records from the first on."""
+        return self._start_known and not self._head_lost and self.base == 0
+
+    def _last_cursor(self) -> str | None:
+        j = self.output._open(None, 0, None)
+        try:
+            return j.skipped
+        finally:
+            j.close()
 
     def _append(self, batch: list[Record]) -> None:
         seq = self.end
@@ -142,6 +171,8 @@ class Feed:
         """Where a follower whose own reader is at its end continues in the buffer (None: not
         yet known). `last`: the cursor of its last record (None: its reader found none)."""
         if last is not None:
+            if last == self._start_after and self.base == 0:
+                return 0
             seq = self._index.get(last)
             return None if seq is None else seq + 1
         if since is not None:
@@ -154,7 +185,7 @@ class Feed:
                     return self.base + i
             return self.end
         # From the first record or a tail, and our reader found none: all of the feed is new.
-        return 0 if self.base == 0 else None
+        return 0 if self._from_first() else None
 
     async def follow(
         self,
@@ -167,7 +198,9 @@ class Feed:
         stopping early."""
         last = after_cursor
         pos: int | None = None
-        if after_cursor is None and tail is None and since is None and self.base == 0:
+        while not self._start_known and not self.done:
+            await self._changed.wait()
+        if (after_cursor, tail, since) == (None, None, None) and self._from_first():
             pos = 0
         while True:
             if pos is None or pos < self.base:

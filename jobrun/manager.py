@@ -168,7 +168,7 @@ class Manager:
         if props and job.started_at is None:
             started = oc.usec_to_datetime(props.get("ExecMainStartTimestamp"))
             job = self._record_start(job, props.get("InvocationID"), started)
-        if props and props.get("ActiveState") in oc.ACTIVE_STATES:
+        if props and oc.running(props):
             return replace(job, outcome=Outcome(JobState.RUNNING), usage=oc.usage(props))
         if props and props.get("LoadState") == "loaded":
             stopped = stop_requested or (await asyncio.to_thread(oc.read_pid1_records, job.unit))[1]
@@ -250,8 +250,8 @@ class Manager:
         units = await self.systemd.list_units(f"{UNIT_PREFIX}*.service")
         running = [
             name[len(UNIT_PREFIX) : -len(".service")]
-            for name, active, _, _ in units
-            if active in oc.ACTIVE_STATES
+            for name, active, _, _, queued in units
+            if active in oc.ACTIVE_STATES or queued == "start"  # started, not yet run
         ]
         return self.store.count_owned(running, uid)
 
