@@ -223,7 +223,10 @@ class Daemon:
         job = await self.manager.status(job_id, caller)  # not found → error now, not in the pipe
         if len(self._streams) >= MAX_STREAMS:
             raise Busy("jobrund is serving too many log streams", "try again in a moment")
-        r, w = os.pipe()
+        try:
+            r, w = os.pipe()
+        except OSError as e:  # EMFILE: out of file descriptors (LimitNOFILE)
+            raise Busy(f"jobrund cannot open another log stream: {e}", "try again later") from e
         task = asyncio.get_running_loop().create_task(self._pump(job.id, caller, kwargs, w))
         self._streams.add(task)
         task.add_done_callback(self._streams.discard)

@@ -32,6 +32,7 @@ from .systemd import Systemd
 
 _UNIT_PATH = "/org/freedesktop/systemd1/unit/" + UNIT_PREFIX.replace("-", "_2d")
 UNIT_INTERFACE = "org.freedesktop.systemd1.Unit"
+SERVICE_INTERFACE = "org.freedesktop.systemd1.Service"
 RECENT = timedelta(hours=24)  # `list` without --all: running jobs and those created since
 RECORD_WAIT = (
     3.0  # seconds to wait for PID 1's records of a just-unloaded unit to reach the journal
@@ -130,25 +131,27 @@ class Manager:
         return job
 
     def _on_signal(self, msg: Message) -> None:
-        """Record a job's InvocationID and start time from its unit's first PropertiesChanged."""
+        """Record a job's InvocationID and start time from its unit's PropertiesChanged signals
+        (the InvocationID and the start time may come in different ones)."""
         path = msg.path or ""
         if msg.member != "PropertiesChanged" or not path.startswith(_UNIT_PATH):
             return
-        if len(msg.body) != 3 or msg.body[0] != UNIT_INTERFACE:
+        if len(msg.body) != 3 or msg.body[0] not in (UNIT_INTERFACE, SERVICE_INTERFACE):
             return
         changed = msg.body[1]
-        inv = changed.get("InvocationID")
-        if inv is None or not inv.value:
-            return
-        job_id = path[len(_UNIT_PATH) :].removesuffix("_2eservice")
+        value = changed.get("InvocationID")
+        inv = bytes(value.value).hex() if value is not None and value.value else None
         started = None
-        for key in ("ActiveEnterTimestamp", "InactiveExitTimestamp"):
+        for key in ("ExecMainStartTimestamp", "InactiveExitTimestamp"):
             value = changed.get(key)
             if value is not None and value.value:
                 started = oc.usec_to_datetime(value.value)
                 break
+        if inv is None and started is None:
+            return
+        job_id = path[len(_UNIT_PATH) :].removesuffix("_2eservice")
         with contextlib.suppress(JobrunError):  # a signal handler has nobody to tell
-            self.store.set_started_once(job_id, bytes(inv.value).hex(), started)
+            self.store.set_started_once(job_id, inv, started)
 
     def resolve(self, job_id: str, caller: Caller | None = None) -> str:
         caller = caller or Caller.current()
@@ -224,6 +227,11 @@ class Manager:
                 return job, outcome
             # PID 1's records of a unit unloaded a moment ago may not be in the journal yet.
             if loop.time() > deadline:
+                if stop_requested and not any(
+                    oc.message_id(r) == oc.MSG_UNIT_STARTING for r in records
+                ):
+                    # Stopped while its start job was still queued: it never ran.
+                    return job, Outcome(JobState.STOPPED, reason="stopped before it started")
                 return job, Outcome(
                     JobState.FAILED,
                     reason="systemd has no record of how this job ended "
