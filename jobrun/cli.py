@@ -6,7 +6,6 @@ The options of `start` and `run` are generated from the table in properties.py.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
 import inspect
@@ -52,6 +51,8 @@ def fail(e: JobrunError) -> NoReturn:
 
 
 def run_async(fn: Callable[[], Awaitable[T]]) -> T:
+    import asyncio  # here, not at the top: `--version` and `--help` need none of it
+
     try:
         return asyncio.run(fn())  # type: ignore[arg-type]
     except JobrunError as e:
@@ -172,10 +173,10 @@ def run(**values: Any) -> None:
             _err(f"jobrun: job {job['id']} started")
             out = sys.stdout.buffer
             # aclosing: the reader's own clean-up runs now, not after the bus is gone
-            async with contextlib.aclosing(b.logs(job["id"], follow=True)) as records:
-                async for rec in records:
-                    out.write(rec.data)
-                    if rec.line_break != "line-max":
+            async with contextlib.aclosing(b.log_batches(job["id"], follow=True)) as batches:
+                async for batch in batches:
+                    out.write(b"".join([rec.data for rec in batch]))
+                    if batch[-1].line_break != "line-max":
                         out.flush()
             out.flush()
             job = await b.wait(job["id"])
@@ -317,14 +318,17 @@ def logs(
         b = await open_backend()
         out = sys.stdout.buffer
         try:
-            records = b.logs(job_id, follow=follow, tail=tail, since=since_dt)
-            async with contextlib.aclosing(records):  # clean up before the bus goes
-                async for rec in records:
+            batches = b.log_batches(job_id, follow=follow, tail=tail, since=since_dt)
+            async with contextlib.aclosing(batches):  # clean up before the bus goes
+                async for batch in batches:
+                    # One write per batch of records: the per-line cost is the journal's.
                     if as_json:
-                        out.write(json.dumps(record_to_dict(rec)).encode() + b"\n")
+                        out.write(
+                            "".join([json.dumps(record_to_dict(r)) + "\n" for r in batch]).encode()
+                        )
                     else:
-                        out.write(rec.data)
-                    if follow and rec.line_break != "line-max":
+                        out.write(b"".join([r.data for r in batch]))
+                    if follow and batch[-1].line_break != "line-max":
                         out.flush()
         except BrokenPipeError:
             # `jobrun logs ID | head`: the reader is gone. Point stdout at /dev/null so the

@@ -12,21 +12,23 @@ import contextlib
 import json
 import os
 from collections.abc import AsyncGenerator
-from datetime import UTC, datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
-from dbus_fast import Message, MessageFlag, MessageType, Variant
-from dbus_fast.aio import MessageBus
-
 from . import dbus_api as api
-from .bus import call_bus_daemon, connect_system_bus
 from .errors import InvalidArgument, PermissionDenied, SystemdUnavailable
 from .model import job_to_dict
 
 if TYPE_CHECKING:
+    from dbus_fast import Message, Variant
+    from dbus_fast.aio import MessageBus
+
     from .journal import Record
 
+    Batch = list[Record]  # `list` is a method name in the classes below
+
 MODES = ("auto", "daemon", "local")
+MAX_PENDING_CALLS = 64  # per bus connection (dbus-daemon allows 128)
 RESUME_RETRIES = 50  # asking jobrund again after it went away mid-stream (~2 min in all)
 
 
@@ -48,48 +50,75 @@ class Backend(Protocol):
         tail: int | None = None,
         since: datetime | None = None,
     ) -> AsyncGenerator[Record, None]: ...
+    def log_batches(
+        self,
+        job_id: str,
+        *,
+        follow: bool = False,
+        after_cursor: str | None = None,
+        tail: int | None = None,
+        since: datetime | None = None,
+    ) -> AsyncGenerator[Batch, None]: ...
     async def close(self) -> None: ...
 
 
 class LocalBackend:
-    """The library in this process (root only)."""
+    """The library in this process (root only). The Manager (and with it the bus) is opened on
+    first need: the status of a finished job comes from the job database alone."""
 
     mode = "local"
 
-    def __init__(self, manager: Any) -> None:
-        self.m = manager
+    def __init__(self, manager: Any = None) -> None:
+        self._manager = manager
 
     @classmethod
     async def open(cls) -> LocalBackend:
-        from .manager import Manager
-
         if os.geteuid() != 0:
             raise PermissionDenied(
                 "jobrun runs jobs in-process only as root, and jobrund is not reachable",
                 "run it as root, or install jobrun's package (it brings jobrund)",
             )
-        return cls(await Manager.open())
+        return cls()
+
+    async def _m(self) -> Any:
+        if self._manager is None:
+            from .manager import Manager
+
+            # No Subscribe: start needs no signals; stop and wait subscribe when they need to.
+            self._manager = await Manager.open(subscribe=False)
+        return self._manager
 
     async def start(self, command: list[str], name: str | None,
                     values: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
         from .properties import build_spec
 
-        return job_to_dict(await self.m.start(build_spec(command, name=name, **values)))
+        m = await self._m()
+        return job_to_dict(await m.start(build_spec(command, name=name, **values)))
 
     async def stop(self, job_id: str, timeout: float | None) -> tuple[dict[str, Any], bool]:
-        job, was_running = await self.m.stop(job_id, timeout=timeout)
+        job, was_running = await (await self._m()).stop(job_id, timeout=timeout)
         return job_to_dict(job), was_running
 
     async def status(self, job_id: str) -> dict[str, Any]:
-        return job_to_dict(await self.m.status(job_id))
+        if self._manager is None:
+            from .store import Store
+
+            store = Store().open()
+            try:
+                job, _ = store.get(store.resolve(job_id, None))  # root: every job
+            finally:
+                store.close()
+            if job.outcome.state.finished:
+                return job_to_dict(job)
+        return job_to_dict(await (await self._m()).status(job_id))
 
     async def list(self, all: bool) -> list[dict[str, Any]]:
-        return [job_to_dict(j) for j in await self.m.list(all=all)]
+        return [job_to_dict(j) for j in await (await self._m()).list(all=all)]
 
     async def wait(self, job_id: str) -> dict[str, Any]:
-        return job_to_dict(await self.m.wait(job_id))
+        return job_to_dict(await (await self._m()).wait(job_id))
 
-    def logs(
+    async def logs(
         self,
         job_id: str,
         *,
@@ -98,15 +127,37 @@ class LocalBackend:
         tail: int | None = None,
         since: datetime | None = None,
     ) -> AsyncGenerator[Record, None]:
-        return self.m.logs(  # type: ignore[no-any-return]
+        m = await self._m()
+        records = m.logs(job_id, follow=follow, after_cursor=after_cursor, tail=tail, since=since)
+        async with contextlib.aclosing(records):
+            async for record in records:
+                yield record
+
+    async def log_batches(
+        self,
+        job_id: str,
+        *,
+        follow: bool = False,
+        after_cursor: str | None = None,
+        tail: int | None = None,
+        since: datetime | None = None,
+    ) -> AsyncGenerator[Batch, None]:
+        m = await self._m()
+        batches = m.log_batches(
             job_id, follow=follow, after_cursor=after_cursor, tail=tail, since=since
         )
+        async with contextlib.aclosing(batches):
+            async for batch in batches:
+                yield batch
 
     async def close(self) -> None:
-        await self.m.close()
+        if self._manager is not None:
+            await self._manager.close()
 
 
 def _variant(value: Any) -> Variant:
+    from dbus_fast import Variant
+
     if isinstance(value, bool):
         return Variant("b", value)
     if isinstance(value, int):
@@ -126,9 +177,14 @@ class DaemonBackend:
     def __init__(self, bus: MessageBus) -> None:
         self.bus = bus
         self._changed = asyncio.Event()
+        # dbus-daemon fails calls beyond 128 awaiting a reply on one connection (LimitsExceeded):
+        # a program that calls concurrently waits here instead.
+        self._in_flight = asyncio.Semaphore(MAX_PENDING_CALLS)
         bus.add_message_handler(self._on_message)
 
     async def call(self, member: str, body: list[Any]) -> list[Any]:
+        from dbus_fast import Message, MessageFlag, MessageType
+
         sig_in, _ = api.METHODS[member]
         msg = Message(
             destination=api.BUS_NAME,
@@ -140,7 +196,8 @@ class DaemonBackend:
             flags=MessageFlag.ALLOW_INTERACTIVE_AUTHORIZATION,
         )
         try:
-            reply = await self.bus.call(msg)
+            async with self._in_flight:
+                reply = await self.bus.call(msg)
         except (OSError, EOFError) as e:
             raise SystemdUnavailable(f"lost the system bus: {e}") from e
         if reply is None:
@@ -157,6 +214,8 @@ class DaemonBackend:
 
     async def start(self, command: list[str], name: str | None,
                     values: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+        from dbus_fast import Variant
+
         options = {k: _variant(v) for k, v in values.items() if v is not None and v != []}
         if name is not None:
             options["name"] = Variant("s", name)
@@ -176,6 +235,8 @@ class DaemonBackend:
         return list(json.loads(jobs))
 
     def _on_message(self, msg: Message) -> bool:
+        from dbus_fast import MessageType
+
         if msg.message_type == MessageType.SIGNAL and msg.member in (
             "JobChanged",
             "NameOwnerChanged",
@@ -186,6 +247,8 @@ class DaemonBackend:
     async def wait(self, job_id: str) -> dict[str, Any]:
         await self.call("Subscribe", [])
         # jobrund restarting loses our subscription: notice its name changing owner.
+        from .bus import call_bus_daemon
+
         await call_bus_daemon(
             self.bus,
             "AddMatch",
@@ -213,11 +276,34 @@ class DaemonBackend:
         tail: int | None = None,
         since: datetime | None = None,
     ) -> AsyncGenerator[Record, None]:
-        """Frames from jobrund's pipe as Records. If jobrund goes away mid-stream (restart,
-        crash), ask again after the last cursor received: no gap, no duplicate."""
-        from .journal import LineBreak, Record
+        """Frames from jobrund's pipe as Records (see `log_batches`)."""
+        batches = self.log_batches(
+            job_id, follow=follow, after_cursor=after_cursor, tail=tail, since=since
+        )
+        async with contextlib.aclosing(batches):
+            async for batch in batches:
+                for record in batch:
+                    yield record
+
+    async def log_batches(
+        self,
+        job_id: str,
+        *,
+        follow: bool = False,
+        after_cursor: str | None = None,
+        tail: int | None = None,
+        since: datetime | None = None,
+    ) -> AsyncGenerator[Batch, None]:
+        """Frames from jobrund's pipe as lists of Records, as many as each read of the pipe
+        brought. If jobrund goes away mid-stream (restart, crash), ask again after the last
+        cursor received: no gap, no duplicate."""
+        from dbus_fast import Variant
+
+        from .journal import _EPOCH, LineBreak, Record
 
         breaks = list(LineBreak)
+        header = api.FRAME.size
+        unpack = api.FRAME.unpack_from
         retries = 0
         while True:
             options: dict[str, Variant] = {"follow": Variant("b", follow)}
@@ -235,38 +321,62 @@ class DaemonBackend:
                 retries += 1
                 await asyncio.sleep(0.1 * retries)
                 continue
+            buf = b""
             while True:
-                try:
-                    header = await reader.readexactly(api.FRAME.size)
-                    kind, usec, clen, mlen = api.FRAME.unpack(header)
-                    cursor = (await reader.readexactly(clen)).decode()
-                    message = await reader.readexactly(mlen)
-                except asyncio.IncompleteReadError:
+                data = await reader.read(1 << 20)
+                if not data:
                     break  # jobrund went away: resume after the last cursor
-                if kind == api.FRAME_END:
-                    return
-                if kind == api.FRAME_ERROR:
-                    name, _, text = message.decode(errors="replace").partition("\0")
-                    raise api.error_from_dbus(name, text)
-                retries = 0
-                after_cursor, tail, since = cursor, None, None
-                yield Record(datetime.fromtimestamp(usec / 1e6, UTC), cursor, message, breaks[kind])
+                buf = buf + data if buf else data
+                batch: Batch = []
+                at = 0
+                end = len(buf)
+                while end - at >= header:
+                    kind, usec, clen, mlen = unpack(buf, at)
+                    stop = at + header + clen + mlen
+                    if stop > end:
+                        break
+                    if kind == api.FRAME_END or kind == api.FRAME_ERROR:
+                        if batch:
+                            yield batch
+                        if kind == api.FRAME_END:
+                            return
+                        text = buf[at + header + clen : stop].decode(errors="replace")
+                        name, _, text = text.partition("\0")
+                        raise api.error_from_dbus(name, text)
+                    cursor = buf[at + header : at + header + clen].decode()
+                    batch.append(
+                        Record(
+                            _EPOCH + timedelta(microseconds=usec),
+                            cursor,
+                            buf[at + header + clen : stop],
+                            breaks[kind],
+                        )
+                    )
+                    at = stop
+                buf = buf[at:]
+                if batch:
+                    retries = 0
+                    after_cursor, tail, since = batch[-1].cursor, None, None
+                    yield batch
             if retries >= RESUME_RETRIES:
                 raise SystemdUnavailable("jobrund went away while sending output, and stays away")
             retries += 1
 
     async def _open_logs(self, job_id: str, options: dict[str, Variant]) -> asyncio.StreamReader:
+        from dbus_fast import Message, MessageType
+
         sig_in, _ = api.METHODS["Logs"]
-        reply = await self.bus.call(
-            Message(
-                destination=api.BUS_NAME,
-                path=api.PATH,
-                interface=api.INTERFACE,
-                member="Logs",
-                signature=sig_in,
-                body=[job_id, options],
+        async with self._in_flight:
+            reply = await self.bus.call(
+                Message(
+                    destination=api.BUS_NAME,
+                    path=api.PATH,
+                    interface=api.INTERFACE,
+                    member="Logs",
+                    signature=sig_in,
+                    body=[job_id, options],
+                )
             )
-        )
         if reply is None or reply.message_type == MessageType.ERROR:
             body = reply.body if reply is not None else []
             name = reply.error_name if reply is not None else None
@@ -290,6 +400,10 @@ class DaemonBackend:
 
 
 async def _daemon_reachable(bus: MessageBus) -> bool:
+    from dbus_fast import MessageType
+
+    from .bus import call_bus_daemon
+
     for member in ("NameHasOwner", "ListActivatableNames"):
         asks_name = member == "NameHasOwner"
         reply = await call_bus_daemon(
@@ -314,6 +428,8 @@ async def open_backend() -> Backend:
     m = mode()
     if m == "local":
         return await LocalBackend.open()
+    from .bus import connect_system_bus
+
     bus = await connect_system_bus()
     if m == "daemon" or await _daemon_reachable(bus):
         return DaemonBackend(bus)

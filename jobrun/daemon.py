@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import json
 import logging
 import os
@@ -174,7 +175,11 @@ class Daemon:
         name = values.pop("name", None)
         spec = build_spec(list(command), name=name, **values)
         if caller.uid != 0 and not caller.admin:
-            running = await self.manager.running_count(caller)
+            # Counting asks systemd, and systemd answers only after the start jobs queued before
+            # the question: only where a cap needs the count.
+            running = 0
+            if self.config.caps_for(caller.user).running_jobs is not None:
+                running = await self.manager.running_count(caller)
             spec = self.config.apply(spec, caller.user, running)
         job = await self.manager.start(spec, caller)
         return "s", [json.dumps(job_to_dict(job))]
@@ -218,7 +223,10 @@ class Daemon:
         job = await self.manager.status(job_id, caller)  # not found → error now, not in the pipe
         if len(self._streams) >= MAX_STREAMS:
             raise Busy("jobrund is serving too many log streams", "try again in a moment")
-        r, w = os.pipe()
+        try:
+            r, w = os.pipe()
+        except OSError as e:  # EMFILE: out of file descriptors (LimitNOFILE)
+            raise Busy(f"jobrund cannot open another log stream: {e}", "try again later") from e
         task = asyncio.get_running_loop().create_task(self._pump(job.id, caller, kwargs, w))
         self._streams.add(task)
         task.add_done_callback(self._streams.discard)
@@ -232,17 +240,13 @@ class Daemon:
         writer = asyncio.StreamWriter(transport, protocol, None, loop)
         try:
             try:
-                async for rec in self.manager.logs(job_id, caller, **kwargs):
-                    writer.write(
-                        api.pack_frame(
-                            _BREAK_CODES[rec.line_break],
-                            int(rec.timestamp.timestamp() * 1e6),
-                            rec.cursor.encode(),
-                            rec.message,
-                        )
-                    )
-                    if transport.get_write_buffer_size() > 1 << 20:
-                        await writer.drain()
+                # One write per batch of records (the frames are the same as one per record).
+                batches = self.manager.log_batches(job_id, caller, **kwargs)
+                async with contextlib.aclosing(batches):
+                    async for batch in batches:
+                        writer.write(api.pack_records(batch, _BREAK_CODES))
+                        if transport.get_write_buffer_size() > 1 << 20:
+                            await writer.drain()
                 writer.write(api.pack_frame(api.FRAME_END))
             except OSError as e:  # e.g. EMFILE: out of inotify instances or file descriptors
                 err = JournalUnavailable(f"cannot read the journal: {e}", "try again later")

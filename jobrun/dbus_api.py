@@ -7,8 +7,13 @@ nested a{sv} dictionaries: one schema for the CLI, D-Bus and gRPC, and trivially
 from __future__ import annotations
 
 import struct
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from .errors import JobrunError
+
+if TYPE_CHECKING:
+    from .journal import LineBreak, Record
 
 BUS_NAME = "org.jobrun.Manager1"
 PATH = "/org/jobrun/Manager1"
@@ -116,3 +121,22 @@ LOGS_OPTIONS = {"follow": "b", "tail": "x", "after_cursor": "s", "since_usec": "
 
 def pack_frame(kind: int, usec: int = 0, cursor: bytes = b"", message: bytes = b"") -> bytes:
     return FRAME.pack(kind, usec, len(cursor), len(message)) + cursor + message
+
+
+def pack_records(records: Sequence[Record], codes: Mapping[LineBreak, int]) -> bytes:
+    """The frames of many records at once, as one bytes."""
+    from datetime import timedelta
+
+    from .journal import _EPOCH
+
+    pack = FRAME.pack
+    us = timedelta(microseconds=1)
+    parts: list[bytes] = []
+    append = parts.append
+    for r in records:
+        cursor = r.cursor.encode()
+        usec = (r.timestamp - _EPOCH) // us
+        append(pack(codes[r.line_break], usec, len(cursor), len(r.message)))
+        append(cursor)
+        append(r.message)
+    return b"".join(parts)

@@ -166,6 +166,21 @@ def _cursor_pos(cursor: str) -> _Pos:
     return _Pos(fields["s"], int(fields["i"], 16), int(fields["t"], 16))
 
 
+def _pos_after(a: _Pos, b: _Pos) -> bool:
+    if a.seqnum_id == b.seqnum_id:
+        return a.seqnum > b.seqnum
+    return a.realtime > b.realtime
+
+
+def _cursor_after(cursor: str, other: str) -> bool:
+    """Whether the entry of `cursor` comes after that of `other` in the namespace journal."""
+    return _pos_after(_cursor_pos(cursor), _cursor_pos(other))
+
+
+def _text(value: Any) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+
+
 def _time_pos(usec: int) -> _Pos:
     return _Pos("", 0, usec)
 
@@ -184,6 +199,16 @@ def _lost(what: str, head: _Pos) -> OutputLost:
         f"{what} is no longer in the journal: its oldest entry is from "
         f"{_from_usec(head.realtime).isoformat()}",
         hint="journald deleted older journal files (size limits in journald@jobrun.conf)",
+    )
+
+
+def _unwatchable(e: OSError) -> JournalUnavailable:
+    """EMFILE and friends from watching the journal: out of inotify instances
+    (fs.inotify.max_user_instances, per user and host-wide) or of file descriptors."""
+    return JournalUnavailable(
+        f"cannot watch the journal for new output: {e}",
+        hint="too many journal readers on this host (fs.inotify.max_user_instances, "
+        "LimitNOFILE); try again later",
     )
 
 
@@ -222,8 +247,15 @@ class _Journal:
         # protocol, where it could set JOBRUN_JOB=<another job> itself.
         self._j.add_match(f"{JOB_FIELD}={job_id}")
         self._j.add_match("_TRANSPORT=stdout")
+        self._job_id = job_id
         self._on_entry = False  # positioned on an entry not yet returned
         self._all: Any = None  # unfiltered, for bounds()
+        # Only the records that have a _LINE_BREAK, read in step with _j (see `_breaks`), and
+        # the next of them not yet matched to one of _j's: (cursor, value, position).
+        self._brk: Any = None
+        self._brk_next: tuple[str, LineBreak, _Pos] | None = None
+        # seek_tail(0): the cursor of the last record, which is skipped (None: there is none)
+        self.skipped: str | None = None
 
     def _dirs_exist(self) -> bool:
         return any(d.is_dir() for d in self._dirs)
@@ -236,9 +268,19 @@ class _Journal:
         self._j.close()
         if self._all is not None:
             self._all.close()
+        self._drop_breaks()
+
+    def _drop_breaks(self) -> None:
+        if self._brk is not None:
+            self._brk.close()
+        self._brk = None
+        self._brk_next = None
 
     def fileno(self) -> int:
-        fd: int = self._j.fileno()
+        try:
+            fd: int = self._j.fileno()  # sd_journal_get_fd: an inotify instance
+        except OSError as e:
+            raise _unwatchable(e) from e
         return fd
 
     def process(self) -> bool:
@@ -247,7 +289,12 @@ class _Journal:
 
         if self._all is not None:
             self._all.process()
-        return bool(self._j.process() == journal.INVALIDATE)
+        if self._j.process() != journal.INVALIDATE:
+            return False
+        # Files came or went: the break handle (no inotify of its own) starts afresh from the
+        # next record _j reads, which it can only read after this.
+        self._drop_breaks()
+        return True
 
     def timeout(self) -> float | None:
         """When sd_journal wants to be asked again even without an inotify event (network fs)."""
@@ -260,7 +307,10 @@ class _Journal:
         That costs a second inotify instance (fs.inotify.max_user_instances, 128 by default).
         """
         self.bounds()
-        self._all.fileno()  # sd-journal notices added and deleted files only with inotify
+        try:
+            self._all.fileno()  # sd-journal notices added and deleted files only with inotify
+        except OSError as e:
+            raise _unwatchable(e) from e
 
     def bounds(self) -> tuple[_Pos, _Pos] | None:
         """The oldest and the newest entry of the namespace journal (None: no entries)."""
@@ -301,7 +351,8 @@ class _Journal:
         self._j.seek_tail()
         if n == 0:
             # seek_tail + next would return the last entry again (252): step onto it, as read.
-            self._j._previous()
+            if self._j._previous():
+                self.skipped = self._j._get_cursor()
             return 0
         moved: int = self._j._previous(n)
         self._on_entry = moved > 0
@@ -311,30 +362,72 @@ class _Journal:
         """Up to `limit` records after the current position (fewer at the end of the journal)."""
         j = self._j
         nxt, get, realtime, cursor = j._next, j._get, j._get_realtime, j._get_cursor
-        out: list[Record] = []
-        append = out.append
-        newline = LineBreak.NEWLINE
-        while len(out) < limit:
+        times: list[int] = []
+        cursors: list[str] = []
+        messages: list[bytes] = []
+        while len(cursors) < limit:
             if self._on_entry:
                 self._on_entry = False
             elif not nxt():
                 break
             # _get (the C level under Reader.get_next) returns the raw field bytes; get_next would
             # decode every field and turn MESSAGE into str when it happens to be valid UTF-8.
-            try:
+            times.append(realtime())
+            cursors.append(cursor())
+            messages.append(get("MESSAGE"))
+        if not cursors:
+            return []
+        breaks = self._breaks(cursors[0], cursors[-1])
+        epoch, us = _EPOCH, timedelta(microseconds=1)
+        if not breaks:
+            newline = LineBreak.NEWLINE
+            return [
+                Record(epoch + t * us, c, m, newline)
+                for t, c, m in zip(times, cursors, messages, strict=True)
+            ]
+        return [
+            Record(epoch + t * us, c, m, breaks.get(c, LineBreak.NEWLINE))
+            for t, c, m in zip(times, cursors, messages, strict=True)
+        ]
+
+    def _breaks(self, first: str, last: str) -> dict[str, LineBreak]:
+        """The line breaks other than newline among the records from `first` to `last` (the
+        ones just read), by cursor.
+
+        Asking each record for its _LINE_BREAK costs a scan of all its fields (and a KeyError for
+        the ordinary line, which has none): a third of the time per record. A second handle that
+        matches only records with a _LINE_BREAK finds the few that have one through the journal's
+        field index. It reads after _j, so it has seen every record _j has; rotated-in files
+        reset it (`process`)."""
+        if self._brk is None:
+            b = _open_reader(self._namespace)
+            b.data_threshold = 0
+            b.add_match(f"{JOB_FIELD}={self._job_id}")
+            b.add_match("_TRANSPORT=stdout")
+            # Every value there is (a newer journald may know more kinds of break).
+            values = {v.value for v in LineBreak if v is not LineBreak.NEWLINE}
+            values |= {_text(v) for v in b.query_unique("_LINE_BREAK")}
+            for value in sorted(values):
+                b.add_match(f"_LINE_BREAK={value}")
+            b.seek_cursor(first)  # then _next(): the first record with a break at or after it
+            self._brk = b
+        b = self._brk
+        end = _cursor_pos(last)
+        found: dict[str, LineBreak] = {}
+        while True:
+            if self._brk_next is None:
+                if not b._next():
+                    break
+                c = b._get_cursor()
                 # A kind of break newer than this code: no terminator is the safe guess.
-                brk = _LINE_BREAKS.get(get("_LINE_BREAK"), LineBreak.PID_CHANGE)
-            except KeyError:
-                brk = newline
-            append(
-                Record(
-                    _EPOCH + timedelta(microseconds=realtime()),
-                    cursor(),
-                    get("MESSAGE"),
-                    brk,
-                )
-            )
-        return out
+                brk = _LINE_BREAKS.get(b._get("_LINE_BREAK"), LineBreak.PID_CHANGE)
+                self._brk_next = (c, brk, _cursor_pos(c))
+            c, brk, pos = self._brk_next
+            if _pos_after(pos, end):
+                break  # a record _j has not read yet
+            found[c] = brk
+            self._brk_next = None
+        return found
 
 
 class _Streams:
@@ -467,6 +560,21 @@ class JobOutput:
             async for batch in batches:
                 for record in batch:
                     yield record
+
+    def batches(
+        self,
+        *,
+        after_cursor: str | None = None,
+        tail: int | None = None,
+        since: datetime | None = None,
+        follow: bool = False,
+        ended: asyncio.Event | None = None,
+    ) -> AsyncGenerator[list[Record], None]:
+        """As `records`, in lists of records (never empty) as they were read: for consumers
+        that write many records at once (no per-record await)."""
+        return self._batches(
+            after_cursor=after_cursor, tail=tail, since=since, follow=follow, ended=ended
+        )
 
     def open(
         self,

@@ -19,15 +19,20 @@ from typing import TYPE_CHECKING
 from dbus_fast import Message
 
 from . import outcome as oc
-from .errors import InvalidArgument, SystemdError
+from .errors import InvalidArgument, JobrunError, SystemdError
 from .model import UNIT_PREFIX, Job, JobSpec, JobState, Outcome, new_job_id, unit_name
 from .properties import parse_seconds, unit_properties
 from .store import Store
 
 if TYPE_CHECKING:
     from .journal import Record
+
+    Batch = list[Record]  # `list` is a method name in the classes below
 from .systemd import Systemd
 
+_UNIT_PATH = "/org/freedesktop/systemd1/unit/" + UNIT_PREFIX.replace("-", "_2d")
+UNIT_INTERFACE = "org.freedesktop.systemd1.Unit"
+SERVICE_INTERFACE = "org.freedesktop.systemd1.Service"
 RECENT = timedelta(hours=24)  # `list` without --all: running jobs and those created since
 RECORD_WAIT = (
     3.0  # seconds to wait for PID 1's records of a just-unloaded unit to reach the journal
@@ -69,21 +74,31 @@ def _scope(caller: Caller) -> tuple[int | None, str | None]:
 
 class Manager:
     def __init__(self, systemd: Systemd, store: Store) -> None:
+        from .fanout import Feeds
+
         self.systemd = systemd
         self.store = store
+        self.feeds = Feeds()  # one journal reader per followed job, for all its followers
+        self._listening = contextlib.ExitStack()
+        self._listening.enter_context(systemd.listen(self._on_signal))
 
     @classmethod
-    async def open(cls, store: Store | None = None) -> Manager:
+    async def open(cls, store: Store | None = None, *, subscribe: bool = True) -> Manager:
+        """`subscribe=False`: no systemd signals until `stop` or `wait` need them (a CLI that
+        only starts a job saves the round trips)."""
         store = (store or Store()).open()
         systemd = await Systemd.connect()
         try:
-            await systemd.subscribe()
+            if subscribe:
+                await systemd.subscribe()
         except BaseException:
             systemd.close()
             raise
         return cls(systemd, store)
 
     async def close(self) -> None:
+        await self.feeds.close()
+        self._listening.close()
         self.systemd.close()
         self.store.close()
 
@@ -127,23 +142,35 @@ class Manager:
         except BaseException:
             self.store.remove(job.id)
             raise
-        invocation, started = await self._acquire_invocation(job.unit)
-        self.store.set_started(job.id, invocation, started)
-        return replace(job, invocation_id=invocation, started_at=started)
+        # No question to systemd after the start: asked at once, it answers only after running
+        # the start jobs queued before (forking and sandboxing each unit), which cost most of the
+        # concurrency of many starts (docs/PERFORMANCE.md, P2). The InvocationID and start time
+        # come with the unit's PropertiesChanged signal (_on_signal); if this process ends
+        # first, `status` records them (from the unit, or PID 1's journal).
+        return job
 
-    async def _acquire_invocation(self, unit: str) -> tuple[str | None, datetime | None]:
-        """The run's InvocationID and start time, if the unit is still loaded (it names the run)."""
-        path = await self.systemd.get_unit(unit)
-        if path is None:
-            return None, None
-        props = await self.systemd.unit_properties(path)
-        inv = props.get("InvocationID")
-        invocation = bytes(inv).hex() if inv else None
-        return invocation, oc.usec_to_datetime(
-            props.get("ExecMainStartTimestamp")
-        ) or oc.usec_to_datetime(
-            props.get("ActiveEnterTimestamp") or props.get("InactiveExitTimestamp")
-        )
+    def _on_signal(self, msg: Message) -> None:
+        """Record a job's InvocationID and start time from its unit's PropertiesChanged signals
+        (the InvocationID and the start time may come in different ones)."""
+        path = msg.path or ""
+        if msg.member != "PropertiesChanged" or not path.startswith(_UNIT_PATH):
+            return
+        if len(msg.body) != 3 or msg.body[0] not in (UNIT_INTERFACE, SERVICE_INTERFACE):
+            return
+        changed = msg.body[1]
+        value = changed.get("InvocationID")
+        inv = bytes(value.value).hex() if value is not None and value.value else None
+        started = None
+        for key in ("ExecMainStartTimestamp", "InactiveExitTimestamp"):
+            value = changed.get(key)
+            if value is not None and value.value:
+                started = oc.usec_to_datetime(value.value)
+                break
+        if inv is None and started is None:
+            return
+        job_id = path[len(_UNIT_PATH) :].removesuffix("_2eservice")
+        with contextlib.suppress(JobrunError):  # a signal handler has nobody to tell
+            self.store.set_started_once(job_id, inv, started)
 
     def resolve(self, job_id: str, caller: Caller | None = None) -> str:
         return self.store.resolve(job_id, *_scope(caller or Caller.current()))
@@ -162,7 +189,7 @@ class Manager:
         if props and job.started_at is None:
             started = oc.usec_to_datetime(props.get("ExecMainStartTimestamp"))
             job = self._record_start(job, props.get("InvocationID"), started)
-        if props and props.get("ActiveState") in oc.ACTIVE_STATES:
+        if props and oc.running(props):
             return replace(job, outcome=Outcome(JobState.RUNNING), usage=oc.usage(props))
         if props and props.get("LoadState") == "loaded":
             stopped = stop_requested or (await asyncio.to_thread(oc.read_pid1_records, job.unit))[1]
@@ -218,6 +245,11 @@ class Manager:
                 return job, outcome
             # PID 1's records of a unit unloaded a moment ago may not be in the journal yet.
             if loop.time() > deadline:
+                if stop_requested and not any(
+                    oc.message_id(r) == oc.MSG_UNIT_STARTING for r in records
+                ):
+                    # Stopped while its start job was still queued: it never ran.
+                    return job, Outcome(JobState.STOPPED, reason="stopped before it started")
                 return job, Outcome(
                     JobState.FAILED,
                     reason="systemd has no record of how this job ended "
@@ -244,8 +276,8 @@ class Manager:
         units = await self.systemd.list_units(f"{UNIT_PREFIX}*.service")
         running = [
             name[len(UNIT_PREFIX) : -len(".service")]
-            for name, active, _, _ in units
-            if active in oc.ACTIVE_STATES
+            for name, active, _, _, queued in units
+            if active in oc.ACTIVE_STATES or queued == "start"  # started, not yet run
         ]
         return self.store.count_owned(running, *_scope(replace(caller, admin=False)))
 
@@ -258,6 +290,7 @@ class Manager:
             return job, False
         if timeout is not None:
             timeout = parse_seconds(timeout)
+        await self.systemd.subscribe()  # JobRemoved of the stop job, below
         self.store.set_stop_requested(job.id, datetime.now(UTC))
         try:
             sd_job = await self.systemd.stop_unit(job.unit)
@@ -288,34 +321,60 @@ class Manager:
     ) -> AsyncGenerator[Record, None]:
         """The job's output records from the journal; with `follow`, until the job has ended
         and all of its output has been read (also when it is stopped)."""
+        batches = self.log_batches(
+            job_id, caller, follow=follow, after_cursor=after_cursor, tail=tail, since=since
+        )
+        async with contextlib.aclosing(batches):
+            async for batch in batches:
+                for record in batch:
+                    yield record
+
+    async def log_batches(
+        self,
+        job_id: str,
+        caller: Caller | None = None,
+        *,
+        follow: bool = False,
+        after_cursor: str | None = None,
+        tail: int | None = None,
+        since: datetime | None = None,
+    ) -> AsyncGenerator[Batch, None]:
+        """As `logs`, in lists of records (never empty). Followers of one job share one journal
+        reader and one watcher of its unit (fanout.py)."""
         from .journal import JobOutput
 
         job = await self.status(job_id, caller)
         output = JobOutput(job.id, started_at=job.started_at, finished_at=job.outcome.finished_at)
-        ended: asyncio.Event | None = None
-        watcher: asyncio.Task[Job] | None = None
         if not follow and job.state.finished:
             # journald may still be writing what a finished job wrote (a chatty job's output
             # lags behind by seconds): read up to the exact end, as a follower does, not up to
             # the journal's current end.
-            follow = True
-        if follow:
-            ended = asyncio.Event()
-            if job.state.finished:
-                ended.set()
-            else:
-                watcher = asyncio.create_task(self.wait(job.id, caller))
+            done = asyncio.Event()
+            done.set()
+            batches = output.batches(
+                after_cursor=after_cursor, tail=tail, since=since, follow=True, ended=done
+            )
+        elif not follow:
+            batches = output.batches(after_cursor=after_cursor, tail=tail, since=since)
+        else:
+
+            def watch(ended: asyncio.Event) -> asyncio.Task[object] | None:
+                if job.state.finished:
+                    ended.set()
+                    return None
+                # Access was checked above; the watcher serves every follower of the job.
+                watcher: asyncio.Task[object] = asyncio.create_task(
+                    self.wait(job.id, Caller(0, "root", admin=True))
+                )
                 watcher.add_done_callback(lambda _: ended.set())
-        try:
-            async for record in output.records(
-                follow=follow, ended=ended, after_cursor=after_cursor, tail=tail, since=since
-            ):
-                yield record
-        finally:
-            if watcher is not None:
-                watcher.cancel()
-                with contextlib.suppress(BaseException):
-                    await watcher
+                return watcher
+
+            batches = self.feeds.follow(
+                output, watch, after_cursor=after_cursor, tail=tail, since=since
+            )
+        async with contextlib.aclosing(batches):
+            async for batch in batches:
+                yield batch
 
     async def wait(self, job_id: str, caller: Caller | None = None) -> Job:
         """Wait until the job has ended; returns it with its outcome."""
@@ -328,6 +387,7 @@ class Manager:
             if mine:
                 changed.set()
 
+        await self.systemd.subscribe()  # before the first look at the job, below
         path = await self.systemd.get_unit(unit)
         with self.systemd.listen(on_signal):
             while True:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import secrets
 import string
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -21,6 +20,8 @@ ID_LENGTH = 10
 
 
 def new_job_id() -> str:
+    import secrets  # here: it loads OpenSSL (hashlib), which `status` and `--version` never need
+
     return "".join(secrets.choice(ID_ALPHABET) for _ in range(ID_LENGTH))
 
 

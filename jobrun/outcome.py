@@ -112,9 +112,18 @@ def from_exit(
     return Outcome(state, result, exit_code, sig, reason, finished_at)
 
 
-def from_unit(spec: JobSpec, props: Mapping[str, Any], stopped: bool, oom: bool) -> Outcome:
-    """The outcome of a loaded unit, RUNNING while it is active."""
+def running(props: Mapping[str, Any]) -> bool:
+    """Whether a loaded unit runs, or is about to: right after StartTransientUnit the unit is
+    still inactive, with its start job queued (its `Job` property, (id, path), has an id)."""
     if props.get("ActiveState") in ACTIVE_STATES:
+        return True
+    job = props.get("Job") or (0, "/")
+    return props.get("ActiveState") == "inactive" and bool(job[0])
+
+
+def from_unit(spec: JobSpec, props: Mapping[str, Any], stopped: bool, oom: bool) -> Outcome:
+    """The outcome of a loaded unit, RUNNING while it is active (or about to be)."""
+    if running(props):
         return Outcome(JobState.RUNNING)
     return from_exit(
         spec,

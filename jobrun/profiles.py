@@ -14,15 +14,17 @@ docs/ISOLATION.md carries `markdown_table()` verbatim (a test keeps the two equa
 from __future__ import annotations
 
 import errno
-import socket
 from dataclasses import dataclass
-from typing import Any
-
-from dbus_fast import Variant
+from typing import TYPE_CHECKING, Any
 
 from .errors import InvalidArgument
 from .model import JobSpec
 
+if TYPE_CHECKING:
+    from dbus_fast import Variant  # imported where used: the CLI's start-up time matters
+
+# socket.AF_INET and AF_INET6 on Linux, without importing socket (the CLI's start-up time).
+_AF_INET, _AF_INET6 = 2, 10
 DEFAULT = "default"
 
 # Where ProtectHome=yes and PrivateTmp=yes put something else than the host's directories.
@@ -46,6 +48,8 @@ class Hardening:
         return self.text.partition("=")[0]
 
     def variant(self) -> tuple[str, Variant]:
+        from dbus_fast import Variant
+
         return self.prop, Variant(self.signature, self.value)
 
 
@@ -222,7 +226,7 @@ FAMILIES_UNIX = Hardening(
 )
 IP_DENY = Hardening(
     "IPAddressDeny=any", "a(iayu)",
-    [[socket.AF_INET, bytes(4), 0], [socket.AF_INET6, bytes(16), 0]],  # lists: as above
+    [[_AF_INET, bytes(4), 0], [_AF_INET6, bytes(16), 0]],  # lists: as above
     "A second lock on IP: systemd's BPF firewall drops every packet (where the host supports it).",
     "`--profile default`.",
 )

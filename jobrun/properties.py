@@ -14,13 +14,14 @@ import re
 import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
-
-from dbus_fast import Variant
+from typing import TYPE_CHECKING, Any
 
 from . import profiles
 from .errors import InvalidArgument
 from .model import JOB_FIELD, LOG_NAMESPACE, SLICE, JobSpec
+
+if TYPE_CHECKING:
+    from dbus_fast import Variant  # imported where used: the CLI's start-up time matters
 
 UINT64_MAX = 2**64 - 1
 USEC_PER_SEC = 1_000_000
@@ -296,6 +297,8 @@ def fixed_properties(
 
     `user`: the User= to run as (None: root's job, which the profile may give a DynamicUser=);
     `dynamic_user`: DynamicUser=yes whatever the profile (remote jobs with no local user)."""
+    from dbus_fast import Variant
+
     props = [
         ("Description", Variant("s", describe(job_id, spec))),
         ("Slice", Variant("s", SLICE)),
@@ -342,6 +345,8 @@ def fixed_properties(
 def unit_properties(
     job_id: str, spec: JobSpec, user: str | None = None, dynamic_user: bool = False
 ) -> list[tuple[str, Variant]]:
+    from dbus_fast import Variant
+
     props = fixed_properties(job_id, spec, user, dynamic_user)
     for s in SETTINGS:
         value = getattr(spec, s.field)

@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 import pwd
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +25,6 @@ from grpclib.const import Cardinality, Handler, Status
 
 from . import tls
 from .errors import InvalidArgument, JobrunError
-from .journal import Record
 from .manager import Caller, Manager
 from .model import job_to_dict
 from .properties import build_spec
@@ -40,7 +39,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("jobrund.remote")
 
 MAX_BATCH = 512  # log records per LogsResponse
-MAX_BATCH_BYTES = 1 << 18
 
 
 # -- the service ------------------------------------------------------------------------------
@@ -123,7 +121,9 @@ class JobsService:
         name = req.name if req.HasField("name") else None
         spec = build_spec(list(req.command), name=name, **values)
         if not caller.admin:
-            running = await self.manager.running_count(caller)
+            running = 0  # counted only where a cap needs it (as in daemon.py)
+            if self.config.caps_for(caller.user).running_jobs is not None:
+                running = await self.manager.running_count(caller)
             spec = self.config.apply(spec, caller.user, running)
         job = await self.manager.start(spec, caller)
         return pb.StartResponse(job=proto_job(job_to_dict(job)))
@@ -142,10 +142,11 @@ class JobsService:
         return pb.ListResponse(jobs=[proto_job(job_to_dict(j)) for j in jobs])
 
     async def logs(self, stream: Stream[Any, Any], req: pb.LogsRequest, caller: Caller) -> None:
-        """Records in batches: what the reader has at hand goes in one message, so a finished
-        job streams at the journal's speed and a follower still gets each line at once."""
+        """Records in batches as the reader has them at hand (at most MAX_BATCH per message), so
+        a finished job streams at the journal's speed and a follower still gets each line at
+        once. Followers of one job share its reader (fanout.py)."""
         job = await self.manager.status(req.id, caller)  # not found → an error before any data
-        records = self.manager.logs(
+        batches = self.manager.log_batches(
             job.id,
             caller,
             follow=req.follow,
@@ -153,25 +154,11 @@ class JobsService:
             tail=req.tail if req.HasField("tail") else None,
             since=req.since.ToDatetime(tzinfo=UTC) if req.HasField("since") else None,
         )
-        queue: asyncio.Queue[Record | BaseException | None] = asyncio.Queue(MAX_BATCH * 4)
-
-        async def pump() -> None:
-            try:
-                async with contextlib.aclosing(records):
-                    async for rec in records:
-                        await queue.put(rec)
-                await queue.put(None)
-            except Exception as e:
-                await queue.put(e)
-
-        task = asyncio.get_running_loop().create_task(pump())
-        try:
-            async for batch in _batches(queue):
-                await stream.send_message(pb.LogsResponse(records=batch))
-        finally:
-            task.cancel()
-            with contextlib.suppress(BaseException):
-                await task
+        async with contextlib.aclosing(batches):
+            async for batch in batches:
+                for i in range(0, len(batch), MAX_BATCH):
+                    records = [proto_record(r) for r in batch[i : i + MAX_BATCH]]
+                    await stream.send_message(pb.LogsResponse(records=records))
 
 
 async def _request(stream: Stream[Any, Any]) -> Any:
@@ -184,30 +171,6 @@ async def _request(stream: Stream[Any, Any]) -> Any:
     if request is None:
         raise InvalidArgument("the call carried no request message")
     return request
-
-
-async def _batches(
-    queue: asyncio.Queue[Record | BaseException | None],
-) -> AsyncIterator[list[pb.Record]]:
-    while True:
-        item = await queue.get()
-        batch: list[pb.Record] = []
-        size = 0
-        while True:
-            if item is None:
-                if batch:
-                    yield batch
-                return
-            if isinstance(item, BaseException):
-                if batch:
-                    yield batch
-                raise item
-            batch.append(proto_record(item))
-            size += len(item.message) + 64
-            if len(batch) >= MAX_BATCH or size >= MAX_BATCH_BYTES or queue.empty():
-                break
-            item = queue.get_nowait()
-        yield batch
 
 
 async def serve(manager: Manager, config: Config) -> Server | None:

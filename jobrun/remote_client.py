@@ -17,6 +17,7 @@ the others (model.job_to_dict), so every command prints the same.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import tomllib
 from collections.abc import AsyncGenerator
@@ -31,6 +32,8 @@ if TYPE_CHECKING:
     from grpclib.client import Channel
 
     from .journal import Record
+
+    Batch = list[Record]  # `list` is a method name in the class below
 
 RESUME_RETRIES = 50  # following again after a dropped connection (jobrund restarted), ~2 min
 
@@ -231,8 +234,26 @@ class RemoteBackend:
         tail: int | None = None,
         since: datetime | None = None,
     ) -> AsyncGenerator[Record, None]:
-        """The job's records; a follower whose connection drops asks again after the last
-        cursor it got (no gap, no duplicate), as the D-Bus backend does."""
+        """The job's records (see `log_batches`)."""
+        batches = self.log_batches(
+            job_id, follow=follow, after_cursor=after_cursor, tail=tail, since=since
+        )
+        async with contextlib.aclosing(batches):
+            async for batch in batches:
+                for record in batch:
+                    yield record
+
+    async def log_batches(
+        self,
+        job_id: str,
+        *,
+        follow: bool = False,
+        after_cursor: str | None = None,
+        tail: int | None = None,
+        since: datetime | None = None,
+    ) -> AsyncGenerator[Batch, None]:
+        """The job's records, one list per message; a follower whose connection drops asks
+        again after the last cursor it got (no gap, no duplicate), as the D-Bus backend does."""
         from grpclib.client import UnaryStreamMethod
         from grpclib.exceptions import GRPCError
 
@@ -257,9 +278,9 @@ class RemoteBackend:
                     try:
                         async for reply in stream:
                             retries = 0
-                            for rec in reply.records:
-                                after_cursor, tail, since = rec.cursor, None, None
-                                yield record_from_proto(rec)
+                            if reply.records:
+                                after_cursor, tail, since = reply.records[-1].cursor, None, None
+                                yield [record_from_proto(r) for r in reply.records]
                     except GRPCError as e:
                         meta: Any = stream.trailing_metadata or {}
                         e._jobrun_name = meta.get(ERROR_KEY)  # type: ignore[attr-defined]

@@ -145,6 +145,18 @@ class Store:
                 (invocation_id, _iso(started_at), job_id),
             )
 
+    def set_started_once(
+        self, job_id: str, invocation_id: str | None, started_at: datetime | None
+    ) -> None:
+        """As set_started, for what is not recorded yet (what is, stays)."""
+        with self._write() as db:
+            db.execute(
+                "UPDATE jobs SET invocation_id = COALESCE(invocation_id, ?), "
+                "started_at = COALESCE(started_at, ?) "
+                "WHERE id = ? AND (invocation_id IS NULL OR started_at IS NULL)",
+                (invocation_id, _iso(started_at), job_id),
+            )
+
     def set_stop_requested(self, job_id: str, when: datetime) -> None:
         with self._write() as db:
             db.execute(

@@ -52,6 +52,7 @@ class Systemd:
         self._removed: collections.OrderedDict[str, str] = collections.OrderedDict()
         self._listeners: list[Callable[[Message], None]] = []
         self._subscribed = False
+        self._subscribing = asyncio.Lock()
         # dbus-daemon allows 128 pending calls per connection and fails the rest with
         # LimitsExceeded: many concurrent callers (followers, jobrund's clients) wait here instead.
         self._in_flight = asyncio.Semaphore(MAX_PENDING_CALLS)
@@ -111,8 +112,11 @@ class Systemd:
 
     async def subscribe(self) -> None:
         """Ask for JobRemoved and PropertiesChanged signals — before starting anything."""
-        if self._subscribed:
-            return
+        async with self._subscribing:  # concurrent callers: one subscription
+            if not self._subscribed:
+                await self._subscribe()
+
+    async def _subscribe(self) -> None:
         await self._add_match(
             f"type='signal',sender='{DEST}',interface='{MANAGER}',member='JobRemoved'"
         )
@@ -196,10 +200,11 @@ class Systemd:
             props.update({k: unwrap(v) for k, v in values.items()})
         return props
 
-    async def list_units(self, pattern: str) -> list[tuple[str, str, str, str]]:
-        """(name, active state, sub state, object path) of loaded units matching a glob."""
+    async def list_units(self, pattern: str) -> list[tuple[str, str, str, str, str]]:
+        """(name, active state, sub state, object path, queued job type or "") of loaded units
+        matching a glob."""
         (units,) = await self.call("ListUnitsByPatterns", "asas", [[], [pattern]])
-        return [(u[0], u[3], u[4], u[6]) for u in units]
+        return [(u[0], u[3], u[4], u[6], u[8] if u[7] else "") for u in units]
 
     async def kill_unit(self, name: str, signal: int) -> None:
         await self.call("KillUnit", "ssi", [name, "all", int(signal)])

@@ -420,3 +420,59 @@ def test_admin_caps_the_loosest_profile(config: Path) -> None:
     assert bob.returncode == 4 and "loosest allowed is strict" in bob.stderr
     assert as_user("bob", "start", "--profile", "strict", "--", "true").returncode == 0
     assert as_user("carol", "start", "--profile", "relaxed", "--", "true").returncode == 0
+
+
+def _inotify_instances(pid: str) -> int:
+    count = 0
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            if os.readlink(fd) == "anon_inode:inotify":
+                count += 1
+        except OSError:
+            continue
+    return count
+
+
+async def test_many_followers_through_jobrund_share_one_journal_reader(tmp_path: Path) -> None:
+    from jobrun.client import DaemonBackend
+
+    gate = tmp_path / "gate"
+    n = 5000
+    b = DaemonBackend(await connect_system_bus())
+    try:
+        job = await b.start(
+            ["sh", "-c", f"seq 1 10; while [ ! -e {gate} ]; do sleep 0.01; done; seq 11 {n}"],
+            None,
+            {"profile": "relaxed", "private_tmp": False},
+        )
+        pid = systemctl_show("jobrund.service", "MainPID")["MainPID"]
+        before = _inotify_instances(pid)
+        first_lines = 0
+        everyone = asyncio.Event()
+        followers = 200
+
+        async def follow() -> bytes:
+            nonlocal first_lines
+            out = bytearray()
+            async for batch in b.log_batches(job["id"], follow=True):
+                if not out:
+                    first_lines += 1
+                    if first_lines == followers:
+                        everyone.set()
+                out += b"".join(r.data for r in batch)
+            return bytes(out)
+
+        tasks = [asyncio.create_task(follow()) for _ in range(followers)]
+        async with asyncio.timeout(120):
+            await everyone.wait()
+        # Every follower is attached and reading: one journal reader (two inotify instances:
+        # its handle and the unfiltered one that notices deleted files) serves them all.
+        assert _inotify_instances(pid) - before <= 2
+        gate.touch()
+        async with asyncio.timeout(180):
+            results = await asyncio.gather(*tasks)
+        want = "".join(f"{i}\n" for i in range(1, n + 1)).encode()
+        assert all(r == want for r in results)
+        wait_for(lambda: _inotify_instances(pid) == before, what="the reader closed")
+    finally:
+        await b.close()

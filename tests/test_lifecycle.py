@@ -196,6 +196,27 @@ async def test_cached_outcome_equals_what_systemd_says(state_dir: Path) -> None:
         assert states == [JobState.SUCCEEDED, JobState.FAILED, JobState.FAILED, JobState.STOPPED]
 
 
+async def test_a_job_just_started_is_running_and_its_run_is_recorded(state_dir: Path) -> None:
+    """start returns before systemd has run the start job (no question asked after it): the
+    unit is still inactive then, with its start job queued. That is running, not finished."""
+    async with await Manager.open(Store(state_dir)) as m:
+        jobs = await asyncio.gather(*(m.start(build_spec(["sleep", "3"])) for _ in range(16)))
+        states = await asyncio.gather(*(m.status(j.id) for j in jobs))
+        assert [s.state for s in states] == [JobState.RUNNING] * 16
+        assert await m.running_count(os.getuid()) == 16
+        # The InvocationID and start time arrive with the unit's PropertiesChanged signal.
+        deadline = time.monotonic() + 10
+        while not all(m.store.get(j.id)[0].invocation_id for j in jobs):
+            assert time.monotonic() < deadline, "InvocationIDs not recorded within 10 s"
+            await asyncio.sleep(0.02)  # polling: the signals arrive in this event loop
+        for j in jobs:
+            recorded, _ = m.store.get(j.id)
+            assert re.fullmatch(r"[0-9a-f]{32}", recorded.invocation_id or "")
+            assert recorded.started_at is not None
+        for j in jobs:
+            await m.stop(j.id)
+
+
 def test_db_saying_running_is_corrected_by_systemd(state_dir: Path) -> None:
     """A job that ended while no jobrun was looking is reported from systemd's records."""
 

@@ -1,0 +1,225 @@
+"""jobrun.fanout: one journal reader per followed job, fanned out to all of its followers.
+
+Jobs are started as in test_journal.py (systemd-run with jobrun's output properties); the feed's
+"job ended" event is systemd-run --wait returning.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import AsyncGenerator
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from jobrun.fanout import Feeds
+from jobrun.journal import Record
+
+from .test_journal import Job, collect, data, numbers, sh, start_job, wait_until
+
+pytestmark = pytest.mark.integration
+
+
+def inotify_instances() -> int:
+    fds = Path("/proc/self/fd")
+    count = 0
+    for fd in fds.iterdir():
+        try:
+            if os.readlink(fd) == "anon_inode:inotify":
+                count += 1
+        except OSError:
+            continue
+    return count
+
+
+def watch_job(job: Job) -> object:
+    def watch(ended: asyncio.Event) -> asyncio.Task[object]:
+        async def wait() -> object:
+            await job.ended.wait()
+            ended.set()
+            return None
+
+        return asyncio.create_task(wait())
+
+    return watch
+
+
+async def records_of(
+    feeds: Feeds,
+    job: Job,
+    *,
+    after_cursor: str | None = None,
+    tail: int | None = None,
+    since: datetime | None = None,
+    delay: float = 0.0,
+) -> AsyncGenerator[Record, None]:
+    batches = feeds.follow(
+        job.output(),
+        watch_job(job),  # type: ignore[arg-type]
+        after_cursor=after_cursor,
+        tail=tail,
+        since=since,
+    )
+    try:
+        async for batch in batches:
+            for r in batch:
+                yield r
+            if delay:
+                await asyncio.sleep(delay)  # a slow consumer: the behaviour under test
+    finally:
+        await batches.aclose()
+
+
+async def test_many_followers_share_one_reader_and_each_get_every_line(tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    n = 20_000
+    job = await start_job(
+        *sh(f"seq 1 100; while [ ! -e {gate} ]; do sleep 0.01; done; seq 101 {n}")
+    )
+    feeds = Feeds()
+    before = inotify_instances()
+    followers = 300
+    tasks = [
+        asyncio.create_task(collect(records_of(feeds, job), timeout=180)) for _ in range(followers)
+    ]
+
+    async def attached() -> bool:
+        return len(feeds) == 1 and inotify_instances() > before
+
+    await wait_until(attached, what="the feed watching the journal")
+    # One reader for all of them: its handle and the unfiltered one of bounds().
+    assert inotify_instances() - before <= 2
+    gate.touch()
+    results = await asyncio.gather(*tasks)
+    expected = numbers(1, n)
+    for got in results:
+        assert data(got) == expected
+    assert len({tuple(r.cursor for r in got) for got in results}) == 1
+    assert feeds.stats["catch_ups"] == 0  # all of them read the feed's buffer
+    await wait_until(lambda: _async(len(feeds) == 0), what="the feed to go away")
+    assert inotify_instances() == before
+    await feeds.close()
+
+
+async def _async(value: bool) -> bool:
+    return value
+
+
+async def test_a_slow_follower_catches_up_from_its_cursor_without_holding_up_others() -> None:
+    n = 30_000
+    job = await start_job("seq", str(n))
+    # A small buffer: the feed drops records the slow follower has not read yet.
+    feeds = Feeds(buffer_records=500)
+    fast = asyncio.create_task(collect(records_of(feeds, job), timeout=180))
+    slow = asyncio.create_task(collect(records_of(feeds, job, delay=0.01), timeout=180))
+    got_fast = await fast
+    assert data(got_fast) == numbers(1, n)
+    got_slow = await slow
+    assert data(got_slow) == numbers(1, n)
+    assert [r.cursor for r in got_slow] == [r.cursor for r in got_fast]
+    assert feeds.stats["catch_ups"] >= 1  # the slow one fell behind and read on its own
+    await feeds.close()
+
+
+async def test_followers_that_start_later_or_elsewhere_get_exactly_their_part(
+    tmp_path: Path,
+) -> None:
+    gate = tmp_path / "gate"
+    job = await start_job(
+        *sh(f"seq 1 300; while [ ! -e {gate} ]; do sleep 0.01; done; seq 301 600")
+    )
+
+    async def three_hundred() -> bool:
+        return len(await collect(job.output().records())) == 300
+
+    await wait_until(three_hundred, what="the first 300 lines")
+    first = await collect(job.output().records())
+    feeds = Feeds(buffer_records=100)
+    head = asyncio.create_task(collect(records_of(feeds, job), timeout=60))
+    resume = asyncio.create_task(
+        collect(records_of(feeds, job, after_cursor=first[149].cursor), timeout=60)
+    )
+    tail = asyncio.create_task(collect(records_of(feeds, job, tail=2), timeout=60))
+    tail0 = asyncio.create_task(collect(records_of(feeds, job, tail=0), timeout=60))
+    since = asyncio.create_task(
+        collect(records_of(feeds, job, since=first[199].timestamp), timeout=60)
+    )
+
+    async def attached() -> bool:
+        return len(feeds) == 1
+
+    await wait_until(attached, what="the feed")
+    gate.touch()
+    assert data(await head) == numbers(1, 600)
+    assert data(await resume) == numbers(151, 600)
+    assert data(await tail) == numbers(299, 600)
+    assert data(await tail0) == numbers(301, 600)
+    got_since = await since
+    everything = await collect(job.output().records())
+    assert got_since == [r for r in everything if r.timestamp >= first[199].timestamp]
+    await feeds.close()
+
+
+async def test_a_follower_after_the_feed_ended_gets_everything() -> None:
+    job = await start_job(*sh("seq 1 50"))
+    feeds = Feeds()
+    first = await collect(records_of(feeds, job), timeout=60)
+    second = await collect(records_of(feeds, job), timeout=60)
+    assert data(first) == data(second) == numbers(1, 50)
+    await feeds.close()
+
+
+EMFILE_SCRIPT = """
+import asyncio, os, resource, sys
+from jobrun.journal import JobOutput, JournalUnavailable
+
+output = JobOutput(sys.argv[1])
+real_open = output._open
+
+def _open(*args):
+    j = real_open(*args)
+    # No file descriptor left: the reader cannot create its inotify instance (EMFILE), as when
+    # fs.inotify.max_user_instances or LimitNOFILE runs out.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    top = max(int(fd) for fd in os.listdir("/proc/self/fd"))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (top + 1, hard))
+    try:
+        while True:
+            os.open("/dev/null", os.O_RDONLY)
+    except OSError:
+        pass
+    return j
+
+output._open = _open
+
+async def main():
+    async for _ in output.records(follow=True):
+        pass
+
+try:
+    asyncio.run(main())
+except JournalUnavailable as e:
+    print("JournalUnavailable:", e.message, "|", e.hint)
+"""
+
+
+async def test_out_of_inotify_instances_is_a_clear_error() -> None:
+    job = await start_job(*sh("echo hello"))
+    await job.ended.wait()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        EMFILE_SCRIPT,
+        job.id,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    async with asyncio.timeout(60):
+        out, err = await proc.communicate()
+    assert proc.returncode == 0, err.decode()
+    text = out.decode()
+    assert text.startswith("JournalUnavailable: cannot watch the journal"), text
+    assert "Too many open files" in text
