@@ -16,7 +16,7 @@ import pytest
 
 from jobrun import manager as manager_mod
 from jobrun.errors import AmbiguousJobId, JobNotFound
-from jobrun.manager import Manager
+from jobrun.manager import Caller, Manager
 from jobrun.model import Job, JobState, unit_name
 from jobrun.properties import build_spec
 from jobrun.store import Store
@@ -203,7 +203,7 @@ async def test_a_job_just_started_is_running_and_its_run_is_recorded(state_dir: 
         jobs = await asyncio.gather(*(m.start(build_spec(["sleep", "3"])) for _ in range(16)))
         states = await asyncio.gather(*(m.status(j.id) for j in jobs))
         assert [s.state for s in states] == [JobState.RUNNING] * 16
-        assert await m.running_count(os.getuid()) == 16
+        assert await m.running_count(Caller.current()) == 16
         # The InvocationID and start time arrive with the unit's PropertiesChanged signal.
         deadline = time.monotonic() + 10
         while not all(m.store.get(j.id)[0].invocation_id for j in jobs):
