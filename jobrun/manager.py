@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import pwd
 import signal
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING
 from dbus_fast import Message
 
 from . import outcome as oc
-from .errors import InvalidArgument, SystemdError
+from .errors import InvalidArgument, PermissionDenied, StateError, SystemdError
 from .model import UNIT_PREFIX, Job, JobSpec, JobState, Outcome, new_job_id, unit_name
 from .properties import parse_seconds, unit_properties
 from .store import Store
@@ -27,6 +28,8 @@ from .store import Store
 if TYPE_CHECKING:
     from .journal import Record
 from .systemd import Systemd
+
+log = logging.getLogger(__name__)
 
 RECENT = timedelta(hours=24)  # `list` without --all: running jobs and those created since
 RECORD_WAIT = (
@@ -105,12 +108,23 @@ class Manager:
         user = None if caller.uid == 0 else caller.user
         try:
             await self.systemd.start_transient_unit(job.unit, unit_properties(job.id, spec, user))
-        except BaseException:
+        except (SystemdError, PermissionDenied):
+            # systemd answered no: nothing runs. Any other failure (the bus lost, this task
+            # cancelled because jobrund is stopping) leaves it unknown whether systemd got the
+            # request, so the record stays: status finds the unit, or reports that none ran.
             self.store.remove(job.id)
             raise
         invocation, started = await self._acquire_invocation(job.unit)
-        self.store.set_started(job.id, invocation, started)
+        self._cache(self.store.set_started, job.id, invocation, started)
         return replace(job, invocation_id=invocation, started_at=started)
+
+    def _cache(self, write: Callable[..., None], *args: object) -> None:
+        """A write of what systemd itself knows (start, outcome): a failure (disk full) costs
+        only the cache, which the next status fills again; the answer stays right."""
+        try:
+            write(*args)
+        except StateError as e:
+            log.warning("%s", e)
 
     async def _acquire_invocation(self, unit: str) -> tuple[str | None, datetime | None]:
         """The run's InvocationID and start time, if the unit is still loaded (it names the run)."""
@@ -152,14 +166,14 @@ class Manager:
         else:
             job, outcome = await self._outcome_from_journal(job, stop_requested)
         if outcome.state.finished:
-            self.store.set_outcome(job.id, outcome)
+            self._cache(self.store.set_outcome, job.id, outcome)
         return replace(job, outcome=outcome)
 
     def _record_start(self, job: Job, invocation: object, started: datetime | None) -> Job:
         inv = invocation.hex() if isinstance(invocation, bytes) else invocation
         inv = str(inv).replace("-", "") if inv else job.invocation_id
         if inv != job.invocation_id or started != job.started_at:
-            self.store.set_started(job.id, inv, started or job.started_at)
+            self._cache(self.store.set_started, job.id, inv, started or job.started_at)
         return replace(job, invocation_id=inv, started_at=started or job.started_at)
 
     def _oom(self, job: Job, props: dict[str, object], stopped: bool) -> bool:
