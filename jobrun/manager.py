@@ -158,7 +158,7 @@ class Manager:
         if props and job.started_at is None:
             started = oc.usec_to_datetime(props.get("ExecMainStartTimestamp"))
             job = self._record_start(job, props.get("InvocationID"), started)
-        if props and props.get("ActiveState") in oc.ACTIVE_STATES:
+        if props and oc.is_running(props):
             return replace(job, outcome=Outcome(JobState.RUNNING), usage=oc.usage(props))
         if props and props.get("LoadState") == "loaded":
             stopped = stop_requested or (await asyncio.to_thread(oc.read_pid1_records, job.unit))[1]

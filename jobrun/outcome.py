@@ -112,9 +112,20 @@ def from_exit(
     return Outcome(state, result, exit_code, sig, reason, finished_at)
 
 
-def from_unit(spec: JobSpec, props: Mapping[str, Any], stopped: bool, oom: bool) -> Outcome:
-    """The outcome of a loaded unit, RUNNING while it is active."""
+def is_running(props: Mapping[str, Any]) -> bool:
+    """Whether a loaded unit is running — or about to: right after StartTransientUnit, while
+    systemd is busy, the unit is "inactive" with its start job still queued (Job= is set), and
+    its Result=success would read as a job that already succeeded (found by the load test:
+    followers ended before the job wrote anything)."""
     if props.get("ActiveState") in ACTIVE_STATES:
+        return True
+    job = props.get("Job")
+    return isinstance(job, list | tuple) and len(job) == 2 and job[0] != 0
+
+
+def from_unit(spec: JobSpec, props: Mapping[str, Any], stopped: bool, oom: bool) -> Outcome:
+    """The outcome of a loaded unit, RUNNING while it is active or its start is queued."""
+    if is_running(props):
         return Outcome(JobState.RUNNING)
     return from_exit(
         spec,
