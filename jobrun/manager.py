@@ -31,6 +31,15 @@ from .systemd import Systemd
 
 log = logging.getLogger(__name__)
 
+# Errors from the bus itself, not from systemd: the call may or may not have been carried out.
+# (The load test saw "Message recipient disconnected from message bus without replying".)
+_NO_ANSWER = (
+    "org.freedesktop.DBus.Error.NoReply",
+    "org.freedesktop.DBus.Error.Disconnected",
+    "org.freedesktop.DBus.Error.Timeout",
+    "org.freedesktop.DBus.Error.TimedOut",
+)
+
 RECENT = timedelta(hours=24)  # `list` without --all: running jobs and those created since
 RECORD_WAIT = (
     3.0  # seconds to wait for PID 1's records of a just-unloaded unit to reach the journal
@@ -108,11 +117,13 @@ class Manager:
         user = None if caller.uid == 0 else caller.user
         try:
             await self.systemd.start_transient_unit(job.unit, unit_properties(job.id, spec, user))
-        except (SystemdError, PermissionDenied):
-            # systemd answered no: nothing runs. Any other failure (the bus lost, this task
-            # cancelled because jobrund is stopping) leaves it unknown whether systemd got the
-            # request, so the record stays: status finds the unit, or reports that none ran.
-            self.store.remove(job.id)
+        except (SystemdError, PermissionDenied) as e:
+            # systemd answered no: nothing runs. Any other failure (no answer, the bus lost,
+            # this task cancelled because jobrund is stopping) leaves it unknown whether systemd
+            # carried the request out, so the record stays: status finds the unit, or reports
+            # that none ran.
+            if getattr(e, "dbus_error", None) not in _NO_ANSWER:
+                self.store.remove(job.id)
             raise
         invocation, started = await self._acquire_invocation(job.unit)
         self._cache(self.store.set_started, job.id, invocation, started)
@@ -240,8 +251,8 @@ class Manager:
         units = await self.systemd.list_units(f"{UNIT_PREFIX}*.service")
         running = [
             name[len(UNIT_PREFIX) : -len(".service")]
-            for name, active, _, _ in units
-            if active in oc.ACTIVE_STATES
+            for name, active, _, _, job in units
+            if active in oc.ACTIVE_STATES or job  # a queued start is a running job too
         ]
         return self.store.count_owned(running, uid)
 

@@ -196,10 +196,11 @@ class Systemd:
             props.update({k: unwrap(v) for k, v in values.items()})
         return props
 
-    async def list_units(self, pattern: str) -> list[tuple[str, str, str, str]]:
-        """(name, active state, sub state, object path) of loaded units matching a glob."""
+    async def list_units(self, pattern: str) -> list[tuple[str, str, str, str, int]]:
+        """(name, active state, sub state, object path, queued job ID or 0) of loaded units
+        matching a glob."""
         (units,) = await self.call("ListUnitsByPatterns", "asas", [[], [pattern]])
-        return [(u[0], u[3], u[4], u[6]) for u in units]
+        return [(u[0], u[3], u[4], u[6], int(u[7])) for u in units]
 
     async def kill_unit(self, name: str, signal: int) -> None:
         await self.call("KillUnit", "ssi", [name, "all", int(signal)])
