@@ -93,8 +93,12 @@ def jobrund_pid() -> int:
 
 def jobrund_answers() -> int:
     """Ask jobrund something (activating it if needed); its PID once it answered."""
-    proc = as_user("root", "list", "--json")
-    assert proc.returncode == 0, proc.stderr
+    proc = subprocess.run(
+        ["busctl", "call", "org.jobrun.Manager1", "/org/jobrun/Manager1",
+         "org.jobrun.Manager1", "Whoami"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 0 and proc.stdout.startswith('sb "root" true'), proc.stderr
     pid = jobrund_pid()
     assert pid > 0
     return pid

@@ -236,7 +236,11 @@ def test_live_jobrund_answers_random_start_options_clearly() -> None:
               suppress_health_check=[HealthCheck.too_slow])  # fmt: skip
     @given(options=LIVE_OPTIONS)
     def one(options: dict[str, Variant]) -> None:
-        got = asyncio.run(call(options))
+        try:
+            got = asyncio.run(call(options))
+        except InvalidMessageError:
+            assume(False)  # not sendable (a NUL in a string): jobrund can never see it
+            return
         outcomes[got] = outcomes.get(got, 0) + 1
 
     one()

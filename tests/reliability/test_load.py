@@ -24,7 +24,17 @@ from jobrun.client import DaemonBackend
 from jobrun.errors import JobrunError
 
 from ..helpers import wait_for
-from .common import fd_count, jobrund_answers, jobrund_pid, report, rss_kib, size
+from .common import (
+    fd_count,
+    job_units,
+    jobrund_answers,
+    jobrund_pid,
+    report,
+    rss_kib,
+    size,
+    store_ids,
+    unit_job_id,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.daemon, pytest.mark.reliability]
 
@@ -38,17 +48,27 @@ class Load:
     followers: int
     rate: float  # starts per second
     duration: float  # seconds of starting
-    buses: int = 8
+    buses: int = 8  # client connections: each may have 128 calls pending (dbus-daemon)
     errors: list[str] = field(default_factory=list)
     jobs: dict[int, str] = field(default_factory=dict)  # start index → job ID
     lines_expected: int = 0
     lines_got: int = 0  # by followers, each follower counted
     lines_lost: int = 0
     start_latency: list[float] = field(default_factory=list)
+    first_start: float = 0.0
+    last_start: float = 0.0  # when the last start was answered
     running: int = 0
     peak_running: int = 0
     following: int = 0
     peak_following: int = 0
+
+    kinds: dict[str, int] = field(default_factory=dict)  # error kind → count
+    samples: dict[str, str] = field(default_factory=dict)  # error kind → first message
+
+    def error(self, kind: str, text: str) -> None:
+        self.errors.append(f"{kind}: {text}")
+        self.kinds[kind] = self.kinds.get(kind, 0) + 1
+        self.samples.setdefault(kind, text[:200])
 
     @property
     def starts(self) -> int:
@@ -85,14 +105,14 @@ async def _follow(
             async for rec in backend.logs(job_id, follow=True):
                 got.append(rec.message)
         except JobrunError as e:
-            load.errors.append(f"follower of {job_id}: {e}")
+            load.error("follower failed", f"{job_id}: {e}")
         finally:
             load.following -= 1
     want = load.expected(i)
     load.lines_got += len(got)
     if got != want:
         load.lines_lost += len(set(want) - set(got))
-        load.errors.append(f"follower of {job_id} got {len(got)} of {len(want)} lines")
+        load.error("follower short", f"{job_id}: {len(got)} of {len(want)} lines")
 
 
 async def _one(
@@ -106,9 +126,10 @@ async def _one(
     try:
         job = await b.start(load.argv(i), None, {})
     except JobrunError as e:
-        load.errors.append(f"start {i}: {e}")
+        load.error("start failed", f"{i}: {e}")
         return
-    load.start_latency.append(time.monotonic() - scheduled)
+    load.last_start = time.monotonic()
+    load.start_latency.append(load.last_start - scheduled)
     load.jobs[i] = job["id"]
     load.running += 1
     load.peak_running = max(load.peak_running, load.running)
@@ -132,7 +153,7 @@ async def run_load(load: Load) -> None:
     backends = [DaemonBackend(bus) for bus in buses]
     slots = asyncio.Semaphore(load.followers)
     try:
-        t0 = time.monotonic()
+        t0 = load.first_start = time.monotonic()
         tasks = []
         for i in range(load.starts):
             at = t0 + i / load.rate
@@ -150,13 +171,13 @@ async def run_load(load: Load) -> None:
                     status = await b.status(job_id)
                     got = [r.message async for r in b.logs(job_id)]
                 except JobrunError as e:
-                    load.errors.append(f"check of {job_id}: {e}")
+                    load.error("check failed", f"{job_id}: {e}")
                     return
                 if status["state"] != "succeeded":
-                    load.errors.append(f"job {job_id} {status['state']}: {status['reason']}")
+                    load.error(f"job {status['state']}", f"{job_id}: {status['reason']}")
                 if got != load.expected(i):
                     load.lines_lost += len(set(load.expected(i)) - set(got))
-                    load.errors.append(f"logs of {job_id}: {len(got)} lines")
+                    load.error("logs short", f"{job_id}: {len(got)} lines")
 
         await asyncio.gather(*(check(i, j) for i, j in load.jobs.items()))
     finally:
@@ -183,6 +204,7 @@ async def test_load_no_error_no_lost_line_fds_and_rss_back_to_baseline() -> None
         followers=size(40, 1000),
         rate=size(10, 50),
         duration=size(10, 60),
+        buses=size(8, 32),
     )
     await asyncio.to_thread(jobrund_answers)
     pid = jobrund_pid()
@@ -196,6 +218,8 @@ async def test_load_no_error_no_lost_line_fds_and_rss_back_to_baseline() -> None
     await run_load(load)
     took = time.monotonic() - t0
     assert jobrund_pid() == pid, "jobrund restarted under load"
+    known = store_ids()
+    unknown_units = sorted(u for u in job_units() if unit_job_id(u) not in known)
     fds_after = _settle(pid, fds_before)
     rss_after = rss_kib(pid)
     lat = sorted(load.start_latency) or [0.0]
@@ -205,12 +229,18 @@ async def test_load_no_error_no_lost_line_fds_and_rss_back_to_baseline() -> None
         "starts_per_s": load.rate,
         "duration_s": load.duration,
         "jobs_started": len(load.jobs),
+        "achieved_starts_per_s": round(
+            len(load.jobs) / max(load.last_start - load.first_start, 1e-3), 1
+        ),
         "peak_running_jobs": load.peak_running,
         "peak_followers": load.peak_following,
         "lines_per_job": load.lines_per_job,
         "lines_followed": load.lines_got,
         "lines_lost": load.lines_lost,
         "errors": len(load.errors),
+        "units_without_record": len(unknown_units),
+        "error_kinds": load.kinds,
+        "error_samples": load.samples,
         "start_latency_p50_ms": round(lat[len(lat) // 2] * 1000),
         "start_latency_max_ms": round(lat[-1] * 1000),
         "wall_s": round(took, 1),
@@ -220,6 +250,7 @@ async def test_load_no_error_no_lost_line_fds_and_rss_back_to_baseline() -> None
         "rss_kib_after": rss_after,
     }
     report("load", figures)
+    assert not unknown_units, unknown_units[:10]
     assert not load.errors, f"{len(load.errors)} errors, e.g. {load.errors[:5]}"
     assert len(load.jobs) == load.starts and load.lines_lost == 0
     assert load.lines_got == load.lines_expected
