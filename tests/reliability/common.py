@@ -98,7 +98,13 @@ def jobrund_answers() -> int:
          "org.jobrun.Manager1", "Whoami"],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
-    assert proc.returncode == 0 and proc.stdout.startswith('sb "root" true'), proc.stderr
+    if proc.returncode != 0 or not proc.stdout.startswith('sb "root" true'):
+        why = subprocess.run(
+            ["journalctl", "-u", JOBRUND, "-n", "40", "--no-pager", "-o", "short-monotonic"],
+            capture_output=True, text=True,
+        ).stdout  # fmt: skip
+        state = systemctl_show(JOBRUND, "ActiveState", "SubState", "MainPID", "NRestarts")
+        raise AssertionError(f"jobrund does not answer: {proc.stderr.strip()}; {state}\n{why}")
     pid = jobrund_pid()
     assert pid > 0
     return pid
