@@ -23,10 +23,9 @@ import pwd
 import signal
 import sys
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from typing import Any
 
-from dbus_fast import Message, MessageFlag, MessageType, Variant
+from dbus_fast import Message, MessageFlag, MessageType
 from dbus_fast.aio import MessageBus
 
 from . import dbus_api as api
@@ -37,7 +36,6 @@ from .errors import InvalidArgument, JobrunError, PermissionDenied
 from .journal import JournalUnavailable, LineBreak
 from .manager import Caller, Manager
 from .model import UNIT_PREFIX, job_to_dict
-from .properties import build_spec
 from .store import Store
 
 log = logging.getLogger("jobrund")
@@ -171,9 +169,7 @@ class Daemon:
         command, options = msg.body
         if caller.uid != 0:
             await self._require(msg, polkit.ACTION_START, "start jobs")
-        values = {k: (v.value if isinstance(v, Variant) else v) for k, v in options.items()}
-        name = values.pop("name", None)
-        spec = build_spec(list(command), name=name, **values)
+        spec = api.decode_start(command, options)
         if caller.uid != 0 and not caller.admin:
             # Counting asks systemd, and systemd answers only after the start jobs queued before
             # the question: only where a cap needs the count.
@@ -209,17 +205,7 @@ class Daemon:
         client reads at its own speed, and its closing the pipe ends our work."""
         job_id, options = msg.body
         await self._require_manage(msg, caller)
-        opts = {k: (v.value if isinstance(v, Variant) else v) for k, v in options.items()}
-        unknown = set(opts) - set(api.LOGS_OPTIONS)
-        if unknown:
-            raise InvalidArgument(f"unknown Logs option(s): {', '.join(sorted(unknown))}")
-        since = opts.get("since_usec")
-        kwargs: dict[str, Any] = {
-            "follow": bool(opts.get("follow", False)),
-            "tail": opts.get("tail"),
-            "after_cursor": opts.get("after_cursor"),
-            "since": None if since is None else datetime.fromtimestamp(int(since) / 1e6, UTC),
-        }
+        kwargs = api.decode_logs_options(options)
         job = await self.manager.status(job_id, caller)  # not found → error now, not in the pipe
         if len(self._streams) >= MAX_STREAMS:
             raise Busy("jobrund is serving too many log streams", "try again in a moment")

@@ -8,9 +8,14 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from .errors import JobrunError
+from .errors import InvalidArgument, JobrunError
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from .model import JobSpec
 
 if TYPE_CHECKING:
     from .journal import LineBreak, Record
@@ -79,6 +84,72 @@ def introspection_xml() -> str:
         "</node>",
     ]
     return "\n".join(lines) + "\n"
+
+
+# -- request decoding: a message body → validated values, or InvalidArgument, nothing else ------
+# (tests/test_reliability.py fuzzes these with hypothesis.)
+
+MAX_CURSOR = 4096  # journal cursors are ~150 characters
+MAX_SINCE_USEC = 253402300799999999  # 9999-12-31T23:59:59.999999Z: datetime's own limit
+
+
+def _plain(value: Any) -> tuple[str | None, Any]:
+    """(D-Bus signature or None, Python value) of an a{sv} value."""
+    from dbus_fast import Variant
+
+    if isinstance(value, Variant):
+        return value.signature, value.value
+    return None, value
+
+
+def decode_start(command: Any, options: Any) -> JobSpec:
+    """Start's (command, options): the JobSpec to run. Options are the settings table's fields
+    plus "name", with the same (text or plain) values the CLI passes."""
+    from .properties import build_spec
+
+    if not isinstance(options, dict) or not all(isinstance(k, str) for k in options):
+        raise InvalidArgument("Start options must be a dictionary of settings")
+    values = {k: _plain(v)[1] for k, v in options.items()}
+    name = values.pop("name", None)
+    return build_spec(command, name=name, **values)
+
+
+def decode_logs_options(options: Any) -> dict[str, Any]:
+    """Logs' options: keyword arguments of Manager.logs (follow, tail, after_cursor, since)."""
+    from datetime import UTC, datetime
+
+    if not isinstance(options, dict) or not all(isinstance(k, str) for k in options):
+        raise InvalidArgument("Logs options must be a dictionary")
+    unknown = set(options) - set(LOGS_OPTIONS)
+    if unknown:
+        raise InvalidArgument(f"unknown Logs option(s): {', '.join(sorted(unknown))[:200]}")
+    opts: dict[str, Any] = {}
+    for key, raw in options.items():
+        sig, value = _plain(raw)
+        want = {"b": bool, "x": int, "s": str}[LOGS_OPTIONS[key]]
+        wrong = not isinstance(value, want) or (want is int and isinstance(value, bool))
+        if (sig is not None and sig != LOGS_OPTIONS[key]) or wrong:
+            raise InvalidArgument(f"Logs option {key} takes type {LOGS_OPTIONS[key]}")
+        opts[key] = value
+    tail, since = opts.get("tail"), opts.get("since_usec")
+    if tail is not None and tail < 0:
+        raise InvalidArgument(f"tail must not be negative, not {tail}")
+    if since is not None and not 0 <= since <= MAX_SINCE_USEC:
+        raise InvalidArgument(f"since_usec must be from 0 to {MAX_SINCE_USEC}, not {since}")
+    cursor = opts.get("after_cursor")
+    if cursor is not None and (not cursor or len(cursor) > MAX_CURSOR or "\0" in cursor):
+        raise InvalidArgument("after_cursor is not a journal cursor")
+    since_dt: datetime | None = None
+    if since is not None:
+        since_dt = datetime.fromtimestamp(since // 1_000_000, UTC).replace(
+            microsecond=since % 1_000_000
+        )
+    return {
+        "follow": bool(opts.get("follow", False)),
+        "tail": tail,
+        "after_cursor": cursor,
+        "since": since_dt,
+    }
 
 
 HINT_SEPARATOR = "\n\nhint: "

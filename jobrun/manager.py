@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import pwd
 import signal
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING
 from dbus_fast import Message
 
 from . import outcome as oc
-from .errors import InvalidArgument, JobrunError, SystemdError
+from .errors import InvalidArgument, JobrunError, PermissionDenied, StateError, SystemdError
 from .model import UNIT_PREFIX, Job, JobSpec, JobState, Outcome, new_job_id, unit_name
 from .properties import parse_seconds, unit_properties
 from .store import Store
@@ -33,6 +34,18 @@ from .systemd import Systemd
 _UNIT_PATH = "/org/freedesktop/systemd1/unit/" + UNIT_PREFIX.replace("-", "_2d")
 UNIT_INTERFACE = "org.freedesktop.systemd1.Unit"
 SERVICE_INTERFACE = "org.freedesktop.systemd1.Service"
+
+log = logging.getLogger(__name__)
+
+# Errors from the bus itself, not from systemd: the call may or may not have been carried out.
+# (The load test saw "Message recipient disconnected from message bus without replying".)
+_NO_ANSWER = (
+    "org.freedesktop.DBus.Error.NoReply",
+    "org.freedesktop.DBus.Error.Disconnected",
+    "org.freedesktop.DBus.Error.Timeout",
+    "org.freedesktop.DBus.Error.TimedOut",
+)
+
 RECENT = timedelta(hours=24)  # `list` without --all: running jobs and those created since
 RECORD_WAIT = (
     3.0  # seconds to wait for PID 1's records of a just-unloaded unit to reach the journal
@@ -139,8 +152,13 @@ class Manager:
         props = unit_properties(job.id, spec, user, dynamic_user=dynamic)
         try:
             await self.systemd.start_transient_unit(job.unit, props)
-        except BaseException:
-            self.store.remove(job.id)
+        except (SystemdError, PermissionDenied) as e:
+            # systemd answered no: nothing runs. Any other failure (no answer, the bus lost,
+            # this task cancelled because jobrund is stopping) leaves it unknown whether systemd
+            # carried the request out, so the record stays: status finds the unit, or reports
+            # that none ran.
+            if getattr(e, "dbus_error", None) not in _NO_ANSWER:
+                self.store.remove(job.id)
             raise
         # No question to systemd after the start: asked at once, it answers only after running
         # the start jobs queued before (forking and sandboxing each unit), which cost most of the
@@ -148,6 +166,14 @@ class Manager:
         # come with the unit's PropertiesChanged signal (_on_signal); if this process ends
         # first, `status` records them (from the unit, or PID 1's journal).
         return job
+
+    def _cache(self, write: Callable[..., None], *args: object) -> None:
+        """A write of what systemd itself knows (start, outcome): a failure (disk full) costs
+        only the cache, which the next status fills again; the answer stays right."""
+        try:
+            write(*args)
+        except StateError as e:
+            log.warning("%s", e)
 
     def _on_signal(self, msg: Message) -> None:
         """Record a job's InvocationID and start time from its unit's PropertiesChanged signals
@@ -197,14 +223,14 @@ class Manager:
         else:
             job, outcome = await self._outcome_from_journal(job, stop_requested)
         if outcome.state.finished:
-            self.store.set_outcome(job.id, outcome)
+            self._cache(self.store.set_outcome, job.id, outcome)
         return replace(job, outcome=outcome)
 
     def _record_start(self, job: Job, invocation: object, started: datetime | None) -> Job:
         inv = invocation.hex() if isinstance(invocation, bytes) else invocation
         inv = str(inv).replace("-", "") if inv else job.invocation_id
         if inv != job.invocation_id or started != job.started_at:
-            self.store.set_started(job.id, inv, started or job.started_at)
+            self._cache(self.store.set_started, job.id, inv, started or job.started_at)
         return replace(job, invocation_id=inv, started_at=started or job.started_at)
 
     def _oom(self, job: Job, props: dict[str, object], stopped: bool) -> bool:

@@ -64,7 +64,9 @@ def parse_size(value: Any, what: str = "size") -> int:
                 f"{what} must be a size like 512M or 2G (K, M, G, T: powers of 1024), "
                 f"not {str(value)!r}"
             )
-        n = int(float(m.group(1)) * _SIZE_FACTORS[m.group(2).upper()])
+        f = float(m.group(1)) * _SIZE_FACTORS[m.group(2).upper()]
+        # A long run of digits is inf as a float, and int(inf) raises OverflowError.
+        n = int(f) if f < UINT64_MAX else UINT64_MAX
     if not 1 <= n < UINT64_MAX:
         raise InvalidArgument(f"{what} must be at least 1 byte and below 16 EiB, not {value!r}")
     return n
@@ -76,7 +78,7 @@ def _size(what: str) -> Callable[[Any], int]:
 
 def parse_percent(value: Any) -> int:
     text = str(value).strip()
-    m = re.fullmatch(r"(\d+)\s*%?", text)
+    m = re.fullmatch(r"(\d{1,9})\s*%?", text)  # bounded: int() refuses over 4300 digits
     if not m:
         raise InvalidArgument(f"--cpu-quota must be a percentage like 150%, not {text!r}")
     n = int(m.group(1))
@@ -98,7 +100,7 @@ def parse_seconds(value: Any) -> float:
 
 
 def parse_env(value: Any) -> str:
-    text = str(value)
+    text = _utf8(value, "--env")
     key, sep, val = text.partition("=")
     if not sep or not _ENV_NAME_RE.match(key):
         raise InvalidArgument(
@@ -110,14 +112,14 @@ def parse_env(value: Any) -> str:
 
 
 def parse_workdir(value: Any) -> str:
-    path = str(value)
+    path = _utf8(value, "--workdir")
     if not path.startswith("/") or "\0" in path or "\n" in path:
         raise InvalidArgument(f"--workdir must be an absolute path, not {path!r}")
     return os.path.normpath(path)
 
 
 def parse_writable(value: Any) -> str:
-    path = str(value)
+    path = _utf8(value, "--writable")
     if not path.startswith("/") or "\0" in path or "\n" in path:
         raise InvalidArgument(f"--writable must be an absolute path, not {path!r}")
     path = os.path.normpath(path)
@@ -132,17 +134,37 @@ def parse_writable(value: Any) -> str:
 def parse_cpus(value: Any) -> tuple[int, ...]:
     """'0', '0,2', '0-3' → (0,), (0, 2), (0, 1, 2, 3)."""
     cpus: set[int] = set()
+    text = str(value)[:200]
     try:
-        for part in str(value).split(","):
+        for part in text.split(","):
             lo, _, hi = part.strip().partition("-")
-            cpus.update(range(int(lo), int(hi or lo) + 1))
+            first, last = int(lo), int(hi or lo)
+            # Bounds before range(): "0-10000000000" would build a set of 10^10 numbers.
+            if not 0 <= first <= last < 8192:
+                raise InvalidArgument(
+                    f"--cpu-affinity takes CPU numbers from 0 to 8191, not {text!r}"
+                )
+            cpus.update(range(first, last + 1))
     except ValueError:
         raise InvalidArgument(
-            f"--cpu-affinity takes CPU numbers like 0,2-3, not {value!r}"
+            f"--cpu-affinity takes CPU numbers like 0,2-3, not {text!r}"
         ) from None
-    if not cpus or min(cpus) < 0 or max(cpus) >= 8192:
-        raise InvalidArgument(f"--cpu-affinity takes CPU numbers from 0 to 8191, not {value!r}")
+    if not cpus:
+        raise InvalidArgument(f"--cpu-affinity takes CPU numbers from 0 to 8191, not {text!r}")
     return tuple(sorted(cpus))
+
+
+def _utf8(value: Any, what: str) -> str:
+    """Text that D-Bus can carry to systemd: valid UTF-8 (no lone surrogates from os.fsdecode)."""
+    text = str(value)
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        raise InvalidArgument(
+            f"{what} must be valid UTF-8 text (systemd's D-Bus API carries nothing else), "
+            f"not {text[:80]!r}"
+        ) from None
+    return text
 
 
 def _cpu_mask(cpus: tuple[int, ...]) -> bytes:
@@ -225,19 +247,27 @@ SETTINGS: tuple[Setting, ...] = (
 SETTINGS_BY_FIELD = {s.field: s for s in SETTINGS}
 
 
-def build_spec(command: list[str] | tuple[str, ...], name: str | None = None,
+def build_spec(command: list[str] | tuple[str, ...], /, name: str | None = None,
                **values: Any) -> JobSpec:  # fmt: skip
-    """Validate user values (text or plain values) into a JobSpec; raises InvalidArgument."""
+    """Validate user values (text or plain values) into a JobSpec; raises InvalidArgument.
+
+    `command` is positional-only, so a request field named "command" is an unknown setting
+    rather than a TypeError."""
+    if not isinstance(command, list | tuple):
+        raise InvalidArgument("the command must be a list of arguments")
     cmd = tuple(command)
     if not cmd or not cmd[0]:
         raise InvalidArgument("no command given", "put it after --: jobrun start -- CMD [ARG...]")
     for arg in cmd:
         if not isinstance(arg, str) or "\0" in arg:
             raise InvalidArgument("command arguments must be text without NUL bytes")
+        _utf8(arg, "every command argument")
     if sum(len(a.encode(errors="surrogateescape")) for a in cmd) > MAX_ARG_BYTES:
         raise InvalidArgument(f"the command is longer than {MAX_ARG_BYTES} bytes")
     if name is not None:
-        name = str(name)
+        if not isinstance(name, str):
+            raise InvalidArgument(f"--name must be text, not {type(name).__name__}")
+        _utf8(name, "--name")
         if not name or len(name) > MAX_NAME or any(ord(c) < 32 or ord(c) == 127 for c in name):
             raise InvalidArgument(
                 f"--name must be 1–{MAX_NAME} printable characters, not {name[:80]!r}"
@@ -250,7 +280,7 @@ def build_spec(command: list[str] | tuple[str, ...], name: str | None = None,
         if value is None or (setting.repeat and not value):
             continue
         if setting.repeat:
-            if isinstance(value, str | bytes):
+            if not isinstance(value, list | tuple):
                 raise InvalidArgument(f"{key} takes a list of values")
             parsed[key] = tuple(setting.parse(v) for v in value)
         else:

@@ -123,7 +123,10 @@ class Store:
             with self.db:
                 yield self.db
         except sqlite3.Error as e:
-            raise StateError(f"cannot write jobrun's job database {self.path}: {e}") from e
+            raise StateError(
+                f"cannot write jobrun's job database {self.path}: {e}",
+                f"check the free space and permissions of {self.directory}",
+            ) from e
 
     def add(self, job: Job) -> None:
         with self._write() as db:
