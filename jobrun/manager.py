@@ -227,7 +227,7 @@ class Manager:
         return replace(job, outcome=outcome)
 
     def _record_start(self, job: Job, invocation: object, started: datetime | None) -> Job:
-        inv = invocation.hex() if isinstance(invocation, bytes) else invocation
+        inv = invocation.hex() if isinstance(invocation, bytes | bytearray) else invocation
         inv = str(inv).replace("-", "") if inv else job.invocation_id
         if inv != job.invocation_id or started != job.started_at:
             self._cache(self.store.set_started, job.id, inv, started or job.started_at)
