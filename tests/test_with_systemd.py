@@ -442,6 +442,17 @@ def test_run_journal_and_systemd_state_stay_private() -> None:
     assert [p for p in paths if p.exists()] == []
 
 
+def test_a_units_state_directory_is_not_created_on_the_host() -> None:
+    """/var/lib is an overlay: StateDirectory= (jobrund's /var/lib/jobrun) stays in the sandbox."""
+    name = f"with-systemd-test-{token()}"
+    host = Path("/var/lib") / name
+    result = run_nested(*sh(
+        'systemd-run --wait --quiet -p StateDirectory="$1" sh -c "echo x > /var/lib/$1/f" '
+        '&& test -f "/var/lib/$1/f"', name))  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert not host.exists()
+
+
 ACCOUNT_FILES = [
     Path(p)
     for p in ("/etc/passwd", "/etc/group", "/etc/shadow", "/etc/gshadow", "/etc/machine-id")
