@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from . import dbus_api as api
 from .errors import InvalidArgument, PermissionDenied, SystemdUnavailable
-from .model import job_to_dict
+from .model import flatten, job_to_dict
 
 if TYPE_CHECKING:
     from dbus_fast import Message, Variant
@@ -267,7 +267,7 @@ class DaemonBackend:
             with contextlib.suppress(Exception):
                 await self.call("Subscribe", [])
 
-    async def logs(
+    def logs(
         self,
         job_id: str,
         *,
@@ -277,13 +277,11 @@ class DaemonBackend:
         since: datetime | None = None,
     ) -> AsyncGenerator[Record, None]:
         """Frames from jobrund's pipe as Records (see `log_batches`)."""
-        batches = self.log_batches(
-            job_id, follow=follow, after_cursor=after_cursor, tail=tail, since=since
+        return flatten(
+            self.log_batches(
+                job_id, follow=follow, after_cursor=after_cursor, tail=tail, since=since
+            )
         )
-        async with contextlib.aclosing(batches):
-            async for batch in batches:
-                for record in batch:
-                    yield record
 
     async def log_batches(
         self,

@@ -21,7 +21,7 @@ from dbus_fast import Message
 
 from . import outcome as oc
 from .errors import InvalidArgument, JobrunError, PermissionDenied, StateError, SystemdError
-from .model import UNIT_PREFIX, Job, JobSpec, JobState, Outcome, new_job_id, unit_name
+from .model import UNIT_PREFIX, Job, JobSpec, JobState, Outcome, flatten, new_job_id, unit_name
 from .properties import parse_seconds, unit_properties
 from .store import Store
 
@@ -335,7 +335,7 @@ class Manager:
             await done
         return await self.status(job.id, caller), True
 
-    async def logs(
+    def logs(
         self,
         job_id: str,
         caller: Caller | None = None,
@@ -347,13 +347,11 @@ class Manager:
     ) -> AsyncGenerator[Record, None]:
         """The job's output records from the journal; with `follow`, until the job has ended
         and all of its output has been read (also when it is stopped)."""
-        batches = self.log_batches(
-            job_id, caller, follow=follow, after_cursor=after_cursor, tail=tail, since=since
+        return flatten(
+            self.log_batches(
+                job_id, caller, follow=follow, after_cursor=after_cursor, tail=tail, since=since
+            )
         )
-        async with contextlib.aclosing(batches):
-            async for batch in batches:
-                for record in batch:
-                    yield record
 
     async def log_batches(
         self,

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import enum
 import string
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 UNIT_PREFIX = "jobrun-"
 SLICE = "jobrun.slice"
@@ -141,3 +145,12 @@ def job_to_dict(job: Job) -> dict[str, Any]:
         "limits": limits(job.spec),
         "usage": dataclasses.asdict(job.usage) if job.usage and not o.state.finished else None,
     }
+
+
+async def flatten(batches: AsyncGenerator[list[T], None]) -> AsyncGenerator[T, None]:
+    """The items of a generator of lists, one by one (the log readers read in batches, some
+    callers want records); the source is closed with the result, even when left early."""
+    async with contextlib.aclosing(batches):
+        async for batch in batches:
+            for item in batch:
+                yield item

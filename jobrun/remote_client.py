@@ -17,7 +17,6 @@ the others (model.job_to_dict), so every command prints the same.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import tomllib
 from collections.abc import AsyncGenerator
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import InvalidArgument, JobrunError, RemoteUnavailable
+from .model import flatten
 
 if TYPE_CHECKING:
     from grpclib.client import Channel
@@ -225,7 +225,7 @@ class RemoteBackend:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 1.0)
 
-    async def logs(
+    def logs(
         self,
         job_id: str,
         *,
@@ -235,13 +235,11 @@ class RemoteBackend:
         since: datetime | None = None,
     ) -> AsyncGenerator[Record, None]:
         """The job's records (see `log_batches`)."""
-        batches = self.log_batches(
-            job_id, follow=follow, after_cursor=after_cursor, tail=tail, since=since
+        return flatten(
+            self.log_batches(
+                job_id, follow=follow, after_cursor=after_cursor, tail=tail, since=since
+            )
         )
-        async with contextlib.aclosing(batches):
-            async for batch in batches:
-                for record in batch:
-                    yield record
 
     async def log_batches(
         self,
