@@ -118,7 +118,7 @@ class LocalBackend:
     async def wait(self, job_id: str) -> dict[str, Any]:
         return job_to_dict(await (await self._m()).wait(job_id))
 
-    async def logs(
+    def logs(
         self,
         job_id: str,
         *,
@@ -127,11 +127,11 @@ class LocalBackend:
         tail: int | None = None,
         since: datetime | None = None,
     ) -> AsyncGenerator[Record, None]:
-        m = await self._m()
-        records = m.logs(job_id, follow=follow, after_cursor=after_cursor, tail=tail, since=since)
-        async with contextlib.aclosing(records):
-            async for record in records:
-                yield record
+        return flatten(
+            self.log_batches(
+                job_id, follow=follow, after_cursor=after_cursor, tail=tail, since=since
+            )
+        )
 
     async def log_batches(
         self,

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from grpclib.const import Cardinality, Handler, Status
 
 from . import tls
+from .dbus_api import error_text
 from .errors import InvalidArgument, JobrunError
 from .manager import Caller, Manager
 from .model import job_to_dict
@@ -87,9 +88,8 @@ class JobsService:
         except JobrunError as e:
             if not isinstance(e, InvalidArgument):
                 log.info("remote call from %s: %s", stream.peer.addr(), e)
-            text = e.message + (f"\n\nhint: {e.hint}" if e.hint else "")
             await stream.send_trailing_metadata(
-                status=Status[e.grpc_status], status_message=text,
+                status=Status[e.grpc_status], status_message=error_text(e),
                 metadata={ERROR_KEY: e.dbus_name},
             )  # fmt: skip
         except (asyncio.CancelledError, ConnectionError):

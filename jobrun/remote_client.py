@@ -144,8 +144,7 @@ class RemoteBackend:
                     "is jobrund running there with its remote API on?",
                 )
             name = getattr(e, "_jobrun_name", None)
-            text = (e.message or e.status.name).replace("\n\nhint: ", api.HINT_SEPARATOR)
-            return api.error_from_dbus(name or f"grpc.{e.status.name}", text)
+            return api.error_from_dbus(name or f"grpc.{e.status.name}", e.message or e.status.name)
         return RemoteUnavailable(
             f"connection to {self.target.address} failed: {type(e).__name__}: {e}".rstrip(": "),
             "the server refuses a certificate it does not trust, an expired one or TLS below "
