@@ -55,6 +55,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import logging
 import os
 import re
 import secrets
@@ -66,7 +67,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from . import _sigbus
 from .errors import InvalidArgument, OutputLost, SystemdUnavailable
@@ -79,6 +80,8 @@ __all__ = [
     "LineBreak",
     "Record",
 ]
+
+log = logging.getLogger(__name__)
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -95,6 +98,9 @@ _STREAMS_POLL_LAST = 0.05
 _PROBE_TIMEOUT = 30.0
 # After the exact end, one more look this much later (journald's change-notification interval).
 _SETTLE = 0.25
+# Without an inotify instance to be had: wake followers this often, and try for one this often.
+_POLL = 0.1
+_POLL_RETRY = 5.0
 # Without access to the state files: end after this long without a new record.
 _QUIET_FALLBACK = 1.0
 # Where journald keeps journal files: volatile, persistent.
@@ -202,16 +208,6 @@ def _lost(what: str, head: _Pos) -> OutputLost:
     )
 
 
-def _unwatchable(e: OSError) -> JournalUnavailable:
-    """EMFILE and friends from watching the journal: out of inotify instances
-    (fs.inotify.max_user_instances, per user and host-wide) or of file descriptors."""
-    return JournalUnavailable(
-        f"cannot watch the journal for new output: {e}",
-        hint="too many journal readers on this host (fs.inotify.max_user_instances, "
-        "LimitNOFILE); try again later",
-    )
-
-
 def _open_reader(namespace: str) -> Any:
     from systemd import journal  # imported here: the CLI's start-up time matters
 
@@ -227,20 +223,60 @@ def _open_reader(namespace: str) -> Any:
         ) from e
 
 
+class _NamespaceDirs:
+    """Whether a namespace's journal directories appeared since this was made.
+
+    sd-journal (252) ignores a namespace directory created after it was opened (its inotify
+    handler only adds directories named by a bare machine ID), so a handle opened before the
+    namespace's journald first ran would never see anything: it must be opened again.
+    """
+
+    def __init__(self, namespace: str) -> None:
+        from systemd import id128
+
+        machine = id128.get_machine().hex
+        self._dirs = [Path(root, f"{machine}.{namespace}") for root in _JOURNAL_ROOTS]
+        self._existed = self._exist()
+
+    def _exist(self) -> bool:
+        return any(d.is_dir() for d in self._dirs)
+
+    def appeared(self) -> bool:
+        return not self._existed and self._exist()
+
+    def files(self) -> frozenset[tuple[str, int]]:
+        """The namespace's journal files now, by name and inode (rotation renames the active
+        file and creates a new one; vacuum deletes)."""
+        found: set[tuple[str, int]] = set()
+        for d in self._dirs:
+            try:
+                with os.scandir(d) as entries:
+                    found.update(
+                        (e.path, e.inode())
+                        for e in entries
+                        if e.name.endswith((".journal", ".journal~"))
+                    )
+            except OSError:
+                continue
+        return frozenset(found)
+
+
 class _Journal:
     """The blocking core: one sd_journal handle on the namespace, filtered to one job's stdout."""
 
-    def __init__(self, job_id: str, namespace: str) -> None:
-        from systemd import id128
-
+    def __init__(self, job_id: str, namespace: str, *, follow: bool = False) -> None:
+        """`follow`: the handle of `bounds()` is opened first, so that this one knows every
+        journal file that one knows (what a follower needs to tell deleted from unread)."""
         self._namespace = namespace
-        machine = id128.get_machine().hex
-        self._dirs = [Path(root, f"{machine}.{namespace}") for root in _JOURNAL_ROOTS]
-        # sd-journal (252) ignores a namespace directory created after it was opened (its inotify
-        # handler only adds directories named by a bare machine ID), so a reader opened before the
-        # namespace's journald first ran would never see anything: `stale` tells to reopen.
-        self._had_dirs = self._dirs_exist()
-        self._j: Any = _open_reader(namespace)
+        self._dirs = _NamespaceDirs(namespace)
+        # Unfiltered, for bounds(); opened on first need, or before _j when following.
+        self._all: Any = _open_reader(namespace) if follow else None
+        try:
+            self._j: Any = _open_reader(namespace)
+        except BaseException:
+            if self._all is not None:
+                self._all.close()
+            raise
         self._j.data_threshold = 0  # whole fields, however long
         # The job's own stdout/stderr only: JOBRUN_JOB (LogExtraFields=) is added by journald from
         # the unit, and _TRANSPORT=stdout keeps out what the job sent by syslog or the native
@@ -249,7 +285,6 @@ class _Journal:
         self._j.add_match("_TRANSPORT=stdout")
         self._job_id = job_id
         self._on_entry = False  # positioned on an entry not yet returned
-        self._all: Any = None  # unfiltered, for bounds()
         # Only the records that have a _LINE_BREAK, read in step with _j (see `_breaks`), and
         # the next of them not yet matched to one of _j's: (cursor, value, position).
         self._brk: Any = None
@@ -257,12 +292,9 @@ class _Journal:
         # seek_tail(0): the cursor of the last record, which is skipped (None: there is none)
         self.skipped: str | None = None
 
-    def _dirs_exist(self) -> bool:
-        return any(d.is_dir() for d in self._dirs)
-
     def stale(self) -> bool:
         """Whether the namespace's journal appeared only after this handle was opened."""
-        return not self._had_dirs and self._dirs_exist()
+        return self._dirs.appeared()
 
     def close(self) -> None:
         self._j.close()
@@ -275,42 +307,6 @@ class _Journal:
             self._brk.close()
         self._brk = None
         self._brk_next = None
-
-    def fileno(self) -> int:
-        try:
-            fd: int = self._j.fileno()  # sd_journal_get_fd: an inotify instance
-        except OSError as e:
-            raise _unwatchable(e) from e
-        return fd
-
-    def process(self) -> bool:
-        """Consume the inotify events; True if journal files were added or removed."""
-        from systemd import journal
-
-        if self._all is not None:
-            self._all.process()
-        if self._j.process() != journal.INVALIDATE:
-            return False
-        # Files came or went: the break handle (no inotify of its own) starts afresh from the
-        # next record _j reads, which it can only read after this.
-        self._drop_breaks()
-        return True
-
-    def timeout(self) -> float | None:
-        """When sd_journal wants to be asked again even without an inotify event (network fs)."""
-        ms: int = self._j.get_timeout_ms()
-        return None if ms < 0 else ms / 1000
-
-    def track(self) -> None:
-        """Keep the unfiltered handle of `bounds()` in step with this one's files.
-
-        That costs a second inotify instance (fs.inotify.max_user_instances, 128 by default).
-        """
-        self.bounds()
-        try:
-            self._all.fileno()  # sd-journal notices added and deleted files only with inotify
-        except OSError as e:
-            raise _unwatchable(e) from e
 
     def bounds(self) -> tuple[_Pos, _Pos] | None:
         """The oldest and the newest entry of the namespace journal (None: no entries)."""
@@ -428,6 +424,155 @@ class _Journal:
             found[c] = brk
             self._brk_next = None
         return found
+
+
+def _watch_fd(reader: Any) -> int:
+    """sd_journal_get_fd: an inotify instance watching the reader's directories and files."""
+    fd: int = reader.fileno()
+    return fd
+
+
+class _Watch:
+    """The one inotify instance of a namespace's journal for all followers on an event loop.
+
+    A reader that watches the journal itself costs inotify instances (sd_journal_get_fd), of
+    which root has 128 (`fs.inotify.max_user_instances`, shared by every root process of the
+    host); jobrund following hundreds of jobs ran out. Followers' handles therefore have no
+    inotify of their own: one unfiltered handle per namespace and event loop watches the files,
+    wakes every follower when the journal changes, and counts the changes of the set of files
+    (`generation`: rotation, vacuum), which a handle without inotify never notices itself. A
+    follower that sees the count change opens its handles afresh after its last record.
+
+    Where no inotify instance (or watch) is to be had at all, following must not fail: the watch
+    then polls, waking the followers every `_POLL` seconds and comparing the namespace's journal
+    files, and tries for an inotify instance again every `_POLL_RETRY` seconds.
+    """
+
+    _lock: ClassVar[threading.Lock] = threading.Lock()
+    _all: ClassVar[dict[tuple[asyncio.AbstractEventLoop, str], _Watch]] = {}
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, namespace: str) -> None:
+        self._loop = loop
+        self._namespace = namespace
+        self._users = 0
+        self.generation = 0
+        self._wakers: set[asyncio.Event] = set()
+        self._reader: Any = None
+        self._fd: int | None = None
+        self._poller: asyncio.Task[None] | None = None
+        self._dirs = _NamespaceDirs(namespace)
+        if not self._watch():
+            self._poller = loop.create_task(self._poll())
+
+    @property
+    def polling(self) -> bool:
+        return self._poller is not None
+
+    @classmethod
+    def acquire(cls, namespace: str, wake: asyncio.Event) -> _Watch:
+        """The namespace's watch on the running loop (created on first use); `wake` is set
+        whenever the journal changes, until `release`."""
+        loop = asyncio.get_running_loop()
+        with cls._lock:
+            w = cls._all.get((loop, namespace))
+            if w is None:
+                w = cls._all[loop, namespace] = cls(loop, namespace)
+            w._users += 1
+            w._wakers.add(wake)
+        return w
+
+    def release(self, wake: asyncio.Event) -> None:
+        with self._lock:
+            self._wakers.discard(wake)
+            self._users -= 1
+            if self._users > 0:
+                return
+            del self._all[self._loop, self._namespace]
+        self._unwatch()
+        if self._poller is not None:
+            self._poller.cancel()
+            self._poller = None
+
+    def _watch(self, *, quiet: bool = False) -> bool:
+        """Watch with an inotify instance; False if none can be had (the reason logged)."""
+        self._dirs = _NamespaceDirs(self._namespace)
+        try:
+            reader = _open_reader(self._namespace)
+        except JournalUnavailable as e:
+            if not quiet:
+                log.warning("%s: following by polling every %.1f s", e.message, _POLL)
+            return False
+        try:
+            fd = _watch_fd(reader)
+        except OSError as e:
+            reader.close()
+            if not quiet:
+                log.warning(
+                    "cannot watch the journal (%s; fs.inotify.max_user_instances, "
+                    "max_user_watches): following by polling every %.1f s",
+                    e,
+                    _POLL,
+                )
+            return False
+        self._loop.add_reader(fd, self._changed)
+        self._reader, self._fd = reader, fd
+        return True
+
+    def _unwatch(self) -> None:
+        if self._fd is not None:
+            self._loop.remove_reader(self._fd)
+            self._fd = None
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+
+    def _wake(self, files_changed: bool) -> None:
+        if files_changed:
+            self.generation += 1
+        for wake in self._wakers:
+            wake.set()
+
+    def _changed(self) -> None:
+        from systemd import journal
+
+        try:
+            files_changed = self._reader.process() == journal.INVALIDATE
+        except OSError:
+            files_changed = True
+        if self._dirs.appeared():
+            # The namespace's directory appeared: only a new handle watches it (_NamespaceDirs).
+            self._unwatch()
+            if not self._watch():
+                self._poller = self._loop.create_task(self._poll())
+            files_changed = True
+        self._wake(files_changed)
+
+    async def _poll(self) -> None:
+        files = self._dirs.files()
+        since_try = 0.0
+        while True:
+            await asyncio.sleep(_POLL)
+            since_try += _POLL
+            if since_try >= _POLL_RETRY:
+                since_try = 0.0
+                if self._watch(quiet=True):
+                    log.warning("watching the journal again: polling ends")
+                    self._poller = None
+                    self._wake(True)  # files may have come or gone meanwhile
+                    return
+            now = self._dirs.files()
+            changed, files = now != files, now
+            if self._dirs.appeared():
+                self._dirs = _NamespaceDirs(self._namespace)
+                changed = True
+            self._wake(changed)
+
+    def timeout(self) -> float | None:
+        """When sd_journal wants to be asked again even without an inotify event (network fs)."""
+        if self._reader is None:
+            return None  # polling: the poller wakes the followers
+        ms: int = self._reader.get_timeout_ms()
+        return None if ms < 0 else ms / 1000
 
 
 class _Streams:
@@ -609,21 +754,40 @@ class JobOutput:
         if ended is not None and not follow:
             raise InvalidArgument("ended= only makes sense with follow=True")
 
-        loop = asyncio.get_running_loop()
-        j = self._open(after_cursor, tail, since_usec)
-        wake = asyncio.Event()
-        tasks: list[asyncio.Task[Any]] = []
-        fd: int | None = None
-        try:
-            if not follow:
+        if not follow:
+            j = self._open(after_cursor, tail, since_usec)
+            try:
                 while batch := j.read(_BATCH):
                     yield batch
                     await asyncio.sleep(0)
-                return
+            finally:
+                j.close()
+            return
 
-            fd = j.fileno()
-            loop.add_reader(fd, wake.set)
-            j.track()
+        wake = asyncio.Event()
+        # The watch first: any change of the journal's files after it exists bumps its
+        # generation, so no rotation can fall between our opening the files and watching them.
+        watch = _Watch.acquire(self.namespace, wake)
+        tasks: list[asyncio.Task[Any]] = []
+        try:
+            generation = watch.generation
+            j = self._open(after_cursor, tail, since_usec, follow=True)
+        except BaseException:
+            watch.release(wake)
+            raise
+        # Where a new handle goes on from: after the last record read; with none read, from the
+        # same start (a tail: after the record a tail of 0 skipped, or else all there is).
+        last_cursor: str | None = None
+        first_cursor = after_cursor if tail is None else j.skipped
+
+        def reopen(read_to: _Pos | None) -> _Journal:
+            cursor = last_cursor or first_cursor
+            if cursor is not None:
+                return self._open(cursor, None, None, follow=True, read_to=read_to)
+            since = since_usec if tail is None else None
+            return self._open(None, None, since, follow=True, read_to=read_to)
+
+        try:
             ended_task: asyncio.Task[Any] | None = None
             end_task: asyncio.Task[bool] | None = None
             if ended is not None:
@@ -632,19 +796,14 @@ class JobOutput:
                 tasks.append(ended_task)
             delay: float | None = _RECHECK_FIRST
             last_data = time.monotonic()
-            last_cursor: str | None = None
             while True:
                 if j.stale():
                     # Nothing can have been read yet: open again, from the same starting point.
-                    loop.remove_reader(fd)
-                    fd = None
                     j.close()
-                    j = self._open(after_cursor, tail, since_usec)
-                    fd = j.fileno()
-                    loop.add_reader(fd, wake.set)
-                    j.track()
-                # Read to the end of the files we know. Entries appear in them without process();
-                # files deleted since stay readable until then.
+                    j = self._open(after_cursor, tail, since_usec, follow=True)
+                    first_cursor = after_cursor if tail is None else j.skipped
+                # Read to the end of the files we know. Entries appear in them as journald
+                # writes them; files deleted since stay readable while we have them open.
                 got = False
                 while True:
                     bounds = j.bounds()
@@ -662,30 +821,27 @@ class JobOutput:
                 elif delay is not None:
                     delay = None if delay >= _RECHECK_LAST else delay * 2
                 # Now everything of ours up to bounds[1] is read. If files were added (rotation)
-                # or deleted (vacuum) and the oldest entry left is not the one right after it,
-                # files we never opened were deleted, and our records may have been in them.
-                if j.process():
-                    after = j.bounds()
-                    if bounds is not None and after is not None and _gap(after[0], bounds[1]):
-                        raise _lost(f"output of job {self.job_id} not read yet", after[0])
+                # or deleted (vacuum), new handles go on from there (ours know only the files
+                # they were opened with); if the oldest entry left is not the one right after
+                # bounds[1], files we never opened were deleted, and our records may have been
+                # in them: OutputLost.
+                if watch.generation != generation:
+                    generation = watch.generation
+                    old, j = j, reopen(None if bounds is None else bounds[1])
+                    old.close()
                     continue
 
                 if end_task is not None and end_task.done():
                     if end_task.result():
                         # journald has written all and we have read it: the last read came after.
-                        # Except from a file journald created (rotation) between our opening the
-                        # journal and watching its directory: this handle never learns of it. A
-                        # fresh handle sees every file; read once more through one.
+                        # A fresh handle sees every file, also one journald created (rotation)
+                        # since the watch last told us; read once more through one.
                         # Then once more after journald's notification interval: a stream that
                         # journald could not tie to the unit (the job gone before journald read
                         # its header) has no state file naming the unit. Seen: 1 job in ~400.
                         for settle in (0.0,) if self._settled else (0.0, _SETTLE):
                             await asyncio.sleep(settle)
-                            fresh = (
-                                self._open(last_cursor, None, None)
-                                if last_cursor is not None
-                                else self._open(after_cursor, tail, since_usec)
-                            )
+                            fresh = reopen(None if bounds is None else bounds[1])
                             try:
                                 while batch := fresh.read(_BATCH):
                                     last_cursor = batch[-1].cursor
@@ -705,7 +861,7 @@ class JobOutput:
                     continue
 
                 timeout = delay
-                sd_timeout = j.timeout()
+                sd_timeout = watch.timeout()
                 if sd_timeout is not None:
                     timeout = sd_timeout if timeout is None else min(timeout, sd_timeout)
                 wake.clear()
@@ -721,20 +877,31 @@ class JobOutput:
             for t in tasks:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await t
-            if fd is not None:
-                loop.remove_reader(fd)
+            watch.release(wake)
             j.close()
 
-    def _open(self, after_cursor: str | None, tail: int | None, since_usec: int | None) -> _Journal:
+    def _open(
+        self,
+        after_cursor: str | None,
+        tail: int | None,
+        since_usec: int | None,
+        *,
+        follow: bool = False,
+        read_to: _Pos | None = None,
+    ) -> _Journal:
         """A journal handle at the requested start. Raises OutputLost if entries the caller
-        wants were deleted (as far as can be known)."""
-        j = _Journal(self.job_id, self.namespace)
+        wants were deleted (as far as can be known). `follow`: see `_Journal`. `read_to`: with
+        `after_cursor`, the point up to which the caller has read every entry of the namespace
+        journal (past its last record, which may be deleted since)."""
+        j = _Journal(self.job_id, self.namespace, follow=follow)
         try:
             start = None if self._start_usec is None else _time_pos(self._start_usec)
             pos: _Pos | None = None
             if after_cursor is not None:
                 # If the cursor's own entry is still there, nothing before it can be missing.
                 pos = _cursor_pos(after_cursor)
+                if read_to is not None and _pos_after(read_to, pos):
+                    pos = read_to
                 if j.seek_after(after_cursor):
                     pos = None
             elif tail is not None:

@@ -9,7 +9,9 @@ no other part of jobrun. `systemd-run --wait` returns once the unit has stopped;
 from __future__ import annotations
 
 import asyncio
+import errno
 import io
+import os
 import statistics
 import sys
 import threading
@@ -21,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from jobrun import journal as journal_module
 from jobrun.errors import InvalidArgument, OutputLost
 from jobrun.journal import JobOutput, LineBreak, Record
 from jobrun.model import new_job_id
@@ -576,3 +579,72 @@ async def test_a_follower_notices_when_unread_output_was_deleted(tmp_path: Path)
     await journalctl("--vacuum-size=1")
     with pytest.raises(OutputLost):
         await collect(records)
+
+
+def inotify_instances() -> int:
+    count = 0
+    for fd in Path("/proc/self/fd").iterdir():
+        try:
+            if os.readlink(fd) == "anon_inode:inotify":
+                count += 1
+        except OSError:
+            continue
+    return count
+
+
+@integration
+async def test_followers_of_many_jobs_share_one_inotify_instance(tmp_path: Path) -> None:
+    # root has 128 inotify instances in all (fs.inotify.max_user_instances, shared with every
+    # root process of the host): a watch per followed job ran out at about 60 jobs.
+    gate = tmp_path / "gate"
+    before = inotify_instances()
+    script = f"echo start; while [ ! -e {gate} ]; do sleep 0.05; done; seq 1 50"
+    jobs = [await start_job(*sh(script)) for _ in range(100)]
+    attached = 0
+    everyone = asyncio.Event()
+
+    async def follow(job: Job) -> bytes:
+        nonlocal attached
+        out = bytearray()
+        async for record in job.output().records(follow=True, ended=job.ended):
+            if not out:
+                attached += 1
+                if attached == len(jobs):
+                    everyone.set()
+            out += record.data
+        return bytes(out)
+
+    tasks = [asyncio.create_task(follow(job)) for job in jobs]
+    try:
+        async with asyncio.timeout(120):
+            await everyone.wait()
+        assert inotify_instances() - before <= 1  # 100 followers, 100 jobs: one watch
+    finally:
+        gate.touch()
+    async with asyncio.timeout(180):
+        results = await asyncio.gather(*tasks)
+    assert results == [b"start\n" + numbers(1, 50)] * len(jobs)
+    assert inotify_instances() == before  # the watch went with the last follower
+
+
+@integration
+async def test_without_inotify_following_polls_and_loses_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def no_inotify(reader: object) -> int:
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    monkeypatch.setattr(journal_module, "_watch_fd", no_inotify)
+    gate = tmp_path / "gate"
+    job = await start_job(
+        *sh(f"seq 1 100; while [ ! -e {gate} ]; do sleep 0.01; done; seq 101 200")
+    )
+    records = job.output().records(follow=True, ended=job.ended)
+    first = await collect(records, limit=100)
+    assert data(first) == numbers(1, 100)
+    assert "following by polling every 0.1 s" in caplog.text
+    # A new journal file: found by comparing the files, as no inotify tells.
+    await journalctl("--rotate")
+    gate.touch()
+    rest = await collect(records, timeout=60)
+    assert data(first + rest) == numbers(1, 200)

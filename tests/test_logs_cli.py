@@ -133,12 +133,16 @@ def test_two_runs_with_the_same_name_never_mix(tmp_path: Path) -> None:
                 f"for i in $(seq 200); do echo {tag}$i; done",
             ],
             stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
         )
         for tag in ("A", "B")
     ]
-    outs = [p.communicate(timeout=60)[0].decode().split() for p in procs]
-    assert outs[0] == [f"A{i}" for i in range(1, 201)]
-    assert outs[1] == [f"B{i}" for i in range(1, 201)]
+    results = [p.communicate(timeout=60) for p in procs]
+    for p, tag, (out, err) in zip(procs, ("A", "B"), results, strict=True):
+        # On failure, say how the run ended: its exit status and what it wrote to stderr.
+        how = f"run {tag}: exit {p.returncode}, stderr {err.decode(errors='replace')!r}"
+        assert out.decode().split() == [f"{tag}{i}" for i in range(1, 201)], how
+        assert p.returncode == 0, how
 
 
 async def test_two_hundred_instant_exits_each_give_their_line(state_dir: Path) -> None:
