@@ -1,12 +1,12 @@
 """One journal reader per followed job, fanned out to all of that job's followers.
 
-A follower used to be a complete reader of its own: an sd_journal handle with two inotify
-instances (`fs.inotify.max_user_instances` is 128 per user, shared by every root process of the
-host), its own mappings of the journal files, its own re-check timer and its own watcher of the
-job's unit. Here a job that is followed has one `Feed`: one `JobOutput` reader from the first
-record, following until the job has ended and journald has written all of it (the reader's exact
-end), and one watcher of the unit. Its records go into a bounded buffer that every follower reads
-at its own pace.
+A follower used to be a complete reader of its own: sd_journal handles with their own mappings
+of the journal files, its own re-check timer and its own watcher of the job's unit. (No reader has
+an inotify instance of its own any more: `journal._Watch` has one for all readers of a process.)
+Here a job that is followed has one `Feed`: one `JobOutput` reader from the first record,
+following until the job has ended and journald has written all of it (the reader's exact end),
+and one watcher of the unit. Its records go into a bounded buffer that every follower reads at
+its own pace.
 
 Each follower gets the whole output it asked for (from the first record, or after a cursor, the
 last N, since a time), in journal order, without a gap or a repeat:

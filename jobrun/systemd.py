@@ -27,6 +27,15 @@ PROPS = "org.freedesktop.DBus.Properties"
 
 NO_SUCH_UNIT = "org.freedesktop.systemd1.NoSuchUnit"
 MAX_PENDING_CALLS = 64
+# systemd jobs (start, stop) this connection has queued and systemd has not finished. For each,
+# PID 1 tracks the requester with a match rule of its own on the bus, and dbus-daemon allows it
+# 512 (max_match_rules_per_connection): past that PID 1's AddMatch fails, sd-bus drops its bus
+# connection ("Got disconnect on API bus"), and every call in flight fails with "Message recipient
+# disconnected from message bus without replying". Seen with ~2,000 starts queued (the load test).
+MAX_QUEUED_JOBS = 256
+# With every slot taken this long, ask systemd which of our jobs it still has (ListJobs): a
+# JobRemoved lost (a bus reconnect) must not keep a slot forever.
+_RECONCILE_AFTER = 5.0
 ACCESS_DENIED = (
     "org.freedesktop.DBus.Error.AccessDenied",
     "org.freedesktop.DBus.Error.InteractiveAuthorizationRequired",
@@ -56,6 +65,8 @@ class Systemd:
         # dbus-daemon allows 128 pending calls per connection and fails the rest with
         # LimitsExceeded: many concurrent callers (followers, jobrund's clients) wait here instead.
         self._in_flight = asyncio.Semaphore(MAX_PENDING_CALLS)
+        self._job_slots = asyncio.Semaphore(MAX_QUEUED_JOBS)
+        self._queued: dict[str, asyncio.Future[str]] = {}  # our jobs holding a slot, by path
         bus.add_message_handler(self._on_message)
 
     @classmethod
@@ -162,17 +173,53 @@ class Systemd:
                 self._job_waiters[job_path] = fut
         return fut
 
+    async def _queue_job(self, member: str, signature: str, body: list[Any]) -> str:
+        """Call a method that queues a systemd job; returns the job's path. At most
+        MAX_QUEUED_JOBS of them are unfinished at once: further callers wait here."""
+        while True:
+            try:
+                async with asyncio.timeout(_RECONCILE_AFTER):
+                    await self._job_slots.acquire()
+                break
+            except TimeoutError:
+                await self._reconcile_jobs()
+        try:
+            (job,) = await self.call(member, signature, body)
+        except BaseException:
+            self._job_slots.release()
+            raise
+        path = str(job)
+        if not self._subscribed:
+            self._job_slots.release()  # no JobRemoved to wait for (a CLI that only starts)
+            return path
+        fut = self._queued[path] = self.expect_job(path)
+
+        def finished(_: object) -> None:
+            if self._queued.pop(path, None) is not None:
+                self._job_slots.release()
+
+        fut.add_done_callback(finished)
+        return path
+
+    async def _reconcile_jobs(self) -> None:
+        """Finish the waits for our jobs that systemd no longer has (their JobRemoved lost)."""
+        (jobs,) = await self.call("ListJobs")
+        live = {str(j[4]) for j in jobs}
+        for path, fut in list(self._queued.items()):
+            if path not in live and not fut.done():
+                if self._job_waiters.get(path) is fut:
+                    del self._job_waiters[path]
+                fut.set_result("done")  # its outcome is the unit's, which status asks for
+
     # -- manager API ------------------------------------------------------------------------
 
     async def start_transient_unit(self, name: str, properties: list[tuple[str, Variant]]) -> str:
-        (job,) = await self.call(
+        return await self._queue_job(
             "StartTransientUnit", "ssa(sv)a(sa(sv))", [name, "fail", properties, []]
         )
-        return str(job)
 
     async def stop_unit(self, name: str) -> str:
-        (job,) = await self.call("StopUnit", "ss", [name, "replace"])
-        return str(job)
+        return await self._queue_job("StopUnit", "ss", [name, "replace"])
 
     async def get_unit(self, name: str) -> str | None:
         """The object path of a loaded unit, or None if systemd has no such unit loaded."""
