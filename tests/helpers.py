@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -95,3 +96,15 @@ def cgroup_pids(unit: str) -> list[int] | None:
             return [int(x) for x in f.read().split()]
     except FileNotFoundError:
         return None
+
+
+def inotify_instances(pid: int | str = "self") -> int:
+    """How many inotify instances a process holds (its fds that are one)."""
+    count = 0
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            if os.readlink(fd) == "anon_inode:inotify":
+                count += 1
+        except OSError:
+            continue
+    return count

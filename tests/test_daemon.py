@@ -21,7 +21,7 @@ from dbus_fast import Message, MessageType
 from jobrun import dbus_api as api
 from jobrun.bus import connect_system_bus
 
-from .helpers import systemctl_show, wait_for
+from .helpers import inotify_instances, systemctl_show, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.daemon]
 
@@ -422,17 +422,6 @@ def test_admin_caps_the_loosest_profile(config: Path) -> None:
     assert as_user("carol", "start", "--profile", "relaxed", "--", "true").returncode == 0
 
 
-def _inotify_instances(pid: str) -> int:
-    count = 0
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
-        try:
-            if os.readlink(fd) == "anon_inode:inotify":
-                count += 1
-        except OSError:
-            continue
-    return count
-
-
 async def test_many_followers_through_jobrund_share_one_journal_reader(tmp_path: Path) -> None:
     from jobrun.client import DaemonBackend
 
@@ -446,7 +435,7 @@ async def test_many_followers_through_jobrund_share_one_journal_reader(tmp_path:
             {"profile": "relaxed", "private_tmp": False},
         )
         pid = systemctl_show("jobrund.service", "MainPID")["MainPID"]
-        before = _inotify_instances(pid)
+        before = inotify_instances(pid)
         first_lines = 0
         everyone = asyncio.Event()
         followers = 200
@@ -467,12 +456,12 @@ async def test_many_followers_through_jobrund_share_one_journal_reader(tmp_path:
             await everyone.wait()
         # Every follower is attached and reading: one journal reader serves them all, woken by
         # jobrund's one inotify instance for the journal.
-        assert _inotify_instances(pid) - before <= 1
+        assert inotify_instances(pid) - before <= 1
         gate.touch()
         async with asyncio.timeout(180):
             results = await asyncio.gather(*tasks)
         want = "".join(f"{i}\n" for i in range(1, n + 1)).encode()
         assert all(r == want for r in results)
-        wait_for(lambda: _inotify_instances(pid) == before, what="the reader closed")
+        wait_for(lambda: inotify_instances(pid) == before, what="the reader closed")
     finally:
         await b.close()

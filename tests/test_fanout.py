@@ -7,7 +7,6 @@ Jobs are started as in test_journal.py (systemd-run with jobrun's output propert
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import AsyncGenerator
 from datetime import datetime
 from pathlib import Path
@@ -17,21 +16,10 @@ import pytest
 from jobrun.fanout import Feeds
 from jobrun.journal import Record
 
+from .helpers import inotify_instances
 from .test_journal import Job, collect, data, numbers, sh, start_job, wait_until
 
 pytestmark = pytest.mark.integration
-
-
-def inotify_instances() -> int:
-    fds = Path("/proc/self/fd")
-    count = 0
-    for fd in fds.iterdir():
-        try:
-            if os.readlink(fd) == "anon_inode:inotify":
-                count += 1
-        except OSError:
-            continue
-    return count
 
 
 def watch_job(job: Job) -> object:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import errno
 import io
-import os
 import statistics
 import sys
 import threading
@@ -27,6 +26,8 @@ from jobrun import journal as journal_module
 from jobrun.errors import InvalidArgument, OutputLost
 from jobrun.journal import JobOutput, LineBreak, Record
 from jobrun.model import new_job_id
+
+from .helpers import inotify_instances
 
 ROOT = Path(__file__).resolve().parent.parent
 JOURNALD_CONF = ROOT / "units" / "journald@jobrun.conf"
@@ -579,17 +580,6 @@ async def test_a_follower_notices_when_unread_output_was_deleted(tmp_path: Path)
     await journalctl("--vacuum-size=1")
     with pytest.raises(OutputLost):
         await collect(records)
-
-
-def inotify_instances() -> int:
-    count = 0
-    for fd in Path("/proc/self/fd").iterdir():
-        try:
-            if os.readlink(fd) == "anon_inode:inotify":
-                count += 1
-        except OSError:
-            continue
-    return count
 
 
 @integration

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -185,13 +186,14 @@ async def run_load(load: Load) -> None:
             await b.close()
 
 
-def _settle(pid: int, fds: int) -> int:
-    """jobrund's fd count once its log streams have closed (at most `fds`, or the last seen)."""
-    seen = [fd_count(pid)]
+def _settle(measure: Callable[[int], int], pid: int, limit: int) -> int:
+    """jobrund's figure once it is at most `limit`, or the last seen after 30 s: its fds once
+    its log streams have closed, its RSS (KiB) once the last requests have been answered."""
+    seen = [measure(pid)]
 
     def back() -> bool:
-        seen.append(fd_count(pid))
-        return seen[-1] <= fds
+        seen.append(measure(pid))
+        return seen[-1] <= limit
 
     with contextlib.suppress(AssertionError):  # asserted by the caller, with the numbers
         wait_for(back, timeout=30, interval=0.1)
@@ -212,7 +214,7 @@ async def test_load_no_error_no_lost_line_fds_and_rss_back_to_baseline() -> None
     warm = Load(concurrent=4, followers=4, rate=4, duration=2)
     await run_load(warm)
     assert not warm.errors, warm.errors[:10]
-    fds_before = _settle(pid, fd_count(pid))
+    fds_before = _settle(fd_count, pid, fd_count(pid))
     rss_before = rss_kib(pid)
     t0 = time.monotonic()
     await run_load(load)
@@ -220,8 +222,10 @@ async def test_load_no_error_no_lost_line_fds_and_rss_back_to_baseline() -> None
     assert jobrund_pid() == pid, "jobrund restarted under load"
     known = store_ids()
     unknown_units = sorted(u for u in job_units() if unit_job_id(u) not in known)
-    fds_after = _settle(pid, fds_before)
-    rss_after = rss_kib(pid)
+    fds_after = _settle(fd_count, pid, fds_before)
+    # Python keeps some freed memory in its allocator: "back" means within a small margin.
+    rss_limit = rss_before + max(16 << 10, rss_before // 4)
+    rss_after = _settle(rss_kib, pid, rss_limit)
     lat = sorted(load.start_latency) or [0.0]
     figures: dict[str, Any] = {
         "concurrent_jobs": load.concurrent,
@@ -255,5 +259,4 @@ async def test_load_no_error_no_lost_line_fds_and_rss_back_to_baseline() -> None
     assert len(load.jobs) == load.starts and load.lines_lost == 0
     assert load.lines_got == load.lines_expected
     assert fds_after <= fds_before, figures
-    # Python keeps some freed memory in its allocator: "back" means within a small margin.
-    assert rss_after <= rss_before + max(16 << 10, rss_before // 4), figures
+    assert rss_after <= rss_limit, figures
