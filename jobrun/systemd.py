@@ -66,7 +66,7 @@ class Systemd:
         # LimitsExceeded: many concurrent callers (followers, jobrund's clients) wait here instead.
         self._in_flight = asyncio.Semaphore(MAX_PENDING_CALLS)
         self._job_slots = asyncio.Semaphore(MAX_QUEUED_JOBS)
-        self._queued: dict[str, asyncio.Future[str]] = {}  # our jobs holding a slot, by path
+        self._queued: set[str] = set()  # paths of our jobs that hold a slot
         bus.add_message_handler(self._on_message)
 
     @classmethod
@@ -143,6 +143,7 @@ class Systemd:
             return False
         if msg.member == "JobRemoved" and msg.interface == MANAGER:
             _, job_path, _, result = msg.body
+            self._job_done(job_path)
             fut = self._job_waiters.pop(job_path, None)
             if fut is not None and not fut.done():
                 fut.set_result(result)
@@ -189,27 +190,30 @@ class Systemd:
             self._job_slots.release()
             raise
         path = str(job)
-        if not self._subscribed:
-            self._job_slots.release()  # no JobRemoved to wait for (a CLI that only starts)
-            return path
-        fut = self._queued[path] = self.expect_job(path)
-
-        def finished(_: object) -> None:
-            if self._queued.pop(path, None) is not None:
-                self._job_slots.release()
-
-        fut.add_done_callback(finished)
+        # Without signals there is no JobRemoved to wait for (a CLI that only starts); and the
+        # job may be done already (its JobRemoved came before this reply was handled).
+        if not self._subscribed or path in self._removed:
+            self._job_slots.release()
+        else:
+            self._queued.add(path)  # until its JobRemoved (_on_message)
         return path
 
+    def _job_done(self, path: str) -> None:
+        if path in self._queued:
+            self._queued.discard(path)
+            self._job_slots.release()
+
     async def _reconcile_jobs(self) -> None:
-        """Finish the waits for our jobs that systemd no longer has (their JobRemoved lost)."""
+        """Free the slots of our jobs that systemd no longer has (their JobRemoved lost), and
+        end the waits for them."""
         (jobs,) = await self.call("ListJobs")
         live = {str(j[4]) for j in jobs}
-        for path, fut in list(self._queued.items()):
-            if path not in live and not fut.done():
-                if self._job_waiters.get(path) is fut:
-                    del self._job_waiters[path]
-                fut.set_result("done")  # its outcome is the unit's, which status asks for
+        for path in list(self._queued):
+            if path not in live:
+                self._job_done(path)
+                fut = self._job_waiters.pop(path, None)
+                if fut is not None and not fut.done():
+                    fut.set_result("done")  # its outcome is the unit's, which status asks for
 
     # -- manager API ------------------------------------------------------------------------
 

@@ -23,6 +23,8 @@ import pytest
 from jobrun.bus import connect_system_bus
 from jobrun.client import DaemonBackend
 from jobrun.errors import JobrunError
+from jobrun.model import UNIT_PREFIX
+from jobrun.systemd import MAX_QUEUED_JOBS, Systemd
 
 from ..helpers import wait_for
 from .common import (
@@ -62,6 +64,9 @@ class Load:
     peak_running: int = 0
     following: int = 0
     peak_following: int = 0
+    # systemd's queue of jobrun start jobs, sampled every second while starts are due: full
+    # (jobrund's bound, systemd.MAX_QUEUED_JOBS) means systemd, not jobrund, sets the pace.
+    queued_samples: list[int] = field(default_factory=list)
 
     kinds: dict[str, int] = field(default_factory=dict)  # error kind → count
     samples: dict[str, str] = field(default_factory=dict)  # error kind → first message
@@ -153,6 +158,7 @@ async def run_load(load: Load) -> None:
     buses = [await connect_system_bus() for _ in range(load.buses)]
     backends = [DaemonBackend(bus) for bus in buses]
     slots = asyncio.Semaphore(load.followers)
+    sampler = asyncio.create_task(_sample_queue(load))
     try:
         t0 = load.first_start = time.monotonic()
         tasks = []
@@ -162,6 +168,7 @@ async def run_load(load: Load) -> None:
             await asyncio.sleep(max(0.0, at - time.monotonic()))
             tasks.append(asyncio.create_task(_one(load, slots, backends, i, at)))
         await asyncio.gather(*tasks)
+        sampler.cancel()
         # Afterwards: every job ended as it should, and its whole output reads back.
         sem = asyncio.Semaphore(32)
 
@@ -182,8 +189,22 @@ async def run_load(load: Load) -> None:
 
         await asyncio.gather(*(check(i, j) for i, j in load.jobs.items()))
     finally:
+        sampler.cancel()
         for b in backends:
             await b.close()
+
+
+async def _sample_queue(load: Load) -> None:
+    sd = await Systemd.connect()
+    try:
+        while len(load.jobs) < load.starts:
+            (jobs,) = await sd.call("ListJobs")
+            load.queued_samples.append(
+                sum(1 for j in jobs if j[1].startswith(UNIT_PREFIX) and j[2] == "start")
+            )
+            await asyncio.sleep(1.0)
+    finally:
+        sd.close()
 
 
 def _settle(measure: Callable[[int], int], pid: int, limit: int) -> int:
@@ -238,6 +259,12 @@ async def test_load_no_error_no_lost_line_fds_and_rss_back_to_baseline() -> None
         ),
         "peak_running_jobs": load.peak_running,
         "peak_followers": load.peak_following,
+        "systemd_start_queue_max": max(load.queued_samples, default=0),
+        "systemd_start_queue_full_pct": round(
+            100
+            * sum(q >= MAX_QUEUED_JOBS * 0.9 for q in load.queued_samples)
+            / max(len(load.queued_samples), 1)
+        ),
         "lines_per_job": load.lines_per_job,
         "lines_followed": load.lines_got,
         "lines_lost": load.lines_lost,
