@@ -13,6 +13,7 @@ import dataclasses
 import json
 import os
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -39,6 +40,38 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 CREATE INDEX IF NOT EXISTS jobs_created ON jobs (created_at);
 """
+
+
+# How long a connection waits for another's lock (SQLite's busy handler), and how long opening
+# retries what SQLite does not wait for (below).
+_LOCK_TIMEOUT = 30.0
+
+
+def _set_up(db: sqlite3.Connection) -> None:
+    """WAL mode and the schema. Switching a new database to WAL does not wait for the lock of
+    another process creating it at the same moment (SQLite's busy handler is not asked: "database
+    is locked" at once; 11-19 of 30 rounds of 6 processes opening one new database failed): retry
+    then, for as long as a lock is waited for elsewhere."""
+    deadline = time.monotonic() + _LOCK_TIMEOUT
+    delay = 0.002
+    while True:
+        try:
+            (mode,) = db.execute("PRAGMA journal_mode").fetchone()
+            if str(mode).lower() != "wal":
+                db.execute("PRAGMA journal_mode=WAL")
+            break
+        except sqlite3.OperationalError as e:
+            busy = getattr(e, "sqlite_errorcode", 0) & 0xFF in (
+                sqlite3.SQLITE_BUSY,
+                sqlite3.SQLITE_LOCKED,
+            )
+            if not busy or time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.executescript(_SCHEMA)
+    db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
 
 def state_dir() -> Path:
@@ -92,18 +125,22 @@ class Store:
     def open(self) -> Store:
         try:
             self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-            db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.executescript(_SCHEMA)
-            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            db = sqlite3.connect(self.path, timeout=_LOCK_TIMEOUT, isolation_level=None)
         except (OSError, sqlite3.Error) as e:
-            raise StateError(
-                f"cannot open jobrun's job database {self.path}: {e}",
-                "check that the directory exists and is writable (free disk space?)",
-            ) from e
+            raise self._unopenable(e) from e
+        try:
+            _set_up(db)
+        except (OSError, sqlite3.Error) as e:
+            db.close()
+            raise self._unopenable(e) from e
         self._db = db
         return self
+
+    def _unopenable(self, e: BaseException) -> StateError:
+        return StateError(
+            f"cannot open jobrun's job database {self.path}: {e}",
+            "check that the directory exists and is writable (free disk space?)",
+        )
 
     def close(self) -> None:
         if self._db is not None:
