@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import socket
 import ssl
 import subprocess
@@ -34,7 +35,7 @@ from jobrun.errors import (
 )
 from jobrun.remote_client import RemoteBackend, Target
 
-from .helpers import wait_for
+from .helpers import systemctl_show, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = Path("/etc/jobrun/jobrund.toml")
@@ -277,6 +278,48 @@ async def test_two_remote_followers_get_the_whole_output(remote: Remote) -> None
     )
     want = "".join(f"{i}\n" for i in range(1, 40001)).encode()
     assert a == want and b == want
+
+
+async def test_a_remote_follower_resumes_without_gap_after_jobrund_is_killed(
+    remote: Remote,
+) -> None:
+    # reliability F3 for the remote API: kill -9 of jobrund while a follower streams a job.
+    n = 1500  # ~7 s of output: the kill and the restart fall inside it
+    script = (
+        f'i=0; while [ $i -lt {n} ]; do i=$((i+1)); echo "r$i"; '
+        "if [ $((i % 10)) = 0 ]; then sleep 0.05; fi; done"
+    )
+    b = await _backend(remote, "alice")
+    try:
+        job = await b.start(["sh", "-c", script], None, {})
+        got: list[bytes] = []
+        streaming = asyncio.Event()
+
+        async def follow() -> None:
+            async for batch in b.log_batches(job["id"], follow=True):
+                got.extend(r.message for r in batch)
+                streaming.set()
+
+        task = asyncio.create_task(follow())
+        async with asyncio.timeout(60):
+            await streaming.wait()
+        pid = systemctl_show("jobrund.service", "MainPID")["MainPID"]
+        at_kill = len(got)
+        os.kill(int(pid), signal.SIGKILL)
+
+        def back() -> bool:
+            now = systemctl_show("jobrund.service", "MainPID")["MainPID"]
+            return now not in ("0", pid)
+
+        await asyncio.to_thread(wait_for, back, 60, 0.05, "jobrund to be restarted")
+        async with asyncio.timeout(180):
+            await task
+        status = await b.status(job["id"])
+    finally:
+        await b.close()
+    assert 0 < at_kill < n  # the kill came mid-stream
+    assert [m.decode() for m in got] == [f"r{i}" for i in range(1, n + 1)]
+    assert status["state"] == "succeeded"
 
 
 # -- what the TLS layer must refuse ---------------------------------------------------------------
