@@ -454,19 +454,14 @@ class _Watch:
     def __init__(self, loop: asyncio.AbstractEventLoop, namespace: str) -> None:
         self._loop = loop
         self._namespace = namespace
-        self._users = 0
         self.generation = 0
-        self._wakers: set[asyncio.Event] = set()
+        self._wakers: set[asyncio.Event] = set()  # one per follower: its users
         self._reader: Any = None
         self._fd: int | None = None
         self._poller: asyncio.Task[None] | None = None
         self._dirs = _NamespaceDirs(namespace)
         if not self._watch():
             self._poller = loop.create_task(self._poll())
-
-    @property
-    def polling(self) -> bool:
-        return self._poller is not None
 
     @classmethod
     def acquire(cls, namespace: str, wake: asyncio.Event) -> _Watch:
@@ -477,15 +472,13 @@ class _Watch:
             w = cls._all.get((loop, namespace))
             if w is None:
                 w = cls._all[loop, namespace] = cls(loop, namespace)
-            w._users += 1
             w._wakers.add(wake)
         return w
 
     def release(self, wake: asyncio.Event) -> None:
         with self._lock:
             self._wakers.discard(wake)
-            self._users -= 1
-            if self._users > 0:
+            if self._wakers:
                 return
             del self._all[self._loop, self._namespace]
         self._unwatch()
