@@ -8,7 +8,10 @@ not see answers "not found", exactly like a job that does not exist.
 Requests are dispatched from a raw message handler rather than dbus-fast's ServiceInterface, so
 each handler sees the message (sender, flags) and in-flight work is bounded: at most MAX_ACTIVE
 requests run at once and at most MAX_QUEUED wait; beyond that a caller gets a Busy error at once
-instead of the daemon growing without bound.
+instead of the daemon growing without bound. A waiting request is only its message in a queue,
+served by at most MAX_ACTIVE worker tasks: under load thousands wait (systemd starts some 16
+units/s here), and a task of their own each made jobrund's memory peak, which CPython's allocator
+keeps once reached, some 60 % higher (docs/RELIABILITY.md).
 """
 
 from __future__ import annotations
@@ -57,13 +60,15 @@ class Daemon:
         self.bus = bus
         self.manager = manager
         self.config = config
-        self._active = asyncio.Semaphore(MAX_ACTIVE)
-        self._queued = 0
+        self._waiting: collections.deque[Message] = collections.deque()
+        self._workers = 0
+        self._queued = 0  # accepted and not yet answered: waiting, or being served
         self._tasks: set[asyncio.Task[None]] = set()
         self._streams: set[asyncio.Task[None]] = set()
         self._uids: collections.OrderedDict[str, int] = collections.OrderedDict()
         self._subscribers: dict[str, Caller] = {}
         self._last_state: dict[str, str] = {}
+        self._announcing: dict[str, bool] = {}  # job ID -> changed again since its read began
         self._handlers: dict[str, Callable[[Message, Caller], Awaitable[tuple[str, list[Any]]]]]
         self._handlers = {
             "Start": self.start,
@@ -98,36 +103,49 @@ class Daemon:
             self._error(msg, Busy("jobrund is busy", "try again in a moment"))
             return True
         self._queued += 1
-        task = asyncio.get_running_loop().create_task(self._dispatch(msg))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._waiting.append(msg)
+        if self._workers < MAX_ACTIVE:
+            self._workers += 1
+            task = asyncio.get_running_loop().create_task(self._work())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         return True
+
+    async def _work(self) -> None:
+        """Answer waiting requests, oldest first, until none is left."""
+        try:
+            while self._waiting:
+                msg = self._waiting.popleft()
+                try:
+                    await self._dispatch(msg)
+                except Exception:  # the reply could not be sent (the bus gone): serve the rest
+                    log.exception("answering %s failed", msg.member)
+                finally:
+                    self._queued -= 1
+        finally:
+            self._workers -= 1
 
     async def _dispatch(self, msg: Message) -> None:
         try:
-            async with self._active:
-                try:
-                    caller = await self._caller(msg)
-                    sig_out, body = await self._handlers[msg.member or ""](msg, caller)
-                    fds: list[int] = []
-                    if sig_out == "h":  # D-Bus carries fds out of band; the body holds an index
-                        fds, body = [body[0]], [0]
-                    reply = Message.new_method_return(msg, sig_out, body, unix_fds=fds)
-                except JobrunError as e:
-                    reply = Message.new_error(msg, e.dbus_name, api.error_text(e))
-                except Exception:
-                    log.exception("%s failed", msg.member)
-                    reply = Message.new_error(
-                        msg, "org.jobrun.Error.Failed", "internal error in jobrund (see its log)"
-                    )
-                try:
-                    if not msg.flags & MessageFlag.NO_REPLY_EXPECTED:
-                        await self.bus.send(reply)  # done once written to the socket
-                finally:
-                    for fd in reply.unix_fds:
-                        os.close(fd)  # passed to the caller; our copy is no longer needed
+            caller = await self._caller(msg)
+            sig_out, body = await self._handlers[msg.member or ""](msg, caller)
+            fds: list[int] = []
+            if sig_out == "h":  # D-Bus carries fds out of band; the body holds an index
+                fds, body = [body[0]], [0]
+            reply = Message.new_method_return(msg, sig_out, body, unix_fds=fds)
+        except JobrunError as e:
+            reply = Message.new_error(msg, e.dbus_name, api.error_text(e))
+        except Exception:
+            log.exception("%s failed", msg.member)
+            reply = Message.new_error(
+                msg, "org.jobrun.Error.Failed", "internal error in jobrund (see its log)"
+            )
+        try:
+            if not msg.flags & MessageFlag.NO_REPLY_EXPECTED:
+                await self.bus.send(reply)  # done once written to the socket
         finally:
-            self._queued -= 1
+            for fd in reply.unix_fds:
+                os.close(fd)  # passed to the caller; our copy is no longer needed
 
     def _error(self, msg: Message, e: JobrunError) -> None:
         self.bus.send(Message.new_error(msg, e.dbus_name, api.error_text(e)))
@@ -281,10 +299,29 @@ class Daemon:
             path = msg.path or ""
             if path.startswith(_UNIT_PATH_PREFIX):
                 job_id = path[len(_UNIT_PATH_PREFIX) :].removesuffix("_2eservice")
-        if job_id and self._subscribers:
-            task = asyncio.get_running_loop().create_task(self._announce(job_id))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+        if not job_id or not self._subscribers:
+            return
+        if job_id in self._announcing:
+            # systemd sends a burst of signals per change of a unit: one status read in flight
+            # per job, and one more after it if anything changed meanwhile, is enough to
+            # announce every state the job ends up in (without it, a load of jobs had
+            # hundreds of status reads of the same jobs in flight at once).
+            self._announcing[job_id] = True
+            return
+        self._announcing[job_id] = False
+        task = asyncio.get_running_loop().create_task(self._announce_changes(job_id))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _announce_changes(self, job_id: str) -> None:
+        try:
+            while True:
+                self._announcing[job_id] = False
+                await self._announce(job_id)
+                if not self._announcing[job_id]:
+                    return
+        finally:
+            del self._announcing[job_id]
 
     async def _announce(self, job_id: str) -> None:
         try:

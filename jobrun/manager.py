@@ -211,7 +211,7 @@ class Manager:
 
     async def _refresh(self, job: Job, stop_requested: bool) -> Job:
         path = await self.systemd.get_unit(job.unit)
-        props = await self.systemd.unit_properties(path) if path else {}
+        props = await self.systemd.unit_properties(path, oc.STATUS_PROPERTIES) if path else {}
         if props and job.started_at is None:
             started = oc.usec_to_datetime(props.get("ExecMainStartTimestamp"))
             job = self._record_start(job, props.get("InvocationID"), started)

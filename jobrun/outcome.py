@@ -112,6 +112,32 @@ def from_exit(
     return Outcome(state, result, exit_code, sig, reason, finished_at)
 
 
+# The unit properties a job's status is made of (running, from_unit, usage, and the manager's
+# record of the start and its check for the OOM killer); the rest of systemd's are not fetched.
+STATUS_PROPERTIES = frozenset(
+    {
+        # org.freedesktop.systemd1.Unit
+        "ActiveState",
+        "Job",
+        "LoadState",
+        "InvocationID",
+        "InactiveEnterTimestamp",
+        # org.freedesktop.systemd1.Service
+        "Result",
+        "ExecMainCode",
+        "ExecMainStatus",
+        "ExecMainStartTimestamp",
+        "ExecMainExitTimestamp",
+        "ControlGroup",
+        "CPUUsageNSec",
+        "IOReadBytes",
+        "IOWriteBytes",
+        "MemoryCurrent",
+        "TasksCurrent",
+    }
+)
+
+
 def running(props: Mapping[str, Any]) -> bool:
     """Whether a loaded unit runs, or is about to: right after StartTransientUnit the unit is
     still inactive, with its start job queued (its `Job` property, (id, path), has an id)."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from typing import Any
 
 from dbus_fast import Message, MessageType, Variant
@@ -235,8 +235,12 @@ class Systemd:
             raise
         return str(path)
 
-    async def unit_properties(self, path: str) -> dict[str, Any]:
-        """Unit and Service properties of a loaded unit (empty if it went away meanwhile)."""
+    async def unit_properties(
+        self, path: str, names: Collection[str] | None = None
+    ) -> dict[str, Any]:
+        """Unit and Service properties of a loaded unit (empty if it went away meanwhile): all
+        of them, or those in `names`. A unit has some 350; keeping only those a caller reads
+        keeps a daemon answering hundreds of status calls at once from holding them all."""
         props: dict[str, Any] = {}
         for interface in (UNIT, SERVICE):
             try:
@@ -248,7 +252,7 @@ class Systemd:
                 ):
                     return {}
                 raise
-            props.update({k: unwrap(v) for k, v in values.items()})
+            props.update({k: unwrap(v) for k, v in values.items() if names is None or k in names})
         return props
 
     async def list_units(self, pattern: str) -> list[tuple[str, str, str, str, str]]:

@@ -1,4 +1,5 @@
-"""jobrun.systemd: the bound on systemd jobs queued at once, against a real systemd.
+"""jobrun.systemd against a real systemd: the bound on systemd jobs queued at once; the unit
+properties a status fetches.
 
 PID 1 tracks the requester of each queued job with a match rule on the bus, and dbus-daemon allows
 it 512: past that PID 1 drops off the bus. The client therefore keeps at most MAX_QUEUED_JOBS of
@@ -7,14 +8,17 @@ its jobs unfinished; further starts wait for a slot.
 
 from __future__ import annotations
 
+import ast
 import asyncio
 from pathlib import Path
 
 import pytest
 from dbus_fast import Variant
 
+from jobrun import manager, outcome
 from jobrun import systemd as systemd_module
 from jobrun.model import new_job_id
+from jobrun.outcome import STATUS_PROPERTIES
 from jobrun.systemd import Systemd
 
 from .test_journal import wait_until
@@ -102,3 +106,51 @@ async def test_a_lost_job_removed_frees_its_slot_after_asking_systemd(
             await sd.start_transient_unit(names[1], gated_oneshot(gate))
     finally:
         sd.close()
+
+
+async def test_unit_properties_keeps_only_the_names_asked_for(tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    name = f"jobrun-{new_job_id()}.service"
+    sd = await Systemd.connect()
+    try:
+        await sd.subscribe()
+        await sd.start_transient_unit(name, gated_oneshot(gate))
+        path = await sd.get_unit(name)
+        assert path is not None
+        everything = await sd.unit_properties(path)
+        assert len(everything) > 200 and everything.keys() >= STATUS_PROPERTIES
+        asked = {"ActiveState", "MemoryCurrent", "NoSuchProperty"}
+        some = await sd.unit_properties(path, asked)
+        assert some.keys() == {"ActiveState", "MemoryCurrent"}
+        assert some["ActiveState"] in ("activating", "inactive")
+    finally:
+        gate.touch()
+        sd.close()
+
+
+def test_status_properties_name_every_property_a_status_reads() -> None:
+    """Every `props.get("Name")` / `props["Name"]` of the status code is fetched."""
+    read: set[str] = set()
+    for module in (outcome, manager):
+        tree = ast.parse(Path(module.__file__ or "").read_text())
+        for node in ast.walk(tree):
+            key = None
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "get"
+                and isinstance(node.func.value, ast.Name)
+                and node.func.value.id == "props"
+                and node.args
+            ):
+                key = node.args[0]
+            elif (
+                isinstance(node, ast.Subscript)
+                and isinstance(node.value, ast.Name)
+                and node.value.id == "props"
+            ):
+                key = node.slice
+            if isinstance(key, ast.Constant) and isinstance(key.value, str):
+                read.add(key.value)
+    assert len(read) >= 15
+    assert read <= STATUS_PROPERTIES, read - STATUS_PROPERTIES
