@@ -122,11 +122,21 @@ def fd_count(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
-def rss_kib(pid: int) -> int:
+def memory_kib(pid: int) -> dict[str, int]:
+    """VmRSS, its parts (RssAnon: the heap; RssFile: mapped files, the journal's among them) and
+    VmHWM (the peak RSS), in KiB."""
+    figures = {}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError(f"no VmRSS for {pid}")
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "RssAnon", "RssFile", "VmHWM"):
+            figures[key] = int(value.split()[0])
+    if "VmRSS" not in figures:
+        raise AssertionError(f"no VmRSS for {pid}")
+    return figures
+
+
+def rss_kib(pid: int) -> int:
+    return memory_kib(pid)["VmRSS"]
 
 
 def job_units() -> set[str]:

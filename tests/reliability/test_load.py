@@ -32,6 +32,7 @@ from .common import (
     job_units,
     jobrund_answers,
     jobrund_pid,
+    memory_kib,
     report,
     rss_kib,
     size,
@@ -237,6 +238,7 @@ async def test_load_no_error_no_lost_line_fds_and_rss_back_to_baseline() -> None
     assert not warm.errors, warm.errors[:10]
     fds_before = _settle(fd_count, pid, fd_count(pid))
     rss_before = rss_kib(pid)
+    memory_before = memory_kib(pid)
     t0 = time.monotonic()
     await run_load(load)
     took = time.monotonic() - t0
@@ -279,6 +281,8 @@ async def test_load_no_error_no_lost_line_fds_and_rss_back_to_baseline() -> None
         "fds_after": fds_after,
         "rss_kib_before": rss_before,
         "rss_kib_after": rss_after,
+        "memory_kib_before": memory_before,
+        "memory_kib_after": memory_kib(pid),
     }
     report("load", figures)
     assert not unknown_units, unknown_units[:10]
