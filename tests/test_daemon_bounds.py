@@ -1,4 +1,5 @@
-"""What jobrund holds while it is busy: requests waiting, and JobChanged announcements.
+"""What jobrund holds while it is busy (and keeps after it): requests waiting, JobChanged
+announcements, results of systemd jobs.
 
 - Requests beyond MAX_ACTIVE wait as messages in a queue, served oldest first by at most
   MAX_ACTIVE tasks; beyond MAX_QUEUED a caller is told Busy at once.
@@ -6,6 +7,8 @@
   Service interfaces, several times per start and exit). Reading the job's status once per signal
   had hundreds of reads of the same jobs in flight under load: one read in flight per job, and one
   after it if anything changed meanwhile.
+- A systemd job's JobRemoved can come before its caller has handled the reply naming the job; its
+  result is kept for that caller only, not for every job of the system.
 
 Here the daemon runs in-process against a fake bus, and its work is held at a gate, so what is in
 flight is counted exactly.
@@ -22,12 +25,14 @@ from dbus_fast import Message, MessageType, Variant
 
 from jobrun import daemon as daemon_module
 from jobrun import dbus_api as api
+from jobrun import systemd as systemd_module
 from jobrun.config import Config
 from jobrun.daemon import Daemon
 from jobrun.manager import Caller
 from jobrun.model import Job, JobState
 from jobrun.outcome import Outcome
 from jobrun.properties import build_spec
+from jobrun.systemd import Systemd
 
 JOB = "abcdef0123456789"
 PATH = "/org/freedesktop/systemd1/unit/jobrun_2d" + JOB + "_2eservice"
@@ -202,3 +207,60 @@ async def test_waiting_requests_are_messages_served_in_order_by_a_bounded_set_of
     assert daemon.on_message(status_call(99))
     await done(daemon)
     assert begun[-1] == served[-1] == "job99"
+
+
+class FakeSystemdBus:
+    def add_message_handler(self, handler: Any) -> None:
+        self.handler = handler
+
+
+def job_removed(n: int, result: str = "done") -> Message:
+    return Message(
+        message_type=MessageType.SIGNAL,
+        path="/org/freedesktop/systemd1",
+        interface="org.freedesktop.systemd1.Manager",
+        member="JobRemoved",
+        signature="uoss",
+        body=[n, f"/org/freedesktop/systemd1/job/{n}", f"unit{n}.service", result],
+    )
+
+
+def racing_systemd(monkeypatch: pytest.MonkeyPatch) -> Systemd:
+    """A client whose every job-queuing call sees its job's JobRemoved before the reply."""
+    sd = Systemd(FakeSystemdBus())  # type: ignore[arg-type]
+    sd._subscribed = True
+    jobs = iter(range(100, 10**6))
+
+    async def call(member: str, signature: str = "", body: Any = None, **kw: Any) -> list[Any]:
+        n = next(jobs)
+        sd._on_message(job_removed(n, "canceled" if member == "StopUnit" else "done"))
+        return [f"/org/freedesktop/systemd1/job/{n}"]
+
+    monkeypatch.setattr(sd, "call", call)
+    return sd
+
+
+async def test_a_job_removed_before_the_reply_still_reaches_its_caller(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sd = racing_systemd(monkeypatch)
+    path = await sd.stop_unit("jobrun-a.service")
+    async with asyncio.timeout(5):
+        assert await sd.expect_job(path) == "canceled"
+    await sd.start_transient_unit("jobrun-b.service", [])
+    # Nothing left behind: no result kept, no slot taken.
+    assert not sd._removed and not sd._queued and not sd._job_waiters
+    assert sd._job_slots._value == systemd_module.MAX_QUEUED_JOBS
+
+
+async def test_results_of_jobs_nobody_waits_for_are_not_kept(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sd = racing_systemd(monkeypatch)
+    for n in range(2000):  # other clients' jobs, and ours once their slots are taken
+        sd._on_message(job_removed(n))
+    assert not sd._removed
+    for n in range(10):  # also with our own starts in between
+        await sd.start_transient_unit(f"jobrun-{n}.service", [])
+        sd._on_message(job_removed(50_000 + n))
+    assert not sd._removed and not sd._queued
