@@ -10,8 +10,8 @@ each handler sees the message (sender, flags) and in-flight work is bounded: at 
 requests run at once and at most MAX_QUEUED wait; beyond that a caller gets a Busy error at once
 instead of the daemon growing without bound. A waiting request is only its message in a queue,
 served by at most MAX_ACTIVE worker tasks: under load thousands wait (systemd starts some 16
-units/s here), and a task of their own each made jobrund's memory peak, which CPython's allocator
-keeps once reached, some 60 % higher (docs/RELIABILITY.md).
+units/s here), and with a task of its own each cost 3.4 KB instead of 1.9 KB, at the peak of
+jobrund's memory, which CPython's allocator keeps once reached (docs/RELIABILITY.md).
 """
 
 from __future__ import annotations
