@@ -60,7 +60,7 @@ class Systemd:
         # the reply naming the job: while such calls are in flight (`_queuing`), results of jobs
         # nobody waits for yet are kept here until their caller takes them (the last 1,024 at
         # most: jobs of other clients are never taken). Not every result: kept for good after a
-        # load, the last 1,024 were some 500 of the 3,900 objects that outlived it.
+        # load, the last 1,024 were some 500 of the 3,900 memory blocks that outlived it.
         self._removed: collections.OrderedDict[str, str] = collections.OrderedDict()
         self._queuing = 0
         self._listeners: list[Callable[[Message], None]] = []
