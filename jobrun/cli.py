@@ -21,7 +21,7 @@ import typer
 
 from . import __version__
 from .errors import EXIT_INTERNAL, InvalidArgument, JobrunError
-from .properties import SETTINGS, build_spec
+from .properties import SETTINGS, build_spec, check_paths
 
 if TYPE_CHECKING:
     from .client import Backend
@@ -71,6 +71,12 @@ def run_async(fn: Callable[[], Awaitable[T]]) -> T:
 
 # Where to run: this host (jobrund or in-process), or a remote jobrund (main_options).
 _remote: dict[str, str | None] = {}
+
+
+def _is_local() -> bool:
+    from .remote_client import resolve_target
+
+    return resolve_target(**_remote) is None
 
 
 async def open_backend() -> Backend:
@@ -137,8 +143,13 @@ def _parse(values: dict[str, Any]) -> tuple[list[str], str | None, dict[str, Any
     """Validate here, before anything is started; the backend gets the user's own values."""
     command = list(values.pop("command") or [])
     name = values.pop("name")
+    if command and "/" in command[0] and not command[0].startswith("/"):
+        command[0] = os.path.abspath(command[0])  # ./build.sh, bin/tool: as a shell finds them
     try:
-        build_spec(command, name=name, **values)
+        spec = build_spec(command, name=name, **values)
+        if _is_local():
+            # As the caller, where the caller is: jobrund (root) does not look (security model).
+            check_paths(spec)
     except JobrunError as e:
         fail(e)
     return command, name, {k: v for k, v in values.items() if v is not None and v != []}

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from dbus_fast import Message
 
+from . import envfile
 from . import outcome as oc
 from .errors import InvalidArgument, JobrunError, PermissionDenied, StateError, SystemdError
 from .model import UNIT_PREFIX, Job, JobSpec, JobState, Outcome, flatten, new_job_id, unit_name
@@ -125,9 +126,10 @@ class Manager:
 
     async def start(self, spec: JobSpec, caller: Caller | None = None) -> Job:
         caller = caller or Caller.current()
+        # Whether -C and --writable exist is not asked here: as root, the answer would tell a
+        # caller about paths they cannot see. The CLI checks them as the caller
+        # (properties.check_paths); systemd checks them as the job's user (exit status 200/226).
         if spec.workdir is not None:
-            if not os.path.isdir(spec.workdir):
-                raise InvalidArgument(f"--workdir {spec.workdir}: no such directory")
             private_tmp = spec.private_tmp is not False
             if private_tmp and any(spec.workdir == d or spec.workdir.startswith(d + "/")
                                    for d in ("/tmp", "/var/tmp")):  # fmt: skip
@@ -146,10 +148,16 @@ class Manager:
         # Record first, so a job systemd runs is never unknown to jobrun; forget it if refused.
         self.store.add(job)
         if caller.remote:
-            user, dynamic = caller.run_as, caller.run_as is None
+            user = caller.uid if caller.run_as is not None else None
+            dynamic = caller.run_as is None
         else:
-            user, dynamic = (None if caller.uid == 0 else caller.user), False
-        props = unit_properties(job.id, spec, user, dynamic_user=dynamic)
+            user, dynamic = (None if caller.uid == 0 else caller.uid), False
+        try:
+            env_file = envfile.write(job.id, spec.env)
+        except OSError as e:
+            self.store.remove(job.id)
+            raise StateError(f"cannot write the job's environment file: {e}") from e
+        props = unit_properties(job.id, spec, user, dynamic_user=dynamic, env_file=env_file)
         try:
             await self.systemd.start_transient_unit(job.unit, props)
         except (SystemdError, PermissionDenied) as e:
@@ -159,6 +167,7 @@ class Manager:
             # that none ran.
             if getattr(e, "dbus_error", None) not in _NO_ANSWER:
                 self.store.remove(job.id)
+                envfile.remove(job.id)
             raise
         # No question to systemd after the start: asked at once, it answers only after running
         # the start jobs queued before (forking and sandboxing each unit), which cost most of the
@@ -224,6 +233,7 @@ class Manager:
             job, outcome = await self._outcome_from_journal(job, stop_requested)
         if outcome.state.finished:
             self._cache(self.store.set_outcome, job.id, outcome)
+            envfile.remove(job.id)  # PID 1 read it when the job started
         return replace(job, outcome=outcome)
 
     def _record_start(self, job: Job, invocation: object, started: datetime | None) -> Job:

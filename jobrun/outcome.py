@@ -107,6 +107,12 @@ def from_exit(
             reason = f"exited with status {exit_code}"
         elif result == "timeout":
             reason = "timed out"
+        elif result == "exit-code" and spec.writable:
+            # The command never ran: the check of its --writable paths failed (properties.py).
+            reason = (
+                "a --writable path does not exist, or the job's user cannot reach it: "
+                + ", ".join(spec.writable)
+            )
         else:
             reason = f"systemd result: {result}"
     return Outcome(state, result, exit_code, sig, reason, finished_at)

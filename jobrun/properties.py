@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import re
-import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -30,8 +29,72 @@ MAX_ENV_BYTES = 128 * 1024
 MAX_ARG_BYTES = 128 * 1024
 MAX_NAME = 64
 MAX_WRITABLE = 64
+MAX_ARGS = 4096  # arguments of a command
+MAX_VALUE = 256  # a number, size, percentage, CPU list or profile name, as text
+MAX_PATH = 4096  # PATH_MAX
 
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGTP]?)(i?B?)?\s*$", re.IGNORECASE)
+# -- caller text: what a transient unit file holds safely ----------------------------------------
+# systemd writes a transient unit's properties into /run/systemd/transient/UNIT and parses that
+# file again on every daemon-reload. systemd 252 writes Description=, WorkingDirectory= and
+# ReadWritePaths= without escaping "\n" or "\r", so a line break in one of them becomes a line of
+# the unit (`ExecStopPost=+…` runs as root); ReadWritePaths= loses a path with a '"' in it and
+# changes one with a "\\"; and an executable whose name starts with "+", "!", "-", "@" or ":" gets
+# that prefix's meaning ("+": run as root) once the file is read again. ExecStart= arguments and
+# environment values are written C-escaped and survive the reload (tests/security/ proves each of
+# these by reloading). So every string a caller sends passes exactly one of the checks below, here,
+# where it enters the JobSpec — the one place every front end (CLI, D-Bus, gRPC) goes through:
+# - command arguments and environment values: any text but NUL and control characters other
+#   than tab and newline;
+# - the executable: an absolute path, or a file name that does not start with a prefix character;
+# - the name: printable characters only (it is part of Description=, built by `describe`);
+# - paths: absolute, printable, and no quote or backslash.
+_LINE_BREAKS = "\u0085\u2028\u2029"  # line breaks besides \n and \r, for parsers that see them
+_CONTROLS = frozenset(chr(c) for c in (*range(0x20), 0x7F, *range(0x80, 0xA0))) | set(_LINE_BREAKS)
+_TEXT_ALLOWED = frozenset("\t\n")
+_PATH_REFUSED = _CONTROLS | frozenset("\"'\\")
+_EXEC_PREFIXES = "-@:+!"
+CHECK_PATH = "/usr/bin/test"  # coreutils: checks --writable paths as the job's user
+
+
+def _bounded(value: Any, what: str, max_len: int) -> str:
+    """A caller's value as text, refused before any other work if it is longer than `max_len`."""
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise InvalidArgument(f"{what} must be text, not {type(value).__name__}")
+    text = value if isinstance(value, str) else str(value)
+    if len(text) > max_len:
+        raise InvalidArgument(f"{what} is longer than {max_len} characters")
+    return text
+
+
+def _free_text(text: str, what: str) -> str:
+    """Text for an argument or an environment value (systemd C-escapes both in the unit file)."""
+    _utf8(text, what)
+    bad = next((c for c in text if c in _CONTROLS and c not in _TEXT_ALLOWED), None)
+    if bad is not None:
+        raise InvalidArgument(
+            f"{what} contains the control character {bad!r}: only tab and newline are allowed"
+        )
+    return text
+
+
+def _path(value: Any, what: str) -> str:
+    """An absolute path that a unit file holds as it is (see above)."""
+    path = _utf8(_bounded(value, what, MAX_PATH), what)
+    if not path.startswith("/"):
+        raise InvalidArgument(f"{what} must be an absolute path, not {path[:80]!r}")
+    bad = next((c for c in path if c in _PATH_REFUSED), None)
+    if bad is not None:
+        raise InvalidArgument(
+            f"{what} {path[:80]!r} contains {bad!r}: paths with control characters, quotes or "
+            "backslashes cannot be given to systemd safely",
+            "rename the directory, or use a symbolic link without such characters",
+        )
+    return os.path.normpath(path)
+
+
+# Applied to text already stripped and at most MAX_VALUE long; the classes of neighbouring parts
+# are disjoint, so a match costs time linear in the text (no backtracking between them).
+_SIZE_RE = re.compile(r"(\d{1,30}(?:\.\d{1,30})?) ?([KMGTP]?)(i?B)?", re.IGNORECASE)
 _SIZE_FACTORS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40, "P": 1 << 50}
 _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -58,7 +121,7 @@ def parse_size(value: Any, what: str = "size") -> int:
     if isinstance(value, int) and not isinstance(value, bool):
         n = value
     else:
-        m = _SIZE_RE.match(str(value))
+        m = _SIZE_RE.fullmatch(_bounded(value, what, MAX_VALUE).strip())
         if not m:
             raise InvalidArgument(
                 f"{what} must be a size like 512M or 2G (K, M, G, T: powers of 1024), "
@@ -77,7 +140,7 @@ def _size(what: str) -> Callable[[Any], int]:
 
 
 def parse_percent(value: Any) -> int:
-    text = str(value).strip()
+    text = _bounded(value, "--cpu-quota", MAX_VALUE).strip()
     m = re.fullmatch(r"(\d{1,9})\s*%?", text)  # bounded: int() refuses over 4300 digits
     if not m:
         raise InvalidArgument(f"--cpu-quota must be a percentage like 150%, not {text!r}")
@@ -88,6 +151,8 @@ def parse_percent(value: Any) -> int:
 
 
 def parse_seconds(value: Any) -> float:
+    if not isinstance(value, int | float):
+        value = _bounded(value, "--stop-timeout", MAX_VALUE)
     try:
         s = float(value)
     except (TypeError, ValueError):
@@ -100,29 +165,22 @@ def parse_seconds(value: Any) -> float:
 
 
 def parse_env(value: Any) -> str:
-    text = _utf8(value, "--env")
+    text = _utf8(_bounded(value, "--env", MAX_ENV_BYTES), "--env")
     key, sep, val = text.partition("=")
     if not sep or not _ENV_NAME_RE.match(key):
         raise InvalidArgument(
             f"--env takes KEY=VALUE with KEY made of letters, digits and _, not {text[:80]!r}"
         )
-    if "\0" in val or any(ord(c) < 32 and c not in "\t\n" for c in val):
-        raise InvalidArgument(f"--env value of {key} contains control characters")
+    _free_text(val, f"--env value of {key}")
     return text
 
 
 def parse_workdir(value: Any) -> str:
-    path = _utf8(value, "--workdir")
-    if not path.startswith("/") or "\0" in path or "\n" in path:
-        raise InvalidArgument(f"--workdir must be an absolute path, not {path!r}")
-    return os.path.normpath(path)
+    return _path(value, "--workdir")
 
 
 def parse_writable(value: Any) -> str:
-    path = _utf8(value, "--writable")
-    if not path.startswith("/") or "\0" in path or "\n" in path:
-        raise InvalidArgument(f"--writable must be an absolute path, not {path!r}")
-    path = os.path.normpath(path)
+    path = _path(value, "--writable")
     if path == "/" or any(path == d or path.startswith(d + "/") for d in ("/proc", "/sys", "/dev")):
         raise InvalidArgument(
             f"--writable {path} would open the whole system or a kernel interface to the job",
@@ -134,7 +192,7 @@ def parse_writable(value: Any) -> str:
 def parse_cpus(value: Any) -> tuple[int, ...]:
     """'0', '0,2', '0-3' → (0,), (0, 2), (0, 1, 2, 3)."""
     cpus: set[int] = set()
-    text = str(value)[:200]
+    text = _bounded(value, "--cpu-affinity", MAX_VALUE)
     try:
         for part in text.split(","):
             lo, _, hi = part.strip().partition("-")
@@ -226,7 +284,9 @@ SETTINGS: tuple[Setting, ...] = (
             default=False),
     Setting("private_tmp", "--private-tmp/--shared-tmp", "PrivateTmp", "b", _bool, _same,
             "A /tmp of the job's own (default) or the host's", default=True),
-    Setting("env", "-E/--env", "Environment", "as", parse_env, list,
+    # Sent by fixed_properties as EnvironmentFile= (a root-only file, envfile.py): systemd shows
+    # Environment= to every local user.
+    Setting("env", "-E/--env", "", "as", parse_env, list,
             "Set KEY=VALUE in the job's environment (repeatable; nothing is inherited)",
             metavar="KEY=VALUE", repeat=True),
     Setting("workdir", "-C/--workdir", "WorkingDirectory", "s", parse_workdir, _same,
@@ -255,20 +315,35 @@ def build_spec(command: list[str] | tuple[str, ...], /, name: str | None = None,
     rather than a TypeError."""
     if not isinstance(command, list | tuple):
         raise InvalidArgument("the command must be a list of arguments")
+    if len(command) > MAX_ARGS:
+        raise InvalidArgument(f"the command has more than {MAX_ARGS} arguments")
     cmd = tuple(command)
     if not cmd or not cmd[0]:
         raise InvalidArgument("no command given", "put it after --: jobrun start -- CMD [ARG...]")
+    size = 0
     for arg in cmd:
-        if not isinstance(arg, str) or "\0" in arg:
-            raise InvalidArgument("command arguments must be text without NUL bytes")
-        _utf8(arg, "every command argument")
-    if sum(len(a.encode(errors="surrogateescape")) for a in cmd) > MAX_ARG_BYTES:
+        if not isinstance(arg, str):
+            raise InvalidArgument("command arguments must be text")
+        size += len(arg)
+        if size > MAX_ARG_BYTES:
+            raise InvalidArgument(f"the command is longer than {MAX_ARG_BYTES} bytes")
+        _free_text(arg, "a command argument")
+    if sum(len(a.encode()) for a in cmd) > MAX_ARG_BYTES:
         raise InvalidArgument(f"the command is longer than {MAX_ARG_BYTES} bytes")
+    exe = cmd[0]
+    if not exe.startswith("/") and ("/" in exe or exe[0] in _EXEC_PREFIXES):
+        raise InvalidArgument(
+            f"the command must be an absolute path or the name of a program on PATH, "
+            f"not {exe[:80]!r}",
+            "give the full path (jobrun resolves ./prog against the current directory)",
+        )
+    if any(c in _PATH_REFUSED for c in exe):
+        raise InvalidArgument(
+            f"the program {exe[:80]!r} contains control characters, quotes or backslashes"
+        )
     if name is not None:
-        if not isinstance(name, str):
-            raise InvalidArgument(f"--name must be text, not {type(name).__name__}")
-        _utf8(name, "--name")
-        if not name or len(name) > MAX_NAME or any(ord(c) < 32 or ord(c) == 127 for c in name):
+        name = _utf8(_bounded(name, "--name", MAX_NAME), "--name")
+        if not name or any(c in _CONTROLS for c in name):
             raise InvalidArgument(
                 f"--name must be 1–{MAX_NAME} printable characters, not {name[:80]!r}"
             )
@@ -282,6 +357,9 @@ def build_spec(command: list[str] | tuple[str, ...], /, name: str | None = None,
         if setting.repeat:
             if not isinstance(value, list | tuple):
                 raise InvalidArgument(f"{key} takes a list of values")
+            most = MAX_WRITABLE if key == "writable" else MAX_ENV
+            if len(value) > most:
+                raise InvalidArgument(f"at most {most} values of {setting.flags.split('/')[-1]}")
             parsed[key] = tuple(setting.parse(v) for v in value)
         else:
             parsed[key] = setting.parse(value)
@@ -295,11 +373,21 @@ def build_spec(command: list[str] | tuple[str, ...], /, name: str | None = None,
         raise InvalidArgument(f"at most {MAX_WRITABLE} --writable paths")
     spec = JobSpec(command=cmd, name=name, **parsed)
     profiles.check(spec)
-    for path in spec.writable:  # after the profile's checks: they say more than "missing"
+    return spec
+
+
+def check_paths(spec: JobSpec) -> None:
+    """That -C and --writable exist, as the calling process sees them; raises InvalidArgument.
+
+    Only for a front end that runs as the job's owner (the CLI): jobrund, as root, would tell a
+    caller which paths exist where the caller cannot look. There systemd checks them instead,
+    as the job's user (docs/DESIGN.md, security model)."""
+    if spec.workdir is not None and not os.path.isdir(spec.workdir):
+        raise InvalidArgument(f"--workdir {spec.workdir}: no such directory")
+    for path in spec.writable:
         if not os.path.exists(path):
             # systemd would fail the job's start (226/NAMESPACE) rather than ignore it.
             raise InvalidArgument(f"--writable {path}: no such file or directory")
-    return spec
 
 
 def limits(spec: JobSpec) -> dict[str, Any]:
@@ -313,20 +401,24 @@ def limits(spec: JobSpec) -> dict[str, Any]:
 
 
 def describe(job_id: str, spec: JobSpec) -> str:
-    what = shlex.join(spec.command)
-    if len(what) > 120:
-        what = what[:117] + "..."
-    label = f" {spec.name!r}" if spec.name else ""
-    return f"jobrun job {job_id}{label}: {what}"
+    """Description=: the job's ID and its name (checked by build_spec), never the command line,
+    which other users can read there (systemctl status) and which may hold anything."""
+    return f"jobrun job {job_id}" + (f" ({spec.name})" if spec.name else "")
 
 
 def fixed_properties(
-    job_id: str, spec: JobSpec, user: str | None = None, dynamic_user: bool = False
+    job_id: str,
+    spec: JobSpec,
+    user: int | None = None,
+    dynamic_user: bool = False,
+    env_file: str | None = None,
 ) -> list[tuple[str, Variant]]:
     """What every job gets, on purpose: identity, output, and its profile's sandbox.
 
-    `user`: the User= to run as (None: root's job, which the profile may give a DynamicUser=);
-    `dynamic_user`: DynamicUser=yes whatever the profile (remote jobs with no local user)."""
+    `user`: the UID to run as (None: root's job, which the profile may give a DynamicUser=);
+    sent as a number, since systemd reads an all-digit User= name as a UID (a user named "1003"
+    would run as UID 1003). `dynamic_user`: DynamicUser=yes whatever the profile (remote jobs
+    with no local user). `env_file`: where the job's -E variables are (envfile.py)."""
     from dbus_fast import Variant
 
     props = [
@@ -365,7 +457,9 @@ def fixed_properties(
         ),
     ]
     if user is not None:
-        props.append(("User", Variant("s", user)))
+        props.append(("User", Variant("s", str(user))))
+    if env_file is not None:
+        props.append(("EnvironmentFiles", Variant("a(sb)", [[env_file, False]])))
     props += profiles.properties(spec.profile, as_root=user is None)
     if dynamic_user and ("DynamicUser", Variant("b", True)) not in props:
         props.append(("DynamicUser", Variant("b", True)))
@@ -373,11 +467,15 @@ def fixed_properties(
 
 
 def unit_properties(
-    job_id: str, spec: JobSpec, user: str | None = None, dynamic_user: bool = False
+    job_id: str,
+    spec: JobSpec,
+    user: int | None = None,
+    dynamic_user: bool = False,
+    env_file: str | None = None,
 ) -> list[tuple[str, Variant]]:
     from dbus_fast import Variant
 
-    props = fixed_properties(job_id, spec, user, dynamic_user)
+    props = fixed_properties(job_id, spec, user, dynamic_user, env_file)
     for s in SETTINGS:
         value = getattr(spec, s.field)
         if value is None or value == ():
@@ -385,4 +483,24 @@ def unit_properties(
         if value is None or not s.prop:
             continue
         props.append((s.prop, Variant(s.signature, s.to_dbus(value))))
+    if spec.writable and (user is not None or dynamic_user):
+        props = _writable_as_the_user(props, spec.writable)
     return props
+
+
+def _writable_as_the_user(
+    props: list[tuple[str, Variant]], paths: tuple[str, ...]
+) -> list[tuple[str, Variant]]:
+    """--writable for a job that does not run as its (root) caller: systemd makes the paths
+    writable as root, so whether the start failed (a missing path) or the path shows up in the
+    job's mount table would tell the caller what exists where they cannot look. Instead a missing
+    path is skipped ("-"), and before the command runs, `test -e` checks each path as the job's
+    user: a path missing or out of the user's reach fails the job the same way, before any of
+    the caller's code sees the mounts."""
+    from dbus_fast import Variant
+
+    out = [(k, v) for k, v in props if k != "ReadWritePaths"]
+    out.append(("ReadWritePaths", Variant("as", ["-" + p for p in paths])))
+    checks = [[CHECK_PATH, [CHECK_PATH, "-e", p.replace("$", "$$")], False] for p in paths]
+    out.append(("ExecStartPre", Variant("a(sasb)", checks)))
+    return out

@@ -83,7 +83,9 @@ def test_bus_activation_from_cold_and_introspection() -> None:
 def test_a_users_job_runs_as_that_user() -> None:
     job = start_as("alice", "--", "sh", "-c", "id -un; id -u; sleep 1")
     unit = f"jobrun-{job}.service"
-    assert systemctl_show(unit, "User")["User"] == "alice"
+    # As a UID: systemd would read an all-digit user name as one (tests/security).
+    alice_uid = subprocess.check_output(["id", "-u", "alice"], text=True).strip()
+    assert systemctl_show(unit, "User")["User"] == alice_uid
     done = wait_for(lambda: (s := status_as("alice", job))["state"] != "running" and s)
     assert done["state"] == "succeeded" and done["owner"] == "alice"
     out = subprocess.run(

@@ -329,7 +329,8 @@ def test_a_users_job_cannot_read_another_users_job_output() -> None:
     # (the sleep keeps alice's unit loaded for systemctl show below)
     alices = _as_user("alice", "--", "sh", "-c", read + "; sleep 10")
     show = systemctl_show(unit_name(alices), "User", "DynamicUser", "ProtectSystem")
-    assert show == {"User": "alice", "DynamicUser": "no", "ProtectSystem": "strict"}
+    alice_uid = subprocess.check_output(["id", "-u", "alice"], text=True).strip()
+    assert show == {"User": alice_uid, "DynamicUser": "no", "ProtectSystem": "strict"}
     out = wait_for(lambda: (o := journal_output(alices)) and "END" in o and o, what="output")
     assert f"secret-{token}" not in out, out
     # Control: the same reader as root (relaxed) finds it.

@@ -11,13 +11,13 @@ from typer.testing import CliRunner
 
 from jobrun import cli, profiles
 from jobrun.errors import InvalidArgument
-from jobrun.properties import build_spec, limits, unit_properties
+from jobrun.properties import build_spec, check_paths, limits, unit_properties
 from jobrun.store import spec_from_json, spec_to_json
 
 from .conftest import ROOT
 
 
-def props(spec: Any, user: str | None = None) -> dict[str, Any]:
+def props(spec: Any, user: int | None = None) -> dict[str, Any]:
     return {k: v.value for k, v in unit_properties("abc", spec, user)}
 
 
@@ -57,8 +57,8 @@ def test_the_default_profile_reaches_the_properties() -> None:
 
 
 def test_a_job_of_a_user_runs_as_that_user_not_a_dynamic_one() -> None:
-    sent = props(build_spec(["true"]), user="alice")
-    assert sent["User"] == "alice" and "DynamicUser" not in sent
+    sent = props(build_spec(["true"]), user=1001)
+    assert sent["User"] == "1001" and "DynamicUser" not in sent
     assert sent["NoNewPrivileges"] is True and sent["ProtectSystem"] == "strict"
 
 
@@ -106,7 +106,6 @@ def test_writable_paths_reach_read_write_paths() -> None:
         ({"writable": ["/proc/sys"]}, "kernel interface"),
         ({"writable": ["/sys"]}, "kernel interface"),
         ({"writable": ["/dev/shm"]}, "kernel interface"),
-        ({"writable": ["/nonexistent-jobrun-path"]}, "no such file"),
         ({"writable": ["/tmp"]}, "private /tmp"),
         ({"writable": ["/var/tmp"]}, "private /tmp"),
         ({"writable": ["/root"]}, "hides"),
@@ -121,6 +120,17 @@ def test_what_a_profile_cannot_give_is_refused(values: dict[str, Any], message: 
     with pytest.raises(InvalidArgument) as e:
         build_spec(["true"], **values)
     assert message in e.value.message
+
+
+def test_missing_paths_are_refused_by_the_callers_own_check() -> None:
+    # build_spec does not look at the file system (in jobrund it runs as root: it would tell a
+    # caller which paths exist); the CLI checks as the caller, systemd as the job's user.
+    spec = build_spec(["true"], writable=["/nonexistent-jobrun-path"])
+    with pytest.raises(InvalidArgument, match="no such file"):
+        check_paths(spec)
+    with pytest.raises(InvalidArgument, match="no such directory"):
+        check_paths(build_spec(["true"], workdir="/nonexistent-jobrun-path"))
+    check_paths(build_spec(["true"], writable=["/usr"], workdir="/usr"))
 
 
 def test_relaxed_may_have_the_hosts_tmp_home_and_network() -> None:

@@ -46,7 +46,6 @@ def test_every_setting_names_a_spec_field_and_a_valid_signature() -> None:
         ("cpu_affinity", "0,2-3", "CPUAffinity", bytes([0b1101])),
         ("network", True, "PrivateNetwork", False),
         ("private_tmp", False, "PrivateTmp", False),
-        ("env", ["A=1", "B=x y"], "Environment", ["A=1", "B=x y"]),
         ("workdir", "/srv//data/", "WorkingDirectory", "/srv/data"),
         ("stop_timeout", "2.5", "TimeoutStopUSec", 2_500_000),
     ],
@@ -76,9 +75,24 @@ def test_only_set_properties_plus_the_fixed_ones_are_sent() -> None:
     assert "CPUWeight" not in sent and "MemoryMax" not in sent
 
 
+def test_env_goes_to_a_root_only_file_never_to_environment() -> None:
+    # systemd shows Environment= to every local user; the file only root reads (envfile.py).
+    spec = build_spec(["true"], env=["A=1", "B=x y"])
+    sent = {k: v.value for k, v in unit_properties("abc", spec, env_file="/run/x/abc.env")}
+    assert "Environment" not in sent
+    assert sent["EnvironmentFiles"] == [["/run/x/abc.env", False]]
+    assert "EnvironmentFiles" not in props(build_spec(["true"]))
+
+
+def test_user_is_sent_as_a_uid() -> None:
+    # systemd reads an all-digit User= name as a UID: a user named "1003" is sent as its own UID.
+    sent = {k: v.value for k, v in unit_properties("abc", build_spec(["true"]), user=1006)}
+    assert sent["User"] == "1006"
+
+
 def test_properties_marshal_as_dbus() -> None:
     spec = build_spec(["sh", "-c", "x"], cpu_weight="5", env=["A=1"], cpu_affinity="1")
-    for name, v in unit_properties("abc", spec, user="alice"):
+    for name, v in unit_properties("abc", spec, user=1001, env_file="/run/jobrun/env/abc.env"):
         assert isinstance(v, Variant), name
         Variant(v.signature, v.value)  # re-validates value against signature
 

@@ -98,7 +98,7 @@ LOGS = st.dictionaries(
 
 def _marshals(spec: JobSpec) -> None:
     """The StartTransientUnit request this spec makes can be sent."""
-    props = unit_properties("fuzz0000aa", spec, user="alice")
+    props = unit_properties("fuzz0000aa", spec, user=1001)
     Message(
         destination="org.freedesktop.systemd1",
         path="/org/freedesktop/systemd1",
