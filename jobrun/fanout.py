@@ -209,6 +209,9 @@ class Feed:
                 async with self._catch_up:
                     while pos is None:
                         self.stats["catch_ups"] += 1
+                        # A handle knows the journal files there were when it was opened: one
+                        # opened after the feed's end knows every file the feed read from.
+                        complete = self.done
                         if last is not None:
                             j = self.output._open(last, None, None)
                         else:
@@ -235,8 +238,12 @@ class Feed:
                         if self.done:
                             if self.error is not None:
                                 raise self.error
-                            # The feed has read all there is and we have read what our handle
-                            # sees: what is left is what the feed has after our last record.
+                            if not complete:
+                                # Our handle may end where journald started a new file (rotation)
+                                # that the feed went on reading: look again through a fresh one.
+                                continue
+                            # The feed has read all there is, and so have we: what is left is
+                            # what the feed has after our last record.
                             pos = self._after(last)
                             break
                         # The feed has not read as far as we have: wait for it, then look again

@@ -412,6 +412,82 @@ async def test_two_followers_through_jobrund_get_everything() -> None:
     assert a == want and b == want
 
 
+async def test_followers_through_jobrund_catching_up_across_a_rotation_get_everything(
+    tmp_path: Path,
+) -> None:
+    # Two `jobrun logs -f` of a 200,000-line flood lost the same range of lines, silently: they
+    # had fallen behind jobrund's buffer (20,000 records) and were catching up through readers of
+    # their own when journald started a new journal file. Here: followers that join after the
+    # buffer dropped the first lines, and whose own reader waits (their stdout is not read) while
+    # journald rotates and the job writes more than the buffer holds.
+    from jobrun.client import DaemonBackend
+
+    gate = tmp_path / "gate"
+    first, n = 25_000, 50_000
+    # 100-byte lines: the pipes and jobrund's 1 MiB write buffer hold some 10,000 of them, so
+    # the waiting followers' readers stop well before the end of the first part.
+    fmt = "%0100.0f"
+    script = (
+        f"seq -f {fmt} 1 {first}; while [ ! -e {gate} ]; do sleep 0.01; done; "
+        f"seq -f {fmt} {first + 1} {n}"
+    )
+    want = "".join(f"{i:0100d}\n" for i in range(1, n + 1)).encode()
+    b = DaemonBackend(await connect_system_bus())
+    try:
+        job = await b.start(
+            ["sh", "-c", script], None, {"profile": "relaxed", "private_tmp": False}
+        )
+        got = 0
+
+        async def keep_up() -> bytes:
+            nonlocal got
+            out = bytearray()
+            async for batch in b.log_batches(job["id"], follow=True):
+                out += b"".join(r.data for r in batch)
+                got += len(batch)
+            return bytes(out)
+
+        fast = asyncio.create_task(keep_up())
+        async with asyncio.timeout(60):
+            while got < first:  # noqa: ASYNC110 (polling, as the helpers do)
+                await asyncio.sleep(0.01)
+        env = {k: v for k, v in os.environ.items() if k != "JOBRUN_STATE_DIR"}
+        env["JOBRUN_MODE"] = "daemon"
+        late = [
+            await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "jobrun",
+                "logs",
+                "-f",
+                job["id"],
+                stdout=subprocess.PIPE,
+                env=env,
+                cwd="/",
+            )
+            for _ in range(2)
+        ]
+        firsts = []
+        async with asyncio.timeout(30):
+            for p in late:
+                assert p.stdout is not None
+                firsts.append(await p.stdout.readline())
+        rotate = await asyncio.create_subprocess_exec(
+            "journalctl", "--namespace=jobrun", "--quiet", "--rotate"
+        )
+        assert await rotate.wait() == 0
+        gate.touch()
+        async with asyncio.timeout(120):
+            assert await fast == want
+            for p, line in zip(late, firsts, strict=True):
+                rest, _ = await p.communicate()
+                assert p.returncode == 0
+                out = line + rest
+                assert out.count(b"\n") == n and out == want
+    finally:
+        await b.close()
+
+
 def test_admin_caps_the_loosest_profile(config: Path) -> None:
     config.write_text('[limits]\nprofile = "default"\n[users.bob]\nprofile = "strict"\n')
     restart_jobrund()

@@ -7,6 +7,7 @@ Jobs are started as in test_journal.py (systemd-run with jobrun's output propert
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncGenerator
 from datetime import datetime
 from pathlib import Path
@@ -17,7 +18,7 @@ from jobrun.fanout import Feeds
 from jobrun.journal import Record
 
 from .helpers import inotify_instances
-from .test_journal import Job, collect, data, numbers, sh, start_job, wait_until
+from .test_journal import Job, collect, data, journalctl, numbers, sh, start_job, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -156,4 +157,64 @@ async def test_a_follower_after_the_feed_ended_gets_everything() -> None:
     first = await collect(records_of(feeds, job), timeout=60)
     second = await collect(records_of(feeds, job), timeout=60)
     assert data(first) == data(second) == numbers(1, 50)
+    await feeds.close()
+
+
+class Reader:
+    """A follower whose consumer the test pauses: it stops taking batches once it has
+    `pause_at` records, until `go` is set."""
+
+    def __init__(self, feeds: Feeds, job: Job, *, pause_at: int | None = None) -> None:
+        self.got: list[Record] = []
+        self.go = asyncio.Event()
+        if pause_at is None:
+            self.go.set()
+        self._pause_at = pause_at
+        self.task = asyncio.create_task(self._run(feeds, job))
+
+    async def _run(self, feeds: Feeds, job: Job) -> list[Record]:
+        batches = feeds.follow(job.output(), watch_job(job))  # type: ignore[arg-type]
+        async with asyncio.timeout(120), contextlib.aclosing(batches):
+            async for batch in batches:
+                self.got += batch
+                if self._pause_at is not None and len(self.got) >= self._pause_at:
+                    await self.go.wait()
+        return self.got
+
+
+async def test_followers_catching_up_across_a_journal_rotation_get_every_line(
+    tmp_path: Path,
+) -> None:
+    # Two followers through jobrund of a 200,000-line flood lost the same range of lines: they
+    # had fallen behind the buffer, were catching up through readers of their own when journald
+    # started a new journal file, and reached the end of the old file after the feed had ended.
+    gate = tmp_path / "gate"
+    first, n = 3000, 6000
+    job = await start_job(
+        *sh(f"seq 1 {first}; while [ ! -e {gate} ]; do sleep 0.01; done; seq {first + 1} {n}")
+    )
+    feeds = Feeds(buffer_records=1000)
+    fast = Reader(feeds, job)
+
+    async def first_part_read() -> bool:
+        return len(fast.got) == first
+
+    await wait_until(first_part_read, timeout=60, what="the first part")
+    # These two start from the first line after the feed dropped it: each catches up through a
+    # reader of its own, opened now, and pauses after its first batch.
+    slow = [Reader(feeds, job, pause_at=1) for _ in range(2)]
+
+    async def paused() -> bool:
+        return all(r.got for r in slow)
+
+    await wait_until(paused, what="the slow followers' first batches")
+    await journalctl("--rotate")
+    gate.touch()
+    assert data(await fast.task) == numbers(1, n)
+    await wait_until(lambda: _async(len(feeds) == 0), what="the feed to end")
+    for r in slow:
+        r.go.set()
+    for r in slow:
+        got = await r.task
+        assert len(got) == n and data(got) == numbers(1, n)
     await feeds.close()
