@@ -83,9 +83,8 @@ class Daemon:
     # -- dispatch ---------------------------------------------------------------------------
 
     def on_message(self, msg: Message) -> bool:
-        if msg.message_type == MessageType.SIGNAL:
-            self._on_signal(msg)
-            return False
+        # Signals are not taken from this connection: anyone may send one to it. Those of
+        # systemd and the bus come through Systemd's filter (on_signal).
         if msg.message_type != MessageType.METHOD_CALL or msg.path != api.PATH:
             return False
         if msg.interface == "org.freedesktop.DBus.Introspectable" and msg.member == "Introspect":
@@ -285,8 +284,9 @@ class Daemon:
 
     # -- JobChanged -------------------------------------------------------------------------
 
-    def _on_signal(self, msg: Message) -> None:
-        if msg.member == "NameOwnerChanged" and msg.body and msg.body[2] == "":
+    def on_signal(self, msg: Message) -> None:
+        """A signal of systemd or the bus, as Systemd passes them on (never a forged one)."""
+        if msg.member == "NameOwnerChanged" and msg.signature == "sss" and msg.body[2] == "":
             self._subscribers.pop(msg.body[0], None)
             self._uids.pop(msg.body[0], None)
             return
@@ -351,19 +351,20 @@ class Daemon:
 
 
 async def serve() -> None:
+    with contextlib.ExitStack() as stack:
+        await _serve(stack)
+
+
+async def _serve(stack: contextlib.ExitStack) -> None:
     config = Config.load()
     bus = await connect_system_bus()
     manager = await Manager.open(Store())
     daemon = Daemon(bus, manager, config)
     bus.add_message_handler(daemon.on_message)
-    await call_bus_daemon(
-        bus,
-        "AddMatch",
-        "s",
-        ["type='signal',sender='org.freedesktop.DBus',member='NameOwnerChanged'"],
-    )
-    # manager's own connection gets systemd's signals; route them here too
-    manager.systemd.bus.add_message_handler(daemon.on_message)
+    # Signals reach the daemon only through the systemd client's filter, which passes on only
+    # those of systemd and of the bus: a signal forged by another user is dropped there.
+    stack.enter_context(manager.systemd.listen(daemon.on_signal))
+    await manager.systemd.watch_bus_names()
     await bus.request_name(api.BUS_NAME)
     remote = None
     if config.remote is not None:  # the gRPC API (its imports only where it is configured)
