@@ -321,7 +321,11 @@ def describe(job_id: str, spec: JobSpec) -> str:
 
 
 def fixed_properties(
-    job_id: str, spec: JobSpec, user: str | None = None, dynamic_user: bool = False
+    job_id: str,
+    spec: JobSpec,
+    user: str | None = None,
+    dynamic_user: bool = False,
+    slice_name: str = SLICE,
 ) -> list[tuple[str, Variant]]:
     """What every job gets, on purpose: identity, output, and its profile's sandbox.
 
@@ -331,7 +335,7 @@ def fixed_properties(
 
     props = [
         ("Description", Variant("s", describe(job_id, spec))),
-        ("Slice", Variant("s", SLICE)),
+        ("Slice", Variant("s", slice_name)),
         # oneshot: systemd counts only exit 0 as success (a service of another type also counts
         # SIGTERM/SIGINT/SIGHUP/SIGPIPE deaths as clean and logs them at debug level only, and
         # the exit status of an unloaded unit would be lost); the start job lasts as long as the
@@ -373,11 +377,15 @@ def fixed_properties(
 
 
 def unit_properties(
-    job_id: str, spec: JobSpec, user: str | None = None, dynamic_user: bool = False
+    job_id: str,
+    spec: JobSpec,
+    user: str | None = None,
+    dynamic_user: bool = False,
+    slice_name: str = SLICE,
 ) -> list[tuple[str, Variant]]:
     from dbus_fast import Variant
 
-    props = fixed_properties(job_id, spec, user, dynamic_user)
+    props = fixed_properties(job_id, spec, user, dynamic_user, slice_name)
     for s in SETTINGS:
         value = getattr(spec, s.field)
         if value is None or value == ():

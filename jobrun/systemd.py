@@ -277,6 +277,10 @@ class Systemd:
             "StartTransientUnit", "ssa(sv)a(sa(sv))", [name, "fail", properties, []]
         )
 
+    async def set_unit_properties(self, name: str, properties: list[tuple[str, Variant]]) -> None:
+        """Set properties of a unit, loaded or not, until the next boot (a runtime drop-in)."""
+        await self.call("SetUnitProperties", "sba(sv)", [name, True, properties])
+
     async def stop_unit(self, name: str) -> str:
         return await self._queue_job("StopUnit", "ss", [name, "replace"], keep_result=True)
 

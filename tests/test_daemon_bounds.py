@@ -208,11 +208,12 @@ async def test_waiting_requests_are_messages_served_in_order_by_a_bounded_set_of
 
     monkeypatch.setattr(daemon, "_caller", caller)
     daemon._handlers["Status"] = status
+    daemon._uids[":1.7"] = 0  # the sender's uid, as the bus told it
     for serial in range(1, 61):
         assert daemon.on_message(status_call(serial))
     await settle()
     # 50 accepted: 4 being served, 46 waiting as messages; the other 10 told Busy at once.
-    assert len(daemon._tasks) == 4 and len(daemon._waiting) == 46 and daemon._queued == 50
+    assert len(daemon._tasks) == 4 and len(daemon._waiting[0]) == 46 and daemon._queued == 50
     busy = [m.reply_serial for m in bus.sent if m.error_name == "org.jobrun.Error.Busy"]
     assert busy == list(range(51, 61))
     gate.set()
@@ -221,7 +222,7 @@ async def test_waiting_requests_are_messages_served_in_order_by_a_bounded_set_of
     assert sorted(served) == sorted(begun)
     replies = [m for m in bus.sent if m.message_type == MessageType.METHOD_RETURN]
     assert sorted(m.reply_serial for m in replies) == list(range(1, 51))
-    assert (daemon._queued, daemon._workers, len(daemon._waiting)) == (0, 0, 0)
+    assert (daemon._queued, daemon._workers, daemon._waiting, daemon._held) == (0, 0, {}, {})
     # Idle again: the next request gets a worker of its own.
     assert daemon.on_message(status_call(99))
     await done(daemon)
