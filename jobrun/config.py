@@ -26,6 +26,17 @@
 Cap keys: the numeric settings of properties.SETTINGS (a maximum), `running_jobs`, the
 booleans `network` and `shared_tmp` (whether isolation may be turned off), and `profile`: the
 loosest isolation profile allowed (profiles.py; e.g. "default" forbids "relaxed").
+
+Aggregate limits of all of a user's jobs together: the same numeric settings prefixed `slice_`
+(`slice_memory_max = "16G"`, `slice_cpu_weight = 100`, `slice_tasks_max = 2000`,
+`slice_cpu_quota = "400%"`, `slice_memory_high`, `slice_io_weight`), set on the user's slice
+`jobrun-u<UID>.slice` (model.user_slice) when one of their jobs starts; a key not set there is
+reset to systemd's default (no limit). Remote jobs run in their run_as user's slice, or all in
+`jobrun-remote.slice` with a DynamicUser=, which takes the [limits] values.
+
+Built in, for every user who is not an admin, unless the file sets the key (BUILTIN_LIMITS):
+running_jobs = 256, slice_memory_max = 80% of the host's memory, slice_tasks_max = a quarter of
+the kernel's task limit. An equal CPUWeight per user slice already shares the CPU per user.
 """
 
 from __future__ import annotations
@@ -37,12 +48,15 @@ import pwd
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import profiles
 from .errors import InvalidArgument, PermissionDenied
 from .model import JobSpec
 from .properties import SETTINGS_BY_FIELD
+
+if TYPE_CHECKING:
+    from dbus_fast import Variant
 
 DEFAULT_PATH = "/etc/jobrun/jobrund.toml"
 NUMERIC_CAPS = ("cpu_weight", "memory_high", "memory_max", "io_weight", "tasks_max", "cpu_quota")
@@ -53,12 +67,44 @@ def config_path() -> Path:
     return Path(os.environ.get("JOBRUN_CONFIG") or DEFAULT_PATH)
 
 
+SLICE_PREFIX = "slice_"
+# "Unset" for every numeric slice property: no limit, or systemd's default weight.
+_UNSET = (1 << 64) - 1
+
+
 @dataclass(frozen=True)
 class Caps:
     numeric: dict[str, int] = field(default_factory=dict)
     allowed: dict[str, bool] = field(default_factory=dict)
     running_jobs: int | None = None
     profile: str | None = None  # the loosest profile allowed
+    slice: dict[str, int] = field(default_factory=dict)  # NUMERIC_CAPS key → limit of the slice
+
+
+def _host_memory() -> int:
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def _host_tasks() -> int:
+    """The kernel's limit on tasks: the lower of pid_max and threads-max."""
+    limits = []
+    for name in ("pid_max", "threads-max"):
+        with contextlib.suppress(OSError, ValueError):
+            limits.append(int(Path(f"/proc/sys/kernel/{name}").read_text()))
+    return min(limits, default=32768)
+
+
+def builtin_limits() -> Caps:
+    """What a host gets without a word from its admin: no user can hold more than 256 running
+    jobs (each a unit in systemd and a stream to journald), 80% of the memory, or a quarter of
+    the kernel's tasks (a fork bomb stops there, not at the host's limit)."""
+    return Caps(
+        running_jobs=256,
+        slice={"memory_max": _host_memory() * 4 // 5, "tasks_max": _host_tasks() // 4},
+    )
+
+
+BUILTIN_LIMITS = builtin_limits()
 
 
 def _parse_caps(table: dict[str, Any], where: str) -> Caps:
@@ -66,8 +112,12 @@ def _parse_caps(table: dict[str, Any], where: str) -> Caps:
     allowed: dict[str, bool] = {}
     running: int | None = None
     profile: str | None = None
+    slice_caps: dict[str, int] = {}
     for key, value in table.items():
-        if key in NUMERIC_CAPS:
+        if key.startswith(SLICE_PREFIX) and key.removeprefix(SLICE_PREFIX) in NUMERIC_CAPS:
+            setting = key.removeprefix(SLICE_PREFIX)
+            slice_caps[setting] = SETTINGS_BY_FIELD[setting].parse(value)
+        elif key in NUMERIC_CAPS:
             numeric[key] = SETTINGS_BY_FIELD[key].parse(value)
         elif key in BOOL_CAPS:
             if not isinstance(value, bool):
@@ -81,7 +131,7 @@ def _parse_caps(table: dict[str, Any], where: str) -> Caps:
             profile = profiles.parse_profile(value)
         else:
             raise InvalidArgument(f"unknown key {where}.{key}")
-    return Caps(numeric, allowed, running, profile)
+    return Caps(numeric, allowed, running, profile, slice_caps)
 
 
 def _merge(*caps: Caps) -> Caps:
@@ -92,6 +142,7 @@ def _merge(*caps: Caps) -> Caps:
             {**out.allowed, **c.allowed},
             c.running_jobs if c.running_jobs is not None else out.running_jobs,
             c.profile or out.profile,
+            {**out.slice, **c.slice},
         )
     return out
 
@@ -169,7 +220,7 @@ def _parse_remote(t: dict[str, Any], path: Path) -> RemoteConfig:
 @dataclass(frozen=True)
 class Config:
     defaults: dict[str, Any] = field(default_factory=dict)
-    limits: Caps = field(default_factory=Caps)
+    limits: Caps = BUILTIN_LIMITS
     users: dict[str, Caps] = field(default_factory=dict)
     groups: dict[str, Caps] = field(default_factory=dict)
     source: str = "(built-in defaults)"
@@ -194,7 +245,7 @@ class Config:
             defaults[key] = SETTINGS_BY_FIELD[key].parse(value)
         return cls(
             defaults=defaults,
-            limits=_parse_caps(data.get("limits", {}), "limits"),
+            limits=_merge(BUILTIN_LIMITS, _parse_caps(data.get("limits", {}), "limits")),
             users={u: _parse_caps(t, f"users.{u}") for u, t in data.get("users", {}).items()},
             groups={g: _parse_caps(t, f"groups.{g}") for g, t in data.get("groups", {}).items()},
             source=str(path),
@@ -205,6 +256,11 @@ class Config:
         groups = _groups_of(user)
         group_caps = [c for g, c in sorted(self.groups.items()) if g in groups]
         return _merge(self.limits, *group_caps, self.users.get(user, Caps()))
+
+    def slice_limits(self, user: str | None) -> dict[str, int]:
+        """The aggregate limits of a local user's slice (None: the remote DynamicUser slice,
+        which takes [limits]), as numeric settings; those not configured are absent."""
+        return dict((self.caps_for(user) if user is not None else self.limits).slice)
 
     def apply(self, spec: JobSpec, user: str, running: int) -> JobSpec:
         """Defaults filled in and caps enforced for a non-admin user; raises on a violation."""
@@ -258,3 +314,16 @@ def _groups_of(user: str) -> set[str]:
     with contextlib.suppress(KeyError):
         names.add(grp.getgrgid(pw.pw_gid).gr_name)
     return names
+
+
+def slice_properties(limits: dict[str, int]) -> list[tuple[str, Variant]]:
+    """The unit properties that give a slice exactly `limits`: every numeric setting, those not
+    in `limits` reset (so a key removed from the config stops applying)."""
+    from dbus_fast import Variant
+
+    props = []
+    for key in NUMERIC_CAPS:
+        s = SETTINGS_BY_FIELD[key]
+        value = s.to_dbus(limits[key]) if key in limits else _UNSET
+        props.append((s.prop, Variant(s.signature, value)))
+    return props

@@ -12,6 +12,14 @@ instead of the daemon growing without bound. A waiting request is only its messa
 served by at most MAX_ACTIVE worker tasks: under load thousands wait (systemd starts some 16
 units/s here), and with a task of its own each cost 3.4 KB instead of 1.9 KB, at the peak of
 jobrund's memory, which CPython's allocator keeps once reached (docs/RELIABILITY.md).
+
+Those bounds are shared fairly between users, so that one user at their limit leaves the others'
+latency untouched: each uid has a queue of its own and may hold at most PER_UID_QUEUED requests
+(waiting or being served), PER_UID_ACTIVE workers and PER_UID_STREAMS log streams; workers take
+the uids with waiting requests in turn (round robin), one request each. A request is queued
+under its sender's uid, asked of the bus once per connection (a user's many connections are one
+user). root is exempt from the per-uid bounds (not from the turns): it is the admin, and can stop
+jobrund anyway.
 """
 
 from __future__ import annotations
@@ -25,7 +33,7 @@ import os
 import pwd
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from dbus_fast import Message, MessageFlag, MessageType
@@ -46,6 +54,17 @@ log = logging.getLogger("jobrund")
 MAX_ACTIVE = 64
 MAX_QUEUED = 4096
 MAX_STREAMS = 4096  # log streams at once (each holds a pipe and a journal reader)
+# A user's share: 16 of the 64 workers leave 48 free for everyone else, so another user's request
+# starts at once while up to three users are at their limit; 512 of the 4096 waiting slots let
+# eight users fill theirs before anyone is refused; 256 streams follow as many running jobs as the
+# default running_jobs cap allows (config.py).
+PER_UID_ACTIVE = 16
+PER_UID_QUEUED = 512
+PER_UID_STREAMS = 256
+# Requests of a connection whose uid the bus has not told yet: dbus-daemon's own limit of calls
+# awaiting a reply per connection (max_replies_per_connection), so a client within the bus's
+# limits is never refused for being new.
+PER_CONNECTION_UNKNOWN = 128
 _BREAK_CODES = {b: i for i, b in enumerate(LineBreak)}
 _UNIT_PATH_PREFIX = "/org/freedesktop/systemd1/unit/" + UNIT_PREFIX.replace("-", "_2d")
 
@@ -55,16 +74,29 @@ class Busy(JobrunError):
     grpc_status = "RESOURCE_EXHAUSTED"
 
 
+def _busy_user() -> Busy:
+    return Busy(
+        f"you have {PER_UID_QUEUED} requests waiting, the most jobrund holds for one user",
+        "wait for their answers before sending more",
+    )
+
+
 class Daemon:
     def __init__(self, bus: MessageBus, manager: Manager, config: Config) -> None:
         self.bus = bus
         self.manager = manager
         self.config = config
-        self._waiting: collections.deque[Message] = collections.deque()
         self._workers = 0
-        self._queued = 0  # accepted and not yet answered: waiting, or being served
+        self._queued = 0  # accepted and not yet answered: in a uid's queue, or being served
+        self._unknown: dict[str, list[Message]] = {}  # sender → requests waiting for its uid
+        self._unknown_held = 0
+        self._waiting: dict[int, collections.deque[Message]] = {}  # uid → its waiting requests
+        self._held: collections.Counter[int] = collections.Counter()  # uid → waiting + served
+        self._active: collections.Counter[int] = collections.Counter()  # uid → being served
+        self._turns: collections.deque[int] = collections.deque()  # uids a worker may serve next
         self._tasks: set[asyncio.Task[None]] = set()
         self._streams: set[asyncio.Task[None]] = set()
+        self._streams_of: collections.Counter[int] = collections.Counter()
         self._uids: collections.OrderedDict[str, int] = collections.OrderedDict()
         self._subscribers: dict[str, Caller] = {}
         self._last_state: dict[str, str] = {}
@@ -83,9 +115,8 @@ class Daemon:
     # -- dispatch ---------------------------------------------------------------------------
 
     def on_message(self, msg: Message) -> bool:
-        if msg.message_type == MessageType.SIGNAL:
-            self._on_signal(msg)
-            return False
+        # Signals are not taken from this connection: anyone may send one to it. Those of
+        # systemd and the bus come through Systemd's filter (on_signal).
         if msg.message_type != MessageType.METHOD_CALL or msg.path != api.PATH:
             return False
         if msg.interface == "org.freedesktop.DBus.Introspectable" and msg.member == "Introspect":
@@ -99,29 +130,101 @@ class Daemon:
                 msg, InvalidArgument(f"{msg.member} takes ({sig_in}), not ({msg.signature})")
             )
             return True
-        if self._queued >= MAX_QUEUED:
-            self._error(msg, Busy("jobrund is busy", "try again in a moment"))
+        sender = msg.sender or ""
+        uid = self._uids.get(sender)
+        if uid is not None:
+            self._admit(uid, msg)
             return True
-        self._queued += 1
-        self._waiting.append(msg)
-        if self._workers < MAX_ACTIVE:
-            self._workers += 1
-            task = asyncio.get_running_loop().create_task(self._work())
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+        # Whose request this is decides its queue: ask the bus, once per connection.
+        # Held apart (counted in _unknown_held, not _queued) so that a burst of new connections
+        # cannot fill the queue before their uids say whose they are.
+        pending = self._unknown.get(sender)
+        if pending is None:
+            if self._unknown_held >= MAX_QUEUED:
+                self._error(msg, Busy("jobrund is busy", "try again in a moment"))
+                return True
+            pending = self._unknown[sender] = []
+            self._spawn(self._identify(sender))
+        if len(pending) >= PER_CONNECTION_UNKNOWN:
+            self._error(msg, _busy_user())
+            return True
+        pending.append(msg)
+        self._unknown_held += 1
         return True
 
-    async def _work(self) -> None:
-        """Answer waiting requests, oldest first, until none is left."""
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _identify(self, sender: str) -> None:
         try:
-            while self._waiting:
-                msg = self._waiting.popleft()
+            uid: int | None = await self._uid_of(sender)
+        except Exception:  # the bus gone: nobody to answer either
+            log.exception("cannot ask the bus who %s is", sender)
+            uid = None
+        pending = self._unknown.pop(sender, [])
+        self._unknown_held -= len(pending)
+        for msg in pending:
+            if uid is None:
+                self._error(msg, PermissionDenied("cannot tell who is asking"))
+            else:
+                self._admit(uid, msg)
+
+    async def _uid_of(self, sender: str) -> int | None:
+        uid = self._uids.get(sender)
+        if uid is None:
+            reply = await call_bus_daemon(self.bus, "GetConnectionUnixUser", "s", [sender])
+            if reply is None or reply.message_type == MessageType.ERROR:
+                return None
+            uid = self._uids[sender] = int(reply.body[0])
+            while len(self._uids) > 4096:
+                self._uids.popitem(last=False)
+        return uid
+
+    def _admit(self, uid: int, msg: Message) -> None:
+        """Queue a request of `uid`, or answer Busy if the uid holds its share already."""
+        if self._queued >= MAX_QUEUED:
+            self._error(msg, Busy("jobrund is busy", "try again in a moment"))
+            return
+        if uid != 0 and self._held[uid] >= PER_UID_QUEUED:
+            self._error(msg, _busy_user())
+            return
+        self._queued += 1
+        self._held[uid] += 1
+        self._waiting.setdefault(uid, collections.deque()).append(msg)
+        self._take_turn(uid)
+        if self._turns and self._workers < MAX_ACTIVE:
+            self._workers += 1
+            self._spawn(self._work())
+
+    def _take_turn(self, uid: int) -> None:
+        """Put `uid` in line for a worker, if it waits and may have one more."""
+        share = MAX_ACTIVE if uid == 0 else PER_UID_ACTIVE
+        if self._waiting.get(uid) and self._active[uid] < share and uid not in self._turns:
+            self._turns.append(uid)  # a few uids at most: the `in` is cheap
+
+    async def _work(self) -> None:
+        """Serve the uids in line, one request of each in turn, oldest first, until none is."""
+        try:
+            while self._turns:
+                uid = self._turns.popleft()
+                waiting = self._waiting[uid]
+                msg = waiting.popleft()
+                self._active[uid] += 1
+                self._take_turn(uid)  # its next request: after the others in line
                 try:
                     await self._dispatch(msg)
                 except Exception:  # the reply could not be sent (the bus gone): serve the rest
                     log.exception("answering %s failed", msg.member)
                 finally:
                     self._queued -= 1
+                    self._active[uid] -= 1
+                    self._held[uid] -= 1
+                    if not self._held[uid]:
+                        del self._held[uid], self._active[uid], self._waiting[uid]
+                    else:
+                        self._take_turn(uid)
         finally:
             self._workers -= 1
 
@@ -151,23 +254,16 @@ class Daemon:
         self.bus.send(Message.new_error(msg, e.dbus_name, api.error_text(e)))
 
     async def _caller(self, msg: Message) -> Caller:
-        sender = msg.sender or ""
-        uid = self._uids.get(sender)
+        uid = await self._uid_of(msg.sender or "")
         if uid is None:
-            reply = await call_bus_daemon(self.bus, "GetConnectionUnixUser", "s", [sender])
-            if reply is None or reply.message_type == MessageType.ERROR:
-                raise PermissionDenied("cannot tell who is asking")
-            uid = int(reply.body[0])
-            self._uids[sender] = uid
-            while len(self._uids) > 4096:
-                self._uids.popitem(last=False)
+            raise PermissionDenied("cannot tell who is asking")
         try:
             user = pwd.getpwuid(uid).pw_name
         except KeyError:
             raise PermissionDenied(f"uid {uid} has no user name on this host") from None
         if uid == 0:
             return Caller(0, user, admin=True)
-        admin = await polkit.check(self.bus, sender, polkit.ACTION_MANAGE_ALL)
+        admin = await polkit.check(self.bus, msg.sender or "", polkit.ACTION_MANAGE_ALL)
         return Caller(uid, user, admin=admin)
 
     async def _require(self, msg: Message, action: str, what: str) -> None:
@@ -188,6 +284,7 @@ class Daemon:
         if caller.uid != 0:
             await self._require(msg, polkit.ACTION_START, "start jobs")
         spec = api.decode_start(command, options)
+        slice_limits = None
         if caller.uid != 0 and not caller.admin:
             # Counting asks systemd, and systemd answers only after the start jobs queued before
             # the question: only where a cap needs the count.
@@ -195,7 +292,8 @@ class Daemon:
             if self.config.caps_for(caller.user).running_jobs is not None:
                 running = await self.manager.running_count(caller)
             spec = self.config.apply(spec, caller.user, running)
-        job = await self.manager.start(spec, caller)
+            slice_limits = self.config.slice_limits(caller.user)
+        job = await self.manager.start(spec, caller, slice_limits)
         return "s", [json.dumps(job_to_dict(job))]
 
     async def stop(self, msg: Message, caller: Caller) -> tuple[str, list[Any]]:
@@ -227,14 +325,26 @@ class Daemon:
         job = await self.manager.status(job_id, caller)  # not found → error now, not in the pipe
         if len(self._streams) >= MAX_STREAMS:
             raise Busy("jobrund is serving too many log streams", "try again in a moment")
+        if caller.uid != 0 and self._streams_of[caller.uid] >= PER_UID_STREAMS:
+            raise Busy(
+                f"you have {PER_UID_STREAMS} log streams open, the most jobrund serves one user",
+                "close one first",
+            )
         try:
             r, w = os.pipe()
         except OSError as e:  # EMFILE: out of file descriptors (LimitNOFILE)
             raise Busy(f"jobrund cannot open another log stream: {e}", "try again later") from e
         task = asyncio.get_running_loop().create_task(self._pump(job.id, caller, kwargs, w))
         self._streams.add(task)
-        task.add_done_callback(self._streams.discard)
+        self._streams_of[caller.uid] += 1
+        task.add_done_callback(lambda t: self._stream_done(t, caller.uid))
         return "h", [r]
+
+    def _stream_done(self, task: asyncio.Task[None], uid: int) -> None:
+        self._streams.discard(task)
+        self._streams_of[uid] -= 1
+        if not self._streams_of[uid]:
+            del self._streams_of[uid]
 
     async def _pump(self, job_id: str, caller: Caller, kwargs: dict[str, Any], fd: int) -> None:
         loop = asyncio.get_running_loop()
@@ -285,8 +395,9 @@ class Daemon:
 
     # -- JobChanged -------------------------------------------------------------------------
 
-    def _on_signal(self, msg: Message) -> None:
-        if msg.member == "NameOwnerChanged" and msg.body and msg.body[2] == "":
+    def on_signal(self, msg: Message) -> None:
+        """A signal of systemd or the bus, as Systemd passes them on (never a forged one)."""
+        if msg.member == "NameOwnerChanged" and msg.signature == "sss" and msg.body[2] == "":
             self._subscribers.pop(msg.body[0], None)
             self._uids.pop(msg.body[0], None)
             return
@@ -351,19 +462,20 @@ class Daemon:
 
 
 async def serve() -> None:
+    with contextlib.ExitStack() as stack:
+        await _serve(stack)
+
+
+async def _serve(stack: contextlib.ExitStack) -> None:
     config = Config.load()
     bus = await connect_system_bus()
     manager = await Manager.open(Store())
     daemon = Daemon(bus, manager, config)
     bus.add_message_handler(daemon.on_message)
-    await call_bus_daemon(
-        bus,
-        "AddMatch",
-        "s",
-        ["type='signal',sender='org.freedesktop.DBus',member='NameOwnerChanged'"],
-    )
-    # manager's own connection gets systemd's signals; route them here too
-    manager.systemd.bus.add_message_handler(daemon.on_message)
+    # Signals reach the daemon only through the systemd client's filter, which passes on only
+    # those of systemd and of the bus: a signal forged by another user is dropped there.
+    stack.enter_context(manager.systemd.listen(daemon.on_signal))
+    await manager.systemd.watch_bus_names()
     await bus.request_name(api.BUS_NAME)
     remote = None
     if config.remote is not None:  # the gRPC API (its imports only where it is configured)

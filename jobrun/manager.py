@@ -21,8 +21,19 @@ from dbus_fast import Message
 
 from . import envfile
 from . import outcome as oc
+from .config import slice_properties
 from .errors import InvalidArgument, JobrunError, PermissionDenied, StateError, SystemdError
-from .model import UNIT_PREFIX, Job, JobSpec, JobState, Outcome, flatten, new_job_id, unit_name
+from .model import (
+    UNIT_PREFIX,
+    Job,
+    JobSpec,
+    JobState,
+    Outcome,
+    flatten,
+    new_job_id,
+    unit_name,
+    user_slice,
+)
 from .properties import parse_seconds, unit_properties
 from .store import Store
 
@@ -93,6 +104,7 @@ class Manager:
         self.systemd = systemd
         self.store = store
         self.feeds = Feeds()  # one journal reader per followed job, for all its followers
+        self._slice_limits: dict[str, dict[str, int]] = {}  # slice → the limits it was given
         self._listening = contextlib.ExitStack()
         self._listening.enter_context(systemd.listen(self._on_signal))
 
@@ -124,7 +136,15 @@ class Manager:
 
     # -- verbs ------------------------------------------------------------------------------
 
-    async def start(self, spec: JobSpec, caller: Caller | None = None) -> Job:
+    async def start(
+        self,
+        spec: JobSpec,
+        caller: Caller | None = None,
+        slice_limits: dict[str, int] | None = None,
+    ) -> Job:
+        """Start a job in the caller's slice (model.user_slice); `slice_limits` (numeric
+        settings, config.slice_limits): the aggregate limits that slice gets first, exactly
+        (None: the slice is left as it is, e.g. an admin's)."""
         caller = caller or Caller.current()
         # Whether -C and --writable exist is not asked here: as root, the answer would tell a
         # caller about paths they cannot see. The CLI checks them as the caller
@@ -138,6 +158,12 @@ class Manager:
                     "private /tmp does not see",
                     "add --profile relaxed --shared-tmp, or use a directory elsewhere",
                 )
+        slice_name = user_slice(None if caller.remote and caller.run_as is None else caller.uid)
+        if slice_limits is not None and self._slice_limits.get(slice_name) != slice_limits:
+            # Written as a runtime drop-in that outlives the slice's unloading: once per slice
+            # and set of limits while this process runs, not once per job.
+            await self.systemd.set_unit_properties(slice_name, slice_properties(slice_limits))
+            self._slice_limits[slice_name] = dict(slice_limits)
         job = Job(
             id=new_job_id(),
             spec=spec,
@@ -157,7 +183,9 @@ class Manager:
         except OSError as e:
             self.store.remove(job.id)
             raise StateError(f"cannot write the job's environment file: {e}") from e
-        props = unit_properties(job.id, spec, user, dynamic_user=dynamic, env_file=env_file)
+        props = unit_properties(
+            job.id, spec, user, dynamic_user=dynamic, env_file=env_file, slice_name=slice_name
+        )
         try:
             await self.systemd.start_transient_unit(job.unit, props)
         except (SystemdError, PermissionDenied) as e:

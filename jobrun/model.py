@@ -15,6 +15,7 @@ T = TypeVar("T")
 
 UNIT_PREFIX = "jobrun-"
 SLICE = "jobrun.slice"
+REMOTE_SLICE = "jobrun-remote.slice"  # remote jobs with a DynamicUser= (no local uid)
 LOG_NAMESPACE = "jobrun"
 JOB_FIELD = "JOBRUN_JOB"  # journal field naming a job's records (LogExtraFields=)
 
@@ -31,6 +32,13 @@ def new_job_id() -> str:
 
 def is_valid_id_prefix(text: str) -> bool:
     return 0 < len(text) <= ID_LENGTH and all(c in ID_ALPHABET for c in text)
+
+
+def user_slice(uid: int | None) -> str:
+    """The slice of a user's jobs, under jobrun.slice (a dash in a slice's name is a level):
+    one per uid, so that each user's jobs share CPU, memory and tasks as one (None: remote
+    jobs with a DynamicUser=, which share one)."""
+    return REMOTE_SLICE if uid is None or uid < 0 else f"jobrun-u{uid}.slice"
 
 
 def unit_name(job_id: str) -> str:

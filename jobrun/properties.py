@@ -412,6 +412,7 @@ def fixed_properties(
     user: int | None = None,
     dynamic_user: bool = False,
     env_file: str | None = None,
+    slice_name: str = SLICE,
 ) -> list[tuple[str, Variant]]:
     """What every job gets, on purpose: identity, output, and its profile's sandbox.
 
@@ -423,7 +424,7 @@ def fixed_properties(
 
     props = [
         ("Description", Variant("s", describe(job_id, spec))),
-        ("Slice", Variant("s", SLICE)),
+        ("Slice", Variant("s", slice_name)),
         # oneshot: systemd counts only exit 0 as success (a service of another type also counts
         # SIGTERM/SIGINT/SIGHUP/SIGPIPE deaths as clean and logs them at debug level only, and
         # the exit status of an unloaded unit would be lost); the start job lasts as long as the
@@ -472,10 +473,11 @@ def unit_properties(
     user: int | None = None,
     dynamic_user: bool = False,
     env_file: str | None = None,
+    slice_name: str = SLICE,
 ) -> list[tuple[str, Variant]]:
     from dbus_fast import Variant
 
-    props = fixed_properties(job_id, spec, user, dynamic_user, env_file)
+    props = fixed_properties(job_id, spec, user, dynamic_user, env_file, slice_name)
     for s in SETTINGS:
         value = getattr(spec, s.field)
         if value is None or value == ():

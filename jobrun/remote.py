@@ -120,12 +120,15 @@ class JobsService:
             values["cpu_affinity"] = ",".join(str(c) for c in values["cpu_affinity"])
         name = req.name if req.HasField("name") else None
         spec = build_spec(list(req.command), name=name, **values)
+        slice_limits = None
         if not caller.admin:
             running = 0  # counted only where a cap needs it (as in daemon.py)
             if self.config.caps_for(caller.user).running_jobs is not None:
                 running = await self.manager.running_count(caller)
             spec = self.config.apply(spec, caller.user, running)
-        job = await self.manager.start(spec, caller)
+            # Its slice is its local user's (that user's limits), or the DynamicUser one's.
+            slice_limits = self.config.slice_limits(caller.run_as)
+        job = await self.manager.start(spec, caller, slice_limits)
         return pb.StartResponse(job=proto_job(job_to_dict(job)))
 
     async def stop(self, req: pb.StopRequest, caller: Caller) -> pb.StopResponse:

@@ -24,6 +24,7 @@ MANAGER = "org.freedesktop.systemd1.Manager"
 UNIT = "org.freedesktop.systemd1.Unit"
 SERVICE = "org.freedesktop.systemd1.Service"
 PROPS = "org.freedesktop.DBus.Properties"
+BUS_NAME = "org.freedesktop.DBus"  # the sender of the bus's own signals (dbus-daemon sets it)
 
 NO_SUCH_UNIT = "org.freedesktop.systemd1.NoSuchUnit"
 MAX_PENDING_CALLS = 64
@@ -64,6 +65,11 @@ class Systemd:
         self._removed: collections.OrderedDict[str, str] = collections.OrderedDict()
         self._queuing = 0
         self._listeners: list[Callable[[Message], None]] = []
+        # The unique name that owns DEST now. Any peer may send a signal to our connection
+        # (unicast, past every match rule), and the bus sets its true sender: only signals sent
+        # by this name are systemd's, only those sent by BUS_NAME the bus's.
+        self._owner: str | None = None
+        self._owner_changes = 0
         self._subscribed = False
         self._subscribing = asyncio.Lock()
         # dbus-daemon allows 128 pending calls per connection and fails the rest with
@@ -132,6 +138,23 @@ class Systemd:
                 await self._subscribe()
 
     async def _subscribe(self) -> None:
+        # Who systemd is, and who it becomes (a daemon-reexec reconnects it under a new name):
+        # the watch first, so that no change between the question and the watch is missed.
+        await self._add_match(
+            f"type='signal',sender='{BUS_NAME}',interface='{BUS_NAME}',"
+            f"member='NameOwnerChanged',arg0='{DEST}'"
+        )
+        changes = self._owner_changes
+        reply = await call_bus_daemon(self.bus, "GetNameOwner", "s", [DEST])
+        if reply is None or reply.message_type != MessageType.METHOD_RETURN:
+            raise SystemdUnavailable(
+                f"systemd is not on the system bus ({DEST} has no owner)",
+                "is systemd the system manager here? `jobrun doctor`",
+            )
+        # A change seen meanwhile is as new as the reply (it came before it on the socket:
+        # same owner) or newer (it came after it, and ran before this coroutine resumed).
+        if self._owner_changes == changes:
+            self._owner = str(reply.body[0])
         await self._add_match(
             f"type='signal',sender='{DEST}',interface='{MANAGER}',member='JobRemoved'"
         )
@@ -142,10 +165,27 @@ class Systemd:
         await self.call("Subscribe")
         self._subscribed = True
 
+    async def watch_bus_names(self) -> None:
+        """Also pass every NameOwnerChanged of the bus to the listeners (jobrund forgets a
+        client that has left)."""
+        await self._add_match(
+            f"type='signal',sender='{BUS_NAME}',interface='{BUS_NAME}',member='NameOwnerChanged'"
+        )
+
+    def trusted(self, msg: Message) -> bool:
+        """Whether a signal comes from systemd (the current owner of its name) or the bus."""
+        if msg.sender == BUS_NAME:
+            return msg.interface == BUS_NAME and msg.path == "/org/freedesktop/DBus"
+        return msg.sender is not None and msg.sender == self._owner
+
     def _on_message(self, msg: Message) -> bool:
-        if msg.message_type != MessageType.SIGNAL:
-            return False
-        if msg.member == "JobRemoved" and msg.interface == MANAGER:
+        if msg.message_type != MessageType.SIGNAL or not self.trusted(msg):
+            return False  # a forged signal is dropped here, before any listener sees it
+        if msg.sender == BUS_NAME:
+            if msg.member == "NameOwnerChanged" and msg.signature == "sss" and msg.body[0] == DEST:
+                self._owner = msg.body[2] or None
+                self._owner_changes += 1
+        elif msg.member == "JobRemoved" and msg.interface == MANAGER and msg.signature == "uoss":
             _, job_path, _, result = msg.body
             was_queued = self._job_done(job_path)
             fut = self._job_waiters.pop(job_path, None)
@@ -236,6 +276,10 @@ class Systemd:
         return await self._queue_job(
             "StartTransientUnit", "ssa(sv)a(sa(sv))", [name, "fail", properties, []]
         )
+
+    async def set_unit_properties(self, name: str, properties: list[tuple[str, Variant]]) -> None:
+        """Set properties of a unit, loaded or not, until the next boot (a runtime drop-in)."""
+        await self.call("SetUnitProperties", "sba(sv)", [name, True, properties])
 
     async def stop_unit(self, name: str) -> str:
         return await self._queue_job("StopUnit", "ss", [name, "replace"], keep_result=True)

@@ -90,12 +90,14 @@ def journal_output(job_id: str) -> str:
 
 def cgroup_pids(unit: str) -> list[int] | None:
     """PIDs in the unit's cgroup (pids hierarchy), or None once the cgroup is gone."""
-    path = f"/sys/fs/cgroup/pids/jobrun.slice/{unit}/cgroup.procs"
-    try:
-        with open(path) as f:
-            return [int(x) for x in f.read().split()]
-    except FileNotFoundError:
-        return None
+    # In its owner's slice, jobrun.slice/jobrun-u<UID>.slice (or jobrun-remote.slice).
+    for path in Path("/sys/fs/cgroup/pids/jobrun.slice").glob(f"*.slice/{unit}/cgroup.procs"):
+        try:
+            with open(path) as f:
+                return [int(x) for x in f.read().split()]
+        except FileNotFoundError:
+            return None
+    return None
 
 
 def inotify_instances(pid: int | str = "self") -> int:

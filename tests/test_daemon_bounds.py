@@ -83,9 +83,13 @@ class GatedManager:
         )
 
 
+SYSTEMD = ":1.1"  # the unique name of systemd on the fake bus
+
+
 def changed() -> Message:
     return Message(
         message_type=MessageType.SIGNAL,
+        sender=SYSTEMD,
         path=PATH,
         interface="org.freedesktop.DBus.Properties",
         member="PropertiesChanged",
@@ -96,6 +100,14 @@ def changed() -> Message:
 
 def announced(bus: FakeBus) -> list[list[Any]]:
     return [list(m.body) for m in bus.sent if m.member == "JobChanged"]
+
+
+def signals_to(daemon: Daemon) -> Systemd:
+    """The systemd client that passes systemd's signals on to the daemon, as in jobrund."""
+    sd = Systemd(FakeSystemdBus())  # type: ignore[arg-type]
+    sd._owner = SYSTEMD
+    sd._listeners.append(daemon.on_signal)
+    return sd
 
 
 async def settle() -> None:
@@ -113,12 +125,13 @@ async def done(daemon: Daemon) -> None:
 async def test_a_burst_of_signals_is_one_read_in_flight_and_one_after_it() -> None:
     bus, manager = FakeBus(), GatedManager()
     daemon = Daemon(bus, manager, Config())  # type: ignore[arg-type]
+    sd = signals_to(daemon)
     daemon._subscribers[":1.42"] = Caller(1000, "alice")
-    daemon.on_message(changed())
+    sd._on_message(changed())
     await settle()
     assert manager.in_flight == 1
     for _ in range(200):
-        daemon.on_message(changed())
+        sd._on_message(changed())
     await settle()
     assert (manager.reads, manager.in_flight) == (1, 1)
     # The job ends while the first read is in flight: that read says running, and the one read
@@ -137,13 +150,14 @@ async def test_a_burst_of_signals_is_one_read_in_flight_and_one_after_it() -> No
 async def test_a_signal_after_the_reads_end_is_read_again() -> None:
     bus, manager = FakeBus(), GatedManager()
     daemon = Daemon(bus, manager, Config())  # type: ignore[arg-type]
+    sd = signals_to(daemon)
     daemon._subscribers[":1.42"] = Caller(1000, "alice")
     manager.gate.set()
-    daemon.on_message(changed())
+    sd._on_message(changed())
     await done(daemon)
     manager.state = JobState.FAILED
     manager.gate.set()
-    daemon.on_message(changed())
+    sd._on_message(changed())
     await done(daemon)
     assert manager.reads == 2
     assert announced(bus) == [[JOB, "running"], [JOB, "failed"]]
@@ -152,8 +166,9 @@ async def test_a_signal_after_the_reads_end_is_read_again() -> None:
 async def test_no_subscriber_no_read() -> None:
     bus, manager = FakeBus(), GatedManager()
     daemon = Daemon(bus, manager, Config())  # type: ignore[arg-type]
+    sd = signals_to(daemon)
     for _ in range(10):
-        daemon.on_message(changed())
+        sd._on_message(changed())
     await settle()
     assert manager.reads == 0 and not daemon._tasks
 
@@ -193,11 +208,12 @@ async def test_waiting_requests_are_messages_served_in_order_by_a_bounded_set_of
 
     monkeypatch.setattr(daemon, "_caller", caller)
     daemon._handlers["Status"] = status
+    daemon._uids[":1.7"] = 0  # the sender's uid, as the bus told it
     for serial in range(1, 61):
         assert daemon.on_message(status_call(serial))
     await settle()
     # 50 accepted: 4 being served, 46 waiting as messages; the other 10 told Busy at once.
-    assert len(daemon._tasks) == 4 and len(daemon._waiting) == 46 and daemon._queued == 50
+    assert len(daemon._tasks) == 4 and len(daemon._waiting[0]) == 46 and daemon._queued == 50
     busy = [m.reply_serial for m in bus.sent if m.error_name == "org.jobrun.Error.Busy"]
     assert busy == list(range(51, 61))
     gate.set()
@@ -206,7 +222,7 @@ async def test_waiting_requests_are_messages_served_in_order_by_a_bounded_set_of
     assert sorted(served) == sorted(begun)
     replies = [m for m in bus.sent if m.message_type == MessageType.METHOD_RETURN]
     assert sorted(m.reply_serial for m in replies) == list(range(1, 51))
-    assert (daemon._queued, daemon._workers, len(daemon._waiting)) == (0, 0, 0)
+    assert (daemon._queued, daemon._workers, daemon._waiting, daemon._held) == (0, 0, {}, {})
     # Idle again: the next request gets a worker of its own.
     assert daemon.on_message(status_call(99))
     await done(daemon)
@@ -221,6 +237,7 @@ class FakeSystemdBus:
 def job_removed(n: int, result: str = "done") -> Message:
     return Message(
         message_type=MessageType.SIGNAL,
+        sender=SYSTEMD,
         path="/org/freedesktop/systemd1",
         interface="org.freedesktop.systemd1.Manager",
         member="JobRemoved",
@@ -233,6 +250,7 @@ def racing_systemd(monkeypatch: pytest.MonkeyPatch) -> Systemd:
     """A client whose every job-queuing call sees its job's JobRemoved before the reply."""
     sd = Systemd(FakeSystemdBus())  # type: ignore[arg-type]
     sd._subscribed = True
+    sd._owner = SYSTEMD
     jobs = iter(range(100, 10**6))
 
     async def call(member: str, signature: str = "", body: Any = None, **kw: Any) -> list[Any]:

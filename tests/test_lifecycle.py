@@ -44,7 +44,7 @@ def test_start_prints_only_the_id_and_sets_what_every_job_gets() -> None:
         "TasksAccounting", "Description", "LogNamespace", "PrivateNetwork", "PrivateTmp",
         "TimeoutStopUSec", "ActiveState", "Type", "StandardOutput", "StandardError",
     )  # fmt: skip
-    assert show["Slice"] == "jobrun.slice"
+    assert show["Slice"] == "jobrun-u0.slice"  # root's jobs, in jobrun.slice
     assert show["KillMode"] == "control-group"
     for acct in ("CPUAccounting", "MemoryAccounting", "IOAccounting", "TasksAccounting"):
         assert show[acct] == "yes", acct
@@ -90,7 +90,7 @@ def test_limits_reach_the_unit_and_the_cgroup() -> None:
         "TimeoutStopUSec": "3s",
     }
     # The cgroup files this host has (v1 here; MemoryHigh and IOWeight have no v1 file).
-    cg = f"jobrun.slice/{unit}"
+    cg = f"jobrun.slice/jobrun-u0.slice/{unit}"
     files = {
         f"/sys/fs/cgroup/cpu/{cg}/cpu.shares": str(400 * 1024 // 100),
         f"/sys/fs/cgroup/memory/{cg}/memory.limit_in_bytes": str(256 << 20),

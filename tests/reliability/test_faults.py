@@ -10,6 +10,7 @@ from __future__ import annotations
 import concurrent.futures
 import errno
 import os
+import pwd
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -240,7 +241,9 @@ def test_fork_bomb_is_held_by_tasks_max() -> None:
     )
     unit = f"jobrun-{job}.service"
     # The pids controller refuses forks beyond the cap (pids.events counts the refusals).
-    cgroup = Path(f"/sys/fs/cgroup/pids/jobrun.slice/{unit}")
+    cgroup = Path(
+        f"/sys/fs/cgroup/pids/jobrun.slice/jobrun-u{pwd.getpwnam('bob').pw_uid}.slice/{unit}"
+    )
     events = cgroup / "pids.events"
     wait_for(
         lambda: events.exists() and int(events.read_text().split()[1]) > 0,
