@@ -61,12 +61,38 @@ def run_async(fn: Callable[[], Awaitable[T]]) -> T:
         raise typer.Exit(130) from None
     except (typer.Exit, SystemExit):
         raise
+    except (EOFError, ConnectionResetError) as e:
+        fail(bus_lost(e))
     except Exception as e:
         if os.environ.get("JOBRUN_DEBUG"):
             raise
-        _err(f"jobrun: internal error: {type(e).__name__}: {e}")
-        _err("  hint: set JOBRUN_DEBUG=1 for a traceback, and please report it")
-        raise typer.Exit(EXIT_INTERNAL) from None
+        raise typer.Exit(internal_error(e)) from None
+
+
+def bus_lost(e: BaseException) -> JobrunError:
+    """dbus-fast's reader ends with EOFError or ConnectionResetError when the bus hangs up."""
+    from .errors import SystemdUnavailable
+
+    return SystemdUnavailable(
+        f"lost the connection to the system bus ({type(e).__name__}"
+        + (f": {e})" if str(e) else ")"),
+        "is dbus running (`systemctl status dbus`)? `jobrun doctor` checks the host",
+    )
+
+
+def internal_error(e: BaseException) -> int:
+    """A bug: one line for the user, the traceback in a file (crashlog) for `jobrun doctor`."""
+    from . import crashlog
+
+    what = " ".join(f"{type(e).__name__}: {e}".split())
+    if len(what) > 200:
+        what = what[:199] + "…"
+    try:
+        where = f"details in {crashlog.save(e, _verb())}"
+    except (OSError, RuntimeError) as why:
+        where = f"its details could not be saved ({why}); JOBRUN_DEBUG=1 shows them"
+    _err(f"jobrun: internal error: {what}; {where} — please report it")
+    return EXIT_INTERNAL
 
 
 # Where to run: this host (jobrund or in-process), or a remote jobrund (main_options).
@@ -473,8 +499,49 @@ def certs_client(
     print(key)
 
 
+def _verb() -> str:
+    return next((a for a in sys.argv[1:] if not a.startswith("-")), "")
+
+
+def argv_problem(args: list[str]) -> str | None:
+    """Python decodes argv bytes that are not UTF-8 to lone surrogates; nothing jobrun passes
+    them to (D-Bus, systemd, the job record) can carry them."""
+    for i, arg in enumerate(args, 1):
+        try:
+            arg.encode()
+        except UnicodeEncodeError:
+            raw = os.fsencode(arg)
+            shown = repr(raw if len(raw) <= 80 else raw[:80] + b"...")
+            return (
+                f"argument {i} ({shown}) is not valid UTF-8 text; jobrun passes only UTF-8 "
+                "(systemd's D-Bus API carries nothing else)"
+            )
+    return None
+
+
 def main() -> None:
-    app(prog_name="jobrun")
+    """The `jobrun` command. No Python traceback reaches a user: a bug is one line, exit 70."""
+    problem = argv_problem(sys.argv[1:])
+    if problem:
+        _err(f"jobrun: {problem}")
+        _err("  hint: convert it, e.g. with iconv -f latin1 -t utf-8")
+        sys.exit(InvalidArgument.exit_code)
+    import logging
+
+    from .crashlog import CliLogHandler
+
+    logging.getLogger().addHandler(CliLogHandler(_verb()))
+    try:
+        app(prog_name="jobrun")
+    except JobrunError as e:  # raised outside a command's own handling
+        _err(f"jobrun: {e.message}")
+        if e.hint:
+            _err(f"  hint: {e.hint}")
+        sys.exit(e.exit_code)
+    except Exception as e:
+        if os.environ.get("JOBRUN_DEBUG"):
+            raise
+        sys.exit(internal_error(e))
 
 
 if __name__ == "__main__":

@@ -199,7 +199,7 @@ class DaemonBackend:
             async with self._in_flight:
                 reply = await self.bus.call(msg)
         except (OSError, EOFError) as e:
-            raise SystemdUnavailable(f"lost the system bus: {e}") from e
+            raise SystemdUnavailable(f"lost the system bus: {e!r}") from e
         if reply is None:
             raise SystemdUnavailable("no reply from jobrund")
         if reply.message_type == MessageType.ERROR:
