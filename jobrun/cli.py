@@ -57,7 +57,7 @@ def run_async(fn: Callable[[], Awaitable[T]]) -> T:
         return asyncio.run(fn())  # type: ignore[arg-type]
     except JobrunError as e:
         fail(e)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, asyncio.CancelledError):
         raise typer.Exit(130) from None
     except (typer.Exit, SystemExit):
         raise
@@ -193,10 +193,12 @@ def run(**values: Any) -> None:
     command, name, options = _parse(values)
 
     async def go() -> int:
+        interrupts = _Interrupts()
         b = await open_backend()
         try:
             job = await b.start(command, name, options)
             _err(f"jobrun: job {job['id']} started")
+            interrupts.forward_to(b, job["id"])
             out = sys.stdout.buffer
             # aclosing: the reader's own clean-up runs now, not after the bus is gone
             async with contextlib.aclosing(b.log_batches(job["id"], follow=True)) as batches:
@@ -207,12 +209,73 @@ def run(**values: Any) -> None:
             out.flush()
             job = await b.wait(job["id"])
         finally:
+            await interrupts.close()
             await b.close()
         if job["state"] != "succeeded":
             _err(f"jobrun: job {job['id']} {job['state']}: {job['reason'] or job['result']}")
         return exit_status(job)
 
     raise typer.Exit(run_async(go))
+
+
+class _Interrupts:
+    """Ctrl-C in `jobrun run`, as for a foreground command: the first sends SIGINT to the job's
+    processes, the second stops the job, a third leaves it to systemd and exits. jobrun itself
+    ends when the job has ended, with its status (130 after a SIGINT death)."""
+
+    def __init__(self) -> None:
+        import asyncio
+        import signal
+
+        self.count = 0
+        self.loop = asyncio.get_running_loop()
+        self.main = asyncio.current_task()
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.backend: Backend | None = None
+        self.job_id = ""
+        self.loop.add_signal_handler(signal.SIGINT, self._on_sigint)
+
+    def forward_to(self, backend: Backend, job_id: str) -> None:
+        """The job is known: act on the interrupts so far (pressed while it was starting)."""
+        self.backend, self.job_id = backend, job_id
+        for n in range(1, min(self.count, 2) + 1):
+            self._act(n)
+
+    def _on_sigint(self) -> None:
+        self.count += 1
+        if self.count >= 3 or (self.backend is None and self.count >= 2):
+            if self.main is not None:
+                self.main.cancel()  # run_async turns it into exit 130
+        elif self.backend is not None:
+            self._act(self.count)
+
+    def _act(self, n: int) -> None:
+        import signal
+
+        async def act(backend: Backend) -> None:
+            try:
+                if n == 1:
+                    _err(f"jobrun: sending SIGINT to job {self.job_id} (Ctrl-C again to stop it)")
+                    await backend.kill(self.job_id, signal.SIGINT)
+                else:
+                    _err(f"jobrun: stopping job {self.job_id} (Ctrl-C again to leave it)")
+                    await backend.stop(self.job_id, None)
+            except JobrunError as e:
+                _err(f"jobrun: {e}")
+
+        assert self.backend is not None
+        task = self.loop.create_task(act(self.backend))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def close(self) -> None:
+        import asyncio
+        import signal
+
+        self.loop.remove_signal_handler(signal.SIGINT)
+        for task in list(self.tasks):
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
 
 
 def exit_status(job: dict[str, Any]) -> int:

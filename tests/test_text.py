@@ -7,10 +7,12 @@ characters, not bytes.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -29,7 +31,7 @@ from hypothesis import strategies as st
 from jobrun import bus, doctor
 
 from .helpers import jobrun, wait_for
-from .test_daemon import as_user
+from .test_daemon import _call_as, as_user, start_as, status_as
 
 TEXT = "héllo wörld ✓"
 NAME = "bâtiment ✓ 名前"
@@ -350,3 +352,90 @@ def test_non_ascii_everywhere_through_jobrund(alices_dir: Path) -> None:
     # and to an admin, who sees every job
     assert json.loads(as_user("carol", "status", job, "--json").stdout)["name"] == NAME
     wait_for(lambda: as_user("root", "logs", job).stdout == proc.stdout, what="root's logs")
+
+
+# -- Ctrl-C in `jobrun run` ------------------------------------------------------------------
+
+
+class Running:
+    """`jobrun run` in the background, its stdout and stderr in files to poll."""
+
+    def __init__(self, tmp: Path, user: str, *args: str) -> None:
+        cmd = [sys.executable, "-m", "jobrun", "run", *args]
+        env = dict(os.environ)
+        if user != "root":
+            cmd = ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups", *cmd]
+            env["JOBRUN_MODE"] = "daemon"
+            env.pop("JOBRUN_STATE_DIR", None)
+        self.out, self.err = tmp / "out", tmp / "err"
+        with self.out.open("wb") as out, self.err.open("wb") as err:
+            self.proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env, cwd="/")
+        self.user = user
+
+    def wait_for_output(self, text: str) -> None:
+        wait_for(lambda: text in self.out.read_text(), timeout=30, what=f"{text!r} on stdout")
+
+    def job(self) -> str:
+        wait_for(lambda: "started" in self.err.read_text(), timeout=30, what="the job to start")
+        return started_id(self.err.read_text())
+
+    def interrupt(self) -> None:
+        self.proc.send_signal(signal.SIGINT)
+
+    def status(self, job: str) -> dict[str, Any]:
+        cli = jobrun if self.user == "root" else (lambda *a: as_user(self.user, *a))
+        data: dict[str, Any] = json.loads(cli("status", job, "--json").stdout)
+        return data
+
+
+@pytest.mark.integration
+@pytest.mark.usefixtures("state_dir")
+@pytest.mark.parametrize("user", ["root", pytest.param("alice", marks=pytest.mark.daemon)])
+def test_ctrl_c_sends_sigint_to_the_job_and_run_exits_with_its_status(
+    user: str, tmp_path: Path
+) -> None:
+    run = Running(tmp_path, user, "--", "sh", "-c", "echo ready; exec sleep 60")
+    job = run.job()
+    run.wait_for_output("ready")
+    run.interrupt()
+    assert run.proc.wait(timeout=30) == 130, run.err.read_text()
+    done = run.status(job)
+    assert (done["state"], done["signal"]) == ("failed", "SIGINT"), done
+    assert "Traceback" not in run.err.read_text()
+
+
+@pytest.mark.integration
+@pytest.mark.usefixtures("state_dir")
+@pytest.mark.parametrize("user", ["root", pytest.param("alice", marks=pytest.mark.daemon)])
+def test_second_ctrl_c_stops_a_job_that_survives_the_first(user: str, tmp_path: Path) -> None:
+    script = 'trap "echo got-INT" INT; echo ready; while :; do sleep 1; done'
+    run = Running(tmp_path, user, "--", "sh", "-c", script)
+    job = run.job()
+    run.wait_for_output("ready")
+    run.interrupt()
+    run.wait_for_output("got-INT")  # the job's own processes got SIGINT, and it carries on
+    assert run.status(job)["state"] == "running" and run.proc.poll() is None
+    run.interrupt()
+    assert run.proc.wait(timeout=30) == 128 + signal.SIGTERM, run.err.read_text()
+    assert run.status(job)["state"] == "stopped"
+    assert "Traceback" not in run.err.read_text()
+
+
+@pytest.mark.integration
+@pytest.mark.daemon
+async def test_kill_is_authorized_as_stop_is() -> None:
+    job = await asyncio.to_thread(start_as, "alice", "--", "sleep", "60")
+    for who, sig, error in (
+        ("bob", signal.SIGINT, "NotFound"),  # another's job: as if there were none
+        ("alice", 0, "InvalidArgument"),
+        ("alice", 99, "InvalidArgument"),
+    ):
+        err, _ = await _call_as(who, "Kill", [job, int(sig)])
+        assert err == f"org.jobrun.Error.{error}", (who, sig)
+    assert (await asyncio.to_thread(status_as, "alice", job))["state"] == "running"
+    err, body = await _call_as("carol", "Kill", [job, int(signal.SIGINT)])
+    assert err is None and body[1] is True
+    done = await asyncio.to_thread(
+        wait_for, lambda: (s := status_as("alice", job))["state"] != "running" and s
+    )
+    assert (done["state"], done["signal"]) == ("failed", "SIGINT")
