@@ -57,16 +57,42 @@ def run_async(fn: Callable[[], Awaitable[T]]) -> T:
         return asyncio.run(fn())  # type: ignore[arg-type]
     except JobrunError as e:
         fail(e)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, asyncio.CancelledError):
         raise typer.Exit(130) from None
     except (typer.Exit, SystemExit):
         raise
+    except (EOFError, ConnectionResetError) as e:
+        fail(bus_lost(e))
     except Exception as e:
         if os.environ.get("JOBRUN_DEBUG"):
             raise
-        _err(f"jobrun: internal error: {type(e).__name__}: {e}")
-        _err("  hint: set JOBRUN_DEBUG=1 for a traceback, and please report it")
-        raise typer.Exit(EXIT_INTERNAL) from None
+        raise typer.Exit(internal_error(e)) from None
+
+
+def bus_lost(e: BaseException) -> JobrunError:
+    """dbus-fast's reader ends with EOFError or ConnectionResetError when the bus hangs up."""
+    from .errors import SystemdUnavailable
+
+    return SystemdUnavailable(
+        f"lost the connection to the system bus ({type(e).__name__}"
+        + (f": {e})" if str(e) else ")"),
+        "is dbus running (`systemctl status dbus`)? `jobrun doctor` checks the host",
+    )
+
+
+def internal_error(e: BaseException) -> int:
+    """A bug: one line for the user, the traceback in a file (crashlog) for `jobrun doctor`."""
+    from . import crashlog
+
+    what = " ".join(f"{type(e).__name__}: {e}".split())
+    if len(what) > 200:
+        what = what[:199] + "…"
+    try:
+        where = f"details in {crashlog.save(e, _verb())}"
+    except (OSError, RuntimeError) as why:
+        where = f"its details could not be saved ({why}); JOBRUN_DEBUG=1 shows them"
+    _err(f"jobrun: internal error: {what}; {where} — please report it")
+    return EXIT_INTERNAL
 
 
 # Where to run: this host (jobrund or in-process), or a remote jobrund (main_options).
@@ -178,10 +204,12 @@ def run(**values: Any) -> None:
     command, name, options = _parse(values)
 
     async def go() -> int:
+        interrupts = _Interrupts()
         b = await open_backend()
         try:
             job = await b.start(command, name, options)
             _err(f"jobrun: job {job['id']} started")
+            interrupts.forward_to(b, job["id"])
             out = sys.stdout.buffer
             # aclosing: the reader's own clean-up runs now, not after the bus is gone
             async with contextlib.aclosing(b.log_batches(job["id"], follow=True)) as batches:
@@ -192,12 +220,73 @@ def run(**values: Any) -> None:
             out.flush()
             job = await b.wait(job["id"])
         finally:
+            await interrupts.close()
             await b.close()
         if job["state"] != "succeeded":
             _err(f"jobrun: job {job['id']} {job['state']}: {job['reason'] or job['result']}")
         return exit_status(job)
 
     raise typer.Exit(run_async(go))
+
+
+class _Interrupts:
+    """Ctrl-C in `jobrun run`, as for a foreground command: the first sends SIGINT to the job's
+    processes, the second stops the job, a third leaves it to systemd and exits. jobrun itself
+    ends when the job has ended, with its status (130 after a SIGINT death)."""
+
+    def __init__(self) -> None:
+        import asyncio
+        import signal
+
+        self.count = 0
+        self.loop = asyncio.get_running_loop()
+        self.main = asyncio.current_task()
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.backend: Backend | None = None
+        self.job_id = ""
+        self.loop.add_signal_handler(signal.SIGINT, self._on_sigint)
+
+    def forward_to(self, backend: Backend, job_id: str) -> None:
+        """The job is known: act on the interrupts so far (pressed while it was starting)."""
+        self.backend, self.job_id = backend, job_id
+        for n in range(1, min(self.count, 2) + 1):
+            self._act(n)
+
+    def _on_sigint(self) -> None:
+        self.count += 1
+        if self.count >= 3 or (self.backend is None and self.count >= 2):
+            if self.main is not None:
+                self.main.cancel()  # run_async turns it into exit 130
+        elif self.backend is not None:
+            self._act(self.count)
+
+    def _act(self, n: int) -> None:
+        import signal
+
+        async def act(backend: Backend) -> None:
+            try:
+                if n == 1:
+                    _err(f"jobrun: sending SIGINT to job {self.job_id} (Ctrl-C again to stop it)")
+                    await backend.kill(self.job_id, signal.SIGINT)
+                else:
+                    _err(f"jobrun: stopping job {self.job_id} (Ctrl-C again to leave it)")
+                    await backend.stop(self.job_id, None)
+            except JobrunError as e:
+                _err(f"jobrun: {e}")
+
+        assert self.backend is not None
+        task = self.loop.create_task(act(self.backend))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def close(self) -> None:
+        import asyncio
+        import signal
+
+        self.loop.remove_signal_handler(signal.SIGINT)
+        for task in list(self.tasks):
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
 
 
 def exit_status(job: dict[str, Any]) -> int:
@@ -484,8 +573,49 @@ def certs_client(
     print(key)
 
 
+def _verb() -> str:
+    return next((a for a in sys.argv[1:] if not a.startswith("-")), "")
+
+
+def argv_problem(args: list[str]) -> str | None:
+    """Python decodes argv bytes that are not UTF-8 to lone surrogates; nothing jobrun passes
+    them to (D-Bus, systemd, the job record) can carry them."""
+    for i, arg in enumerate(args, 1):
+        try:
+            arg.encode()
+        except UnicodeEncodeError:
+            raw = os.fsencode(arg)
+            shown = repr(raw if len(raw) <= 80 else raw[:80] + b"...")
+            return (
+                f"argument {i} ({shown}) is not valid UTF-8 text; jobrun passes only UTF-8 "
+                "(systemd's D-Bus API carries nothing else)"
+            )
+    return None
+
+
 def main() -> None:
-    app(prog_name="jobrun")
+    """The `jobrun` command. No Python traceback reaches a user: a bug is one line, exit 70."""
+    problem = argv_problem(sys.argv[1:])
+    if problem:
+        _err(f"jobrun: {problem}")
+        _err("  hint: convert it, e.g. with iconv -f latin1 -t utf-8")
+        sys.exit(InvalidArgument.exit_code)
+    import logging
+
+    from .crashlog import CliLogHandler
+
+    logging.getLogger().addHandler(CliLogHandler(_verb()))
+    try:
+        app(prog_name="jobrun")
+    except JobrunError as e:  # raised outside a command's own handling
+        _err(f"jobrun: {e.message}")
+        if e.hint:
+            _err(f"  hint: {e.hint}")
+        sys.exit(e.exit_code)
+    except Exception as e:
+        if os.environ.get("JOBRUN_DEBUG"):
+            raise
+        sys.exit(internal_error(e))
 
 
 if __name__ == "__main__":

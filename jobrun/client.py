@@ -38,6 +38,7 @@ class Backend(Protocol):
     async def start(self, command: list[str], name: str | None,
                     values: dict[str, Any]) -> dict[str, Any]: ...  # fmt: skip
     async def stop(self, job_id: str, timeout: float | None) -> tuple[dict[str, Any], bool]: ...
+    async def kill(self, job_id: str, signum: int) -> tuple[dict[str, Any], bool]: ...
     async def status(self, job_id: str) -> dict[str, Any]: ...
     async def list(self, all: bool) -> list[dict[str, Any]]: ...
     async def wait(self, job_id: str) -> dict[str, Any]: ...
@@ -97,6 +98,10 @@ class LocalBackend:
 
     async def stop(self, job_id: str, timeout: float | None) -> tuple[dict[str, Any], bool]:
         job, was_running = await (await self._m()).stop(job_id, timeout=timeout)
+        return job_to_dict(job), was_running
+
+    async def kill(self, job_id: str, signum: int) -> tuple[dict[str, Any], bool]:
+        job, was_running = await (await self._m()).kill(job_id, signum=signum)
         return job_to_dict(job), was_running
 
     async def status(self, job_id: str) -> dict[str, Any]:
@@ -199,7 +204,7 @@ class DaemonBackend:
             async with self._in_flight:
                 reply = await self.bus.call(msg)
         except (OSError, EOFError) as e:
-            raise SystemdUnavailable(f"lost the system bus: {e}") from e
+            raise SystemdUnavailable(f"lost the system bus: {e!r}") from e
         if reply is None:
             raise SystemdUnavailable("no reply from jobrund")
         if reply.message_type == MessageType.ERROR:
@@ -224,6 +229,10 @@ class DaemonBackend:
 
     async def stop(self, job_id: str, timeout: float | None) -> tuple[dict[str, Any], bool]:
         job, was_running = await self.call("Stop", [job_id, -1.0 if timeout is None else timeout])
+        return dict(json.loads(job)), bool(was_running)
+
+    async def kill(self, job_id: str, signum: int) -> tuple[dict[str, Any], bool]:
+        job, was_running = await self.call("Kill", [job_id, int(signum)])
         return dict(json.loads(job)), bool(was_running)
 
     async def status(self, job_id: str) -> dict[str, Any]:

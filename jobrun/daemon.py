@@ -105,6 +105,7 @@ class Daemon:
         self._handlers = {
             "Start": self.start,
             "Stop": self.stop,
+            "Kill": self.kill,
             "Status": self.status,
             "List": self.list_jobs,
             "Logs": self.logs,
@@ -302,6 +303,12 @@ class Daemon:
         job, was_running = await self.manager.stop(
             job_id, caller, timeout=None if timeout < 0 else timeout
         )
+        return "sb", [json.dumps(job_to_dict(job)), was_running]
+
+    async def kill(self, msg: Message, caller: Caller) -> tuple[str, list[Any]]:
+        job_id, signum = msg.body
+        await self._require_manage(msg, caller)  # as Stop: the caller's own jobs, or an admin
+        job, was_running = await self.manager.kill(job_id, caller, signum)
         return "sb", [json.dumps(job_to_dict(job)), was_running]
 
     async def status(self, msg: Message, caller: Caller) -> tuple[str, list[Any]]:

@@ -28,6 +28,7 @@ INTERFACE = "org.jobrun.Manager1"
 METHODS: dict[str, tuple[str, str]] = {
     "Start": ("asa{sv}", "s"),  # command, options (SETTINGS fields + "name") → job JSON
     "Stop": ("sd", "sb"),  # id (or prefix), timeout (< 0: the job's own) → job JSON, was running
+    "Kill": ("si", "sb"),  # id, signal number → job JSON, was running (`jobrun run`'s Ctrl-C)
     "Status": ("s", "s"),  # id → job JSON
     "List": ("b", "s"),  # all → JSON list of jobs
     "Logs": ("sa{sv}", "h"),  # id, options (follow, tail, after_cursor, json) → pipe to read
@@ -39,6 +40,7 @@ SIGNALS: dict[str, str] = {"JobChanged": "ss"}  # id, state
 _ARG_NAMES = {
     "Start": (["command", "options"], ["job"]),
     "Stop": (["id", "timeout"], ["job", "was_running"]),
+    "Kill": (["id", "signal"], ["job", "was_running"]),
     "Status": (["id"], ["job"]),
     "List": (["all"], ["jobs"]),
     "Logs": (["id", "options"], ["fd"]),

@@ -63,6 +63,21 @@ def journal_check() -> Check:
     )
 
 
+def internal_errors_check() -> Check:
+    from . import crashlog
+
+    found = crashlog.last()
+    if found is None:
+        return Check("internal errors", True, "none recorded")
+    count, header, final = found
+    return Check(
+        "internal errors",
+        None,
+        f"{count} recorded in {crashlog.log_path()}, the last at {header}: {final} "
+        "(please report it with that file)",
+    )
+
+
 async def run_checks() -> tuple[str, list[Check]]:
     from . import client
     from .bus import connect_system_bus
@@ -110,4 +125,5 @@ async def run_checks() -> tuple[str, list[Check]]:
             POLKIT_POLICY if Path(POLKIT_POLICY).exists() else "not installed (jobrund needs it)",
         )
     )
+    checks.append(internal_errors_check())
     return mode, checks

@@ -373,6 +373,27 @@ class Manager:
             await done
         return await self.status(job.id, caller), True
 
+    async def kill(
+        self, job_id: str, caller: Caller | None = None, signum: int = signal.SIGINT
+    ) -> tuple[Job, bool]:
+        """Send `signum` to every process of a running job, as a terminal's Ctrl-C reaches a
+        whole foreground process group: (the job, whether it was still running)."""
+        if signum not in signal.valid_signals() or signum == 0:
+            raise InvalidArgument(f"{signum} is not a signal number")
+        job = await self.status(job_id, caller)
+        if job.outcome.state.finished:
+            return job, False
+        try:
+            await self.systemd.kill_unit(job.unit, signum)
+        except SystemdError as e:
+            if e.dbus_error not in (
+                "org.freedesktop.systemd1.NoSuchUnit",
+                "org.freedesktop.systemd1.NoSuchProcess",
+            ):
+                raise
+            return await self.status(job.id, caller), False
+        return job, True
+
     def logs(
         self,
         job_id: str,

@@ -201,6 +201,11 @@ class RemoteBackend:
         reply = await self._unary("Stop", req, pb.StopResponse)
         return job_from_proto(reply.job), reply.was_running
 
+    async def kill(self, job_id: str, signum: int) -> tuple[dict[str, Any], bool]:
+        raise InvalidArgument(
+            "the remote API cannot send a job a signal yet", "`jobrun stop` (or Ctrl-C again)"
+        )
+
     async def status(self, job_id: str) -> dict[str, Any]:
         from .remote_wire import job_from_proto
         from .v1 import jobrun_pb2 as pb

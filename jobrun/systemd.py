@@ -115,7 +115,7 @@ class Systemd:
             async with self._in_flight:
                 reply = await self.bus.call(msg)
         except (OSError, EOFError) as e:
-            raise SystemdUnavailable(f"lost the system bus during {member}: {e}") from e
+            raise SystemdUnavailable(f"lost the system bus during {member}: {e!r}") from e
         if reply is None:
             raise SystemdUnavailable(f"no reply from systemd to {member}")
         if reply.message_type == MessageType.ERROR:
