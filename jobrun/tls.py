@@ -243,7 +243,10 @@ def read_crl(path: str, ca_pem: str) -> Revocations:
             )
         name = crl.issuer.public_bytes()
         covered.add(name)
-        revoked.update((name, entry.serial_number) for entry in crl)
+        try:
+            revoked.update((name, entry.serial_number) for entry in crl)
+        except ValueError as e:  # cryptography parses the entries only now
+            raise InvalidArgument(f"[remote] crl = {path}: unreadable CRL: {e}", hint) from e
     for ca in cas:
         if ca.subject.public_bytes() not in covered:
             raise InvalidArgument(
