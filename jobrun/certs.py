@@ -1,8 +1,9 @@
-"""A small certificate authority for trying the remote API: `jobrun certs ca|server|client`.
+"""A small certificate authority for trying the remote API: `jobrun certs ca|server|client|revoke`.
 
     jobrun certs ca DIR                               DIR/ca.crt, DIR/ca.key
     jobrun certs server DIR --host jobs.example.com   DIR/server.crt, DIR/server.key
     jobrun certs client DIR alice                     DIR/alice.crt, DIR/alice.key (CN=alice)
+    jobrun certs revoke DIR DIR/alice.crt             DIR/ca.crl (jobrund's `crl`), alice added
 
 EC P-256 keys, written 0600. Server certificates carry serverAuth and a subjectAltName per
 --host (DNS name or IP address); client certificates carry clientAuth and the user's name as the
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InvalidArgument
+from .tls import utc_time
 
 DAYS = 365
 
@@ -156,3 +158,72 @@ def issue(
     _write(key_path, _key_pem(key, serialization), private=True)
     _write(crt, cert.public_bytes(serialization.Encoding.PEM), private=False)
     return crt, key_path
+
+
+def revoke(ca_dir: Path, certificates: Sequence[Path] = (), days: int = DAYS) -> Path:
+    """Write ca_dir/ca.crl: the CA's revocation list, with the serials of `certificates` added to
+    those of the ca.crl already there (none: a fresh list, to renew it or to start one).
+
+    Replaced atomically (a new file renamed over the old one), so that jobrund, which re-reads it
+    when it changes, never sees half of it. It expires after `days`: jobrund refuses every client
+    once its CRL is past its nextUpdate (OpenSSL's rule), so run this again before then."""
+    x509, hashes, serialization, _, _, _ = _modules()
+    try:
+        ca_key = serialization.load_pem_private_key((ca_dir / "ca.key").read_bytes(), None)
+        ca_cert = x509.load_pem_x509_certificate((ca_dir / "ca.crt").read_bytes())
+    except (OSError, ValueError) as e:
+        raise InvalidArgument(
+            f"cannot read the CA in {ca_dir}: {e}", f"make one with `jobrun certs ca {ca_dir}`"
+        ) from e
+    out = ca_dir / "ca.crl"
+    now = datetime.now(UTC)
+    revoked: dict[int, datetime] = {}
+    if out.exists():
+        try:
+            old = x509.load_pem_x509_crl(out.read_bytes())
+        except ValueError as e:
+            raise InvalidArgument(f"{out} is not a PEM CRL: {e}", "move it away first") from e
+        if old.issuer != ca_cert.subject or not old.is_signature_valid(ca_cert.public_key()):
+            raise InvalidArgument(f"{out} was not issued by {ca_dir}/ca.crt", "move it away first")
+        for entry in old:
+            revoked[entry.serial_number] = utc_time(entry, "revocation_date") or now
+    for path in certificates:
+        try:
+            cert = x509.load_pem_x509_certificate(Path(path).read_bytes())
+        except (OSError, ValueError) as e:
+            raise InvalidArgument(f"cannot read the certificate {path}: {e}") from e
+        if not _issued_by(cert, ca_cert):
+            raise InvalidArgument(
+                f"{path} was issued by {cert.issuer.rfc4514_string()}, not by {ca_dir}/ca.crt"
+            )
+        revoked.setdefault(cert.serial_number, now)
+    builder = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(ca_cert.subject)
+        .last_update(now - timedelta(minutes=5))
+        .next_update(now + timedelta(days=days))
+    )
+    for serial, when in sorted(revoked.items()):
+        builder = builder.add_revoked_certificate(
+            x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(when).build()
+        )
+    crl = builder.sign(ca_key, hashes.SHA256())
+    tmp = ca_dir / f".ca.crl.{os.getpid()}"
+    tmp.unlink(missing_ok=True)
+    _write(tmp, crl.public_bytes(serialization.Encoding.PEM), private=False)
+    os.replace(tmp, out)
+    return out
+
+
+def _issued_by(cert: Any, ca: Any) -> bool:
+    """Whether ca signed cert; by name only where cryptography cannot check the signature (< 40),
+    though every `jobrun certs ca` has the same name by default."""
+    if cert.issuer != ca.subject:
+        return False
+    try:
+        cert.verify_directly_issued_by(ca)
+    except AttributeError:
+        return True
+    except Exception:  # InvalidSignature, or a key of a type it does not verify
+        return False
+    return True

@@ -573,6 +573,26 @@ def certs_client(
     print(key)
 
 
+@certs_app.command("revoke")
+def certs_revoke(
+    directory: str = typer.Argument(..., metavar="DIR", help="The CA's directory"),
+    certificate: Optional[list[str]] = typer.Argument(  # noqa: UP045, B008
+        None, metavar="[CERT]...", help="Certificates (PEM files) to revoke"
+    ),
+    days: int = typer.Option(365, "--days", min=1, help="Until the list must be renewed"),
+) -> None:
+    """Write DIR/ca.crl, jobrund's `crl`: the CA's revoked certificates, CERT... added (none:
+    renew the list)."""
+    from pathlib import Path
+
+    from .certs import revoke
+
+    try:
+        print(revoke(Path(directory), [Path(c) for c in certificate or []], days=days))
+    except JobrunError as e:
+        fail(e)
+
+
 def _verb() -> str:
     return next((a for a in sys.argv[1:] if not a.startswith("-")), "")
 

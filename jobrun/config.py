@@ -17,7 +17,8 @@
     listen = "0.0.0.0:7443"
     certificate = "/etc/jobrun/remote/server.crt"
     key = "/etc/jobrun/remote/server.key"
-    ca = "/etc/jobrun/remote/ca.crt"   # client certificates must be issued by it
+    ca = "/etc/jobrun/remote/ca.crt"   # client certificates must be issued by it (its own CA)
+    crl = "/etc/jobrun/remote/ca.crl"  # optional: revoked client certificates, re-read on change
     run_as = "dynamic"        # local user remote jobs run as; "dynamic": DynamicUser= per job
     admins = ["ops"]          # identities (certificate CN) that see and manage every job
     [remote.users.alice]      # per identity: its own local user, or admin
@@ -157,6 +158,7 @@ class RemoteConfig:
     certificate: str
     key: str
     ca: str
+    crl: str | None = None  # the CA's revocation list(s), PEM
     run_as: str | None = None  # None: DynamicUser= per job
     admins: frozenset[str] = frozenset()
     users: dict[str, tuple[str | None, bool]] = field(default_factory=dict)  # CN → (run_as, admin)
@@ -183,7 +185,8 @@ def _run_as(value: Any, where: str) -> str | None:
 
 def _parse_remote(t: dict[str, Any], path: Path) -> RemoteConfig:
     where = f"{path}: remote"
-    unknown = set(t) - {"listen", "certificate", "key", "ca", "run_as", "admins", "users"}
+    keys = {"listen", "certificate", "key", "ca", "crl", "run_as", "admins", "users"}
+    unknown = set(t) - keys
     if unknown:
         raise InvalidArgument(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
     listen = t.get("listen")
@@ -196,6 +199,9 @@ def _parse_remote(t: dict[str, Any], path: Path) -> RemoteConfig:
         if not isinstance(value, str) or not value.startswith("/"):
             raise InvalidArgument(f"{where}.{key} must be an absolute path")
         files[key] = value
+    crl = t.get("crl")
+    if crl is not None and (not isinstance(crl, str) or not crl.startswith("/")):
+        raise InvalidArgument(f"{where}.crl must be an absolute path")
     admins = t.get("admins", [])
     if not isinstance(admins, list) or not all(isinstance(a, str) for a in admins):
         raise InvalidArgument(f"{where}.admins must be a list of names")
@@ -213,6 +219,7 @@ def _parse_remote(t: dict[str, Any], path: Path) -> RemoteConfig:
         run_as=_run_as(t.get("run_as", DYNAMIC), f"{where}.run_as"),
         admins=frozenset(admins),
         users=users,
+        crl=crl,
         **files,
     )
 

@@ -475,6 +475,11 @@ async def serve() -> None:
 
 async def _serve(stack: contextlib.ExitStack) -> None:
     config = Config.load()
+    server_tls = None
+    if config.remote is not None:  # the gRPC API (its imports only where it is configured)
+        from . import remote as remote_api
+
+        server_tls = remote_api.server_tls(config.remote)  # a bad CA or CRL: no start at all
     bus = await connect_system_bus()
     manager = await Manager.open(Store())
     daemon = Daemon(bus, manager, config)
@@ -485,10 +490,8 @@ async def _serve(stack: contextlib.ExitStack) -> None:
     await manager.systemd.watch_bus_names()
     await bus.request_name(api.BUS_NAME)
     remote = None
-    if config.remote is not None:  # the gRPC API (its imports only where it is configured)
-        from . import remote as remote_api
-
-        remote = await remote_api.serve(manager, config)
+    if config.remote is not None:
+        remote = await remote_api.serve(manager, config, server_tls)
     log.info("jobrund ready on the system bus as %s (config: %s)", api.BUS_NAME, config.source)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -48,11 +48,14 @@ MAX_BATCH = 512  # log records per LogsResponse
 class JobsService:
     """jobrun.v1.Jobs on top of jobrund's Manager, for callers named by their certificate."""
 
-    def __init__(self, manager: Manager, config: Config, remote: RemoteConfig) -> None:
+    def __init__(
+        self, manager: Manager, config: Config, remote: RemoteConfig, server: tls.ServerTLS
+    ) -> None:
         self.manager = manager
         self.config = config
         self.remote = remote
-        self.peers = tls.PeerCheck()
+        self.tls = server
+        self.peers = tls.PeerCheck(revoked=lambda: server.revoked)
 
     def __mapping__(self) -> dict[str, Handler]:
         def unary(fn: Callable[[Any, Caller], Awaitable[Any]], req: type, rep: type) -> Handler:
@@ -104,6 +107,7 @@ class JobsService:
         # grpclib's Peer keeps the transport private; its ssl_object holds the verified chain.
         transport = getattr(stream.peer, "_transport", None)
         ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
+        self.tls.refresh()  # a certificate revoked while its connection stays open: refused now
         name = self.peers.identity(ssl_object)
         run_as, admin = self.remote.identity(name)
         uid = -1
@@ -176,18 +180,29 @@ async def _request(stream: Stream[Any, Any]) -> Any:
     return request
 
 
-async def serve(manager: Manager, config: Config) -> Server | None:
+def server_tls(remote: RemoteConfig) -> tls.ServerTLS:
+    """The server's TLS, its CA and CRL checked: jobrund calls this before it claims its bus name,
+    so that a CA or CRL it must refuse stops it from starting at all."""
+    return tls.ServerTLS(remote.certificate, remote.key, remote.ca, remote.crl)
+
+
+async def serve(
+    manager: Manager, config: Config, server: tls.ServerTLS | None = None
+) -> Server | None:
     """Start the gRPC server if the config asks for one (jobrund calls this once)."""
     remote = config.remote
     if remote is None:
         return None
     from grpclib.server import Server
 
-    ctx = tls.server_context(remote.certificate, remote.key, remote.ca)
-    server = Server([JobsService(manager, config, remote)])
+    server = server or server_tls(remote)
+    grpc_server = Server([JobsService(manager, config, remote, server)])
     try:
-        await server.start(remote.host, remote.port, ssl=ctx, reuse_address=True)
+        await grpc_server.start(remote.host, remote.port, ssl=server.context, reuse_address=True)
     except OSError as e:
         raise InvalidArgument(f"cannot listen on {remote.host}:{remote.port}: {e}") from e
-    log.info("remote API on %s:%d (mutual TLS 1.3, CA %s)", remote.host, remote.port, remote.ca)
-    return server
+    crl = f", CRL {remote.crl}" if remote.crl else ""
+    log.info(
+        "remote API on %s:%d (mutual TLS 1.3, CA %s%s)", remote.host, remote.port, remote.ca, crl
+    )
+    return grpc_server

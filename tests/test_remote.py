@@ -12,20 +12,16 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import ssl
 import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from grpclib.encoding.base import CodecBase
 
-from jobrun import certs
 from jobrun.errors import (
     InvalidArgument,
     JobNotFound,
@@ -33,131 +29,26 @@ from jobrun.errors import (
     RemoteUnavailable,
     Unauthenticated,
 )
-from jobrun.remote_client import RemoteBackend, Target
 
 from .helpers import systemctl_show, wait_for
+from .remote_helpers import (
+    Remote,
+    backend,
+    call,
+    client_ctx,
+    free_port,
+    jobs_running_command,
+    output,
+    remote_jobrund,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
-CONFIG = Path("/etc/jobrun/jobrund.toml")
-PKI = Path("/etc/jobrun/test-pki")  # in the sandbox's /etc overlay: gone with it; jobrund sees it
-
-
-@dataclass(frozen=True)
-class Remote:
-    port: int
-    pki: Path
-
-    def target(self, name: str) -> Target:
-        return Target(
-            "127.0.0.1",
-            self.port,
-            str(self.pki / f"{name}.crt"),
-            str(self.pki / f"{name}.key"),
-            str(self.pki / "ca.crt"),
-        )
-
-    def cli(self, name: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        t = self.target(name)
-        cmd = [sys.executable, "-m", "jobrun", "--remote", f"{t.host}:{t.port}",
-               "--cert", t.cert, "--key", t.key, "--ca", t.ca, *args]  # fmt: skip
-        env = {k: v for k, v in os.environ.items() if not k.startswith("JOBRUN_")}
-        env["XDG_CONFIG_HOME"] = str(self.pki / "no-config")
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _make_pki(d: Path) -> None:
-    now = datetime.now(UTC)
-    certs.make_ca(d)
-    certs.issue(d, "localhost", server=True, hosts=["localhost", "127.0.0.1"])
-    for name in ("alice", "bob", "carol"):
-        certs.issue(d, name)
-    certs.issue(
-        d, "expired", not_before=now - timedelta(days=10), not_after=now - timedelta(days=1)
-    )
-    certs.issue(d, "future", not_before=now + timedelta(days=1), not_after=now + timedelta(days=10))
-    certs.issue(d, "noeku", usages=[])
-    certs.issue(d, "serveronly", usages=["serverAuth"])
-    other = d / "other-ca"
-    certs.make_ca(other, name="another CA")
-    certs.issue(other, "alice", out_dir=other)
 
 
 @pytest.fixture(scope="module")
 def remote() -> Iterator[Remote]:
-    from . import conftest, install
-
-    problem = conftest.systemd_problem()
-    if problem:
-        pytest.fail(f"the remote API tests need a real systemd: {problem}", pytrace=False)
-    if install.in_sandbox():
-        install.install()
-    if not PKI.exists():
-        _make_pki(PKI)
-    port = _free_port()
-    CONFIG.parent.mkdir(parents=True, exist_ok=True)
-    CONFIG.write_text(
-        "[remote]\n"
-        f'listen = "127.0.0.1:{port}"\n'
-        f'certificate = "{PKI}/server.crt"\n'
-        f'key = "{PKI}/server.key"\n'
-        f'ca = "{PKI}/ca.crt"\n'
-        'admins = ["carol"]\n'
-        "[remote.users.alice]\n"
-        'run_as = "alice"\n'
-    )
-    # Other tests restart jobrund often: clear systemd's start rate limit before ours.
-    subprocess.run(["systemctl", "reset-failed", "jobrund.service"], check=False)
-    subprocess.run(["systemctl", "restart", "jobrund.service"], check=True)
-
-    def listening() -> bool:
-        with socket.socket() as s:
-            return s.connect_ex(("127.0.0.1", port)) == 0
-
-    wait_for(listening, timeout=90, what="jobrund listening on its remote port")
-    yield Remote(port, PKI)
-    CONFIG.unlink(missing_ok=True)
-    subprocess.run(["systemctl", "reset-failed", "jobrund.service"], check=False)
-    subprocess.run(["systemctl", "restart", "jobrund.service"], check=True)
-
-
-async def _backend(remote: Remote, name: str, ctx: ssl.SSLContext | None = None) -> RemoteBackend:
-    backend = await RemoteBackend.open(remote.target(name))
-    if ctx is not None:
-        from grpclib.client import Channel
-
-        backend.channel.close()
-        backend.channel = Channel("127.0.0.1", remote.port, ssl=ctx)
-    return backend
-
-
-async def _call(remote: Remote, name: str, fn: str, *args: Any, **kw: Any) -> Any:
-    b = await _backend(remote, name)
-    try:
-        return await getattr(b, fn)(*args, **kw)
-    finally:
-        await b.close()
-
-
-async def _output(remote: Remote, name: str, job_id: str, follow: bool = True) -> bytes:
-    b = await _backend(remote, name)
-    try:
-        return b"".join([r.data async for r in b.logs(job_id, follow=follow)])
-    finally:
-        await b.close()
-
-
-def _jobs_running_command(marker: str) -> list[str]:
-    """IDs of every job whose command mentions marker (as root, in-process: sees all)."""
-    env = {**os.environ, "JOBRUN_MODE": "daemon"}
-    out = subprocess.run([sys.executable, "-m", "jobrun", "list", "--all", "--json"],
-                         capture_output=True, text=True, env=env, check=True).stdout  # fmt: skip
-    return [j["id"] for j in json.loads(out) if marker in " ".join(j["command"])]
+    with remote_jobrund() as r:
+        yield r
 
 
 # -- end to end --------------------------------------------------------------------------------
@@ -223,24 +114,24 @@ def test_stop_over_remote(remote: Remote) -> None:
 async def test_a_user_cannot_see_stop_or_stream_anothers_job_and_an_admin_can(
     remote: Remote,
 ) -> None:
-    job = await _call(remote, "alice", "start", ["sh", "-c", "echo secret; sleep 600"], None, {})
+    job = await call(remote, "alice", "start", ["sh", "-c", "echo secret; sleep 600"], None, {})
     jid = job["id"]
     with pytest.raises(JobNotFound) as nothing:
-        await _call(remote, "bob", "status", "zzzzzzzzzz")
+        await call(remote, "bob", "status", "zzzzzzzzzz")
     for fn, args in (("status", (jid,)), ("stop", (jid, None)), ("status", (jid[:4],))):
         with pytest.raises(JobNotFound) as e:
-            await _call(remote, "bob", fn, *args)
+            await call(remote, "bob", fn, *args)
         # word for word what a job that does not exist gets
         assert str(e.value) == str(nothing.value).replace("zzzzzzzzzz", args[0])
     with pytest.raises(JobNotFound):
-        await _output(remote, "bob", jid, follow=False)
-    assert jid not in [j["id"] for j in await _call(remote, "bob", "list", True)]
-    assert (await _call(remote, "alice", "status", jid))["state"] == "running"  # untouched
+        await output(remote, "bob", jid, follow=False)
+    assert jid not in [j["id"] for j in await call(remote, "bob", "list", True)]
+    assert (await call(remote, "alice", "status", jid))["state"] == "running"  # untouched
     # carol, an admin, sees, streams and stops it
-    assert jid in [j["id"] for j in await _call(remote, "carol", "list", True)]
-    assert (await _call(remote, "carol", "status", jid))["owner"] == "remote:alice"
-    await wait_for_async(lambda: _output(remote, "carol", jid, follow=False), b"secret\n")
-    job, was_running = await _call(remote, "carol", "stop", jid, None)
+    assert jid in [j["id"] for j in await call(remote, "carol", "list", True)]
+    assert (await call(remote, "carol", "status", jid))["owner"] == "remote:alice"
+    await wait_for_async(lambda: output(remote, "carol", jid, follow=False), b"secret\n")
+    job, was_running = await call(remote, "carol", "stop", jid, None)
     assert was_running and job["state"] == "stopped"
 
 
@@ -257,7 +148,7 @@ async def wait_for_async(fn: Any, want: Any, timeout: float = 30) -> None:
 async def test_a_local_user_and_a_remote_one_of_the_same_name_do_not_share_jobs(
     remote: Remote,
 ) -> None:
-    job = await _call(remote, "alice", "start", ["true"], None, {})
+    job = await call(remote, "alice", "start", ["true"], None, {})
     env = {k: v for k, v in os.environ.items() if k != "JOBRUN_STATE_DIR"}
     env["JOBRUN_MODE"] = "daemon"
     proc = await asyncio.create_subprocess_exec(
@@ -272,9 +163,9 @@ async def test_a_local_user_and_a_remote_one_of_the_same_name_do_not_share_jobs(
 @pytest.mark.daemon
 async def test_two_remote_followers_get_the_whole_output(remote: Remote) -> None:
     script = "seq 1 20000; sleep 0.5; seq 20001 40000"
-    job = await _call(remote, "bob", "start", ["sh", "-c", script], None, {})
+    job = await call(remote, "bob", "start", ["sh", "-c", script], None, {})
     a, b = await asyncio.gather(
-        _output(remote, "bob", job["id"]), _output(remote, "carol", job["id"])
+        output(remote, "bob", job["id"]), output(remote, "carol", job["id"])
     )
     want = "".join(f"{i}\n" for i in range(1, 40001)).encode()
     assert a == want and b == want
@@ -289,7 +180,7 @@ async def test_a_remote_follower_resumes_without_gap_after_jobrund_is_killed(
         f'i=0; while [ $i -lt {n} ]; do i=$((i+1)); echo "r$i"; '
         "if [ $((i % 10)) = 0 ]; then sleep 0.05; fi; done"
     )
-    b = await _backend(remote, "alice")
+    b = await backend(remote, "alice")
     try:
         job = await b.start(["sh", "-c", script], None, {})
         got: list[bytes] = []
@@ -325,16 +216,6 @@ async def test_a_remote_follower_resumes_without_gap_after_jobrund_is_killed(
 # -- what the TLS layer must refuse ---------------------------------------------------------------
 
 
-def _client_ctx(remote: Remote, name: str | None, ca_dir: Path | None = None) -> ssl.SSLContext:
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.load_verify_locations(remote.pki / "ca.crt")
-    ctx.set_alpn_protocols(["h2"])
-    if name is not None:
-        d = ca_dir or remote.pki
-        ctx.load_cert_chain(d / f"{name}.crt", d / f"{name}.key")
-    return ctx
-
-
 REFUSED = {
     "no client certificate": (None, None),
     "another CA's certificate": ("alice", "other-ca"),
@@ -352,13 +233,13 @@ REFUSED = {
 async def test_refused_clients_get_an_error_and_start_nothing(remote: Remote, case: str) -> None:
     name, variant = REFUSED[case]
     if variant == "other-ca":
-        ctx = _client_ctx(remote, name, remote.pki / "other-ca")
+        ctx = client_ctx(remote, name, remote.pki / "other-ca")
     else:
-        ctx = _client_ctx(remote, name)
+        ctx = client_ctx(remote, name)
     if variant == "tls12":
         ctx.maximum_version = ssl.TLSVersion.TLSv1_2
     marker = f"refused-{case.replace(' ', '-')}"
-    b = await _backend(remote, "alice", ctx)
+    b = await backend(remote, "alice", ctx)
     try:
         with pytest.raises((RemoteUnavailable, Unauthenticated)) as e:
             await b.start(["echo", marker], None, {})
@@ -367,9 +248,9 @@ async def test_refused_clients_get_an_error_and_start_nothing(remote: Remote, ca
     finally:
         await b.close()
     assert str(e.value)  # a message a user can act on
-    assert _jobs_running_command(marker) == []
+    assert jobs_running_command(marker) == []
     # and the server still serves a good client
-    assert isinstance(await _call(remote, "alice", "list", False), list)
+    assert isinstance(await call(remote, "alice", "list", False), list)
 
 
 @pytest.mark.integration
@@ -407,7 +288,7 @@ def test_bad_remote_options_are_clear_errors_that_touch_nothing(remote: Remote) 
     bad = jobrun("--remote", "nohostport", "list")
     assert bad.returncode == 2 and "HOST:PORT" in bad.stderr
     t = remote.target("alice")
-    closed = jobrun("--remote", f"127.0.0.1:{_free_port()}", "--cert", t.cert, "--key", t.key,
+    closed = jobrun("--remote", f"127.0.0.1:{free_port()}", "--cert", t.cert, "--key", t.key,
                     "--ca", t.ca, "list")  # fmt: skip
     assert closed.returncode == 69 and "connection to 127.0.0.1" in closed.stderr, closed.stderr
     missing = jobrun("--context", "nope", "list")
@@ -484,15 +365,15 @@ async def test_bad_grpc_requests_get_a_clear_error_and_start_nothing(
 
     request, want = BAD_GRPC[case]
     data = request if isinstance(request, bytes) else request.SerializeToString()
-    before = len(_jobs_running_command(""))
-    b = await _backend(remote, "alice")
+    before = len(jobs_running_command(""))
+    b = await backend(remote, "alice")
     channel = Channel("127.0.0.1", remote.port, ssl=b.channel._ssl, codec=_RawCodec())
     try:
-        call: UnaryUnaryMethod[bytes, bytes] = UnaryUnaryMethod(
+        method: UnaryUnaryMethod[bytes, bytes] = UnaryUnaryMethod(
             channel, "/jobrun.v1.Jobs/Start", bytes, bytes
         )
         with pytest.raises(GRPCError) as e:
-            async with call.open() as stream:
+            async with method.open() as stream:
                 try:
                     await stream.send_message(data, end=True)
                     await stream.recv_message()
@@ -503,8 +384,8 @@ async def test_bad_grpc_requests_get_a_clear_error_and_start_nothing(
         await b.close()
     assert e.value.status.name == "INVALID_ARGUMENT" and e.value.message
     assert meta is not None and meta["jobrun-error"] == f"org.jobrun.Error.{want}"
-    assert len(_jobs_running_command("")) == before  # nothing started
-    assert isinstance(await _call(remote, "alice", "list", False), list)  # still serving
+    assert len(jobs_running_command("")) == before  # nothing started
+    assert isinstance(await call(remote, "alice", "list", False), list)  # still serving
 
 
 # -- interop ------------------------------------------------------------------------------------

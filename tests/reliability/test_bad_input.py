@@ -22,6 +22,7 @@ from jobrun import dbus_api as api
 from jobrun.bus import connect_system_bus
 from jobrun.errors import JobrunError
 
+from .. import remote_helpers
 from .. import test_remote as grpc
 from .common import (
     as_user,
@@ -326,8 +327,9 @@ def test_count_of_bad_inputs_tried() -> None:
 
 @pytest.fixture(scope="module")
 def remote() -> Iterator[grpc.Remote]:
-    """jobrund with its remote API on (tests/test_remote.py's fixture)."""
-    yield from grpc.remote.__wrapped__()  # type: ignore[attr-defined]
+    """jobrund with its remote API on (as tests/test_remote.py's fixture)."""
+    with remote_helpers.remote_jobrund() as r:
+        yield r
 
 
 @pytest.mark.parametrize(("job_id", "want"), [c[1:] for c in ID_CASES],
@@ -341,8 +343,8 @@ async def test_grpc_bad_job_ids(
     for fn, args in (("status", (job_id,)), ("stop", (job_id, None)), ("logs", (job_id,))):
         with pytest.raises(JobrunError) as e:
             if fn == "logs":
-                await grpc._output(remote, "alice", job_id, follow=False)
+                await remote_helpers.output(remote, "alice", job_id, follow=False)
             else:
-                await grpc._call(remote, "alice", fn, *args)
+                await remote_helpers.call(remote, "alice", fn, *args)
         assert e.value.dbus_name == f"org.jobrun.Error.{want}", (fn, e.value)
         assert e.value.message.strip() and "Traceback" not in e.value.message
