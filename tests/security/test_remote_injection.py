@@ -63,8 +63,12 @@ async def _raw_start(remote: Remote, request: Any) -> tuple[str, bytes | None]:
 async def test_strings_a_unit_file_would_not_hold_are_refused(
     remote: Remote, options: dict[str, Any]
 ) -> None:
+    from jobrun.v1 import jobrun_pb2 as pb
+
     before = len(jobs_running_command(""))
-    status, _ = await _raw_start(remote, _start(["/bin/true"], **options))
+    name = options.pop("name", None)
+    request = pb.StartRequest(command=["/bin/true"], name=name, options=pb.JobOptions(**options))
+    status, _ = await _raw_start(remote, request)
     assert status == "INVALID_ARGUMENT"
     assert len(jobs_running_command("")) == before
 
