@@ -80,6 +80,19 @@ def make_ca(directory: Path, name: str = "jobrun test CA", days: int = DAYS) -> 
     return crt
 
 
+def _load_ca(ca_dir: Path) -> tuple[Any, Any]:
+    """The CA's private key and certificate, from a directory `make_ca` wrote."""
+    x509, _, serialization, _, _, _ = _modules()
+    try:
+        ca_key = serialization.load_pem_private_key((ca_dir / "ca.key").read_bytes(), None)
+        ca_cert = x509.load_pem_x509_certificate((ca_dir / "ca.crt").read_bytes())
+    except (OSError, ValueError) as e:
+        raise InvalidArgument(
+            f"cannot read the CA in {ca_dir}: {e}", f"make one with `jobrun certs ca {ca_dir}`"
+        ) from e
+    return ca_key, ca_cert
+
+
 def _key_pem(key: Any, serialization: Any) -> bytes:
     return bytes(
         key.private_bytes(
@@ -114,13 +127,7 @@ def issue(
     file = "server" if server else name
     crt, key_path = out_dir / f"{file}.crt", out_dir / f"{file}.key"
     _check_free(crt, key_path)
-    try:
-        ca_key = serialization.load_pem_private_key((ca_dir / "ca.key").read_bytes(), None)
-        ca_cert = x509.load_pem_x509_certificate((ca_dir / "ca.crt").read_bytes())
-    except (OSError, ValueError) as e:
-        raise InvalidArgument(
-            f"cannot read the CA in {ca_dir}: {e}", f"make one with `jobrun certs ca {ca_dir}`"
-        ) from e
+    ca_key, ca_cert = _load_ca(ca_dir)
     key = ec.generate_private_key(ec.SECP256R1())
     now = datetime.now(UTC)
     if usages is None:
@@ -168,13 +175,7 @@ def revoke(ca_dir: Path, certificates: Sequence[Path] = (), days: int = DAYS) ->
     when it changes, never sees half of it. It expires after `days`: jobrund refuses every client
     once its CRL is past its nextUpdate (OpenSSL's rule), so run this again before then."""
     x509, hashes, serialization, _, _, _ = _modules()
-    try:
-        ca_key = serialization.load_pem_private_key((ca_dir / "ca.key").read_bytes(), None)
-        ca_cert = x509.load_pem_x509_certificate((ca_dir / "ca.crt").read_bytes())
-    except (OSError, ValueError) as e:
-        raise InvalidArgument(
-            f"cannot read the CA in {ca_dir}: {e}", f"make one with `jobrun certs ca {ca_dir}`"
-        ) from e
+    ca_key, ca_cert = _load_ca(ca_dir)
     out = ca_dir / "ca.crl"
     now = datetime.now(UTC)
     revoked: dict[int, datetime] = {}

@@ -30,6 +30,7 @@ from jobrun.manager import Caller
 from ..helpers import systemctl_show, wait_for
 from ..test_daemon import CONFIG, as_user, restart_jobrund, start_as
 from ..test_daemon import config as config
+from ..test_daemon_bounds import FakeBus
 
 FLOOD = Path(__file__).with_name("flood.py")
 
@@ -183,17 +184,6 @@ def test_a_user_holds_at_most_her_share_of_log_streams() -> None:
 
 
 # -- the dispatcher's turns, exactly (in-process, a fake bus, work held at a gate) ------------
-
-
-class FakeBus:
-    def __init__(self) -> None:
-        self.sent: list[Message] = []
-
-    def send(self, msg: Message) -> asyncio.Future[None]:
-        self.sent.append(msg)
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        done.set_result(None)
-        return done
 
 
 def whoami(sender: str, serial: int) -> Message:
