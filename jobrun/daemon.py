@@ -43,7 +43,7 @@ from . import dbus_api as api
 from . import polkit
 from .bus import call_bus_daemon, connect_system_bus
 from .config import Config
-from .errors import InvalidArgument, JobrunError, PermissionDenied
+from .errors import Busy, InvalidArgument, JobrunError, PermissionDenied
 from .journal import JournalUnavailable, LineBreak
 from .manager import Caller, Manager
 from .model import UNIT_PREFIX, job_to_dict
@@ -67,11 +67,6 @@ PER_UID_STREAMS = 256
 PER_CONNECTION_UNKNOWN = 128
 _BREAK_CODES = {b: i for i, b in enumerate(LineBreak)}
 _UNIT_PATH_PREFIX = "/org/freedesktop/systemd1/unit/" + UNIT_PREFIX.replace("-", "_2d")
-
-
-class Busy(JobrunError):
-    dbus_name = "org.jobrun.Error.Busy"
-    grpc_status = "RESOURCE_EXHAUSTED"
 
 
 def _busy_user() -> Busy:

@@ -100,6 +100,13 @@ class StateError(JobrunError):
     exit_code = EXIT_INTERNAL
 
 
+class Busy(JobrunError):
+    """jobrund holds as much work for this caller (or for all) as it will: try again later."""
+
+    dbus_name = "org.jobrun.Error.Busy"
+    grpc_status = "RESOURCE_EXHAUSTED"
+
+
 class OutputLost(JobrunError):
     """Part of a job's output is no longer in the journal (rotated or vacuumed away)."""
 

@@ -17,15 +17,16 @@ import asyncio
 import contextlib
 import logging
 import pwd
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC
 from typing import TYPE_CHECKING, Any
 
 from grpclib.const import Cardinality, Handler, Status
 
 from . import tls
+from .daemon import PER_UID_ACTIVE, PER_UID_QUEUED, PER_UID_STREAMS
 from .dbus_api import error_text
-from .errors import InvalidArgument, JobrunError
+from .errors import Busy, InvalidArgument, JobrunError
 from .manager import Caller, Manager
 from .model import job_to_dict
 from .properties import build_spec
@@ -42,6 +43,51 @@ log = logging.getLogger("jobrund.remote")
 MAX_BATCH = 512  # log records per LogsResponse
 
 
+class CallerBounds:
+    """What one remote identity may hold of jobrund at once, as jobrund's D-Bus side bounds each
+    local user (daemon.py): calls in progress (PER_UID_QUEUED; more get Busy at once), of which
+    PER_UID_ACTIVE are worked on while the rest wait, and log streams (PER_UID_STREAMS). One
+    certificate at its limits leaves the other callers' calls untouched."""
+
+    def __init__(
+        self,
+        held: int = PER_UID_QUEUED,
+        active: int = PER_UID_ACTIVE,
+        streams: int = PER_UID_STREAMS,
+    ) -> None:
+        self.limits = {"held": held, "streams": streams}
+        self.active = active
+        self.counts: dict[tuple[str, str], int] = {}
+        self.slots: dict[str, asyncio.Semaphore] = {}
+
+    @contextlib.asynccontextmanager
+    async def call(self, who: str, stream: bool = False) -> AsyncIterator[None]:
+        """A call of `who`: a log stream counts as a stream for its whole life and never takes
+        one of the slots that other calls are worked on in."""
+        kind = "streams" if stream else "held"
+        key = (who, kind)
+        if self.counts.get(key, 0) >= self.limits[kind]:
+            what = "log streams" if stream else "calls in progress"
+            raise Busy(
+                f"you have {self.limits[kind]} {what}, the most jobrund holds for one caller",
+                "wait for them to end before starting more",
+            )
+        self.counts[key] = self.counts.get(key, 0) + 1
+        try:
+            if stream:
+                yield
+            else:
+                slot = self.slots.setdefault(who, asyncio.Semaphore(self.active))
+                async with slot:
+                    yield
+        finally:
+            self.counts[key] -= 1
+            if not self.counts[key]:
+                del self.counts[key]
+                if not stream and (who, "held") not in self.counts:
+                    self.slots.pop(who, None)
+
+
 # -- the service ------------------------------------------------------------------------------
 
 
@@ -56,6 +102,7 @@ class JobsService:
         self.remote = remote
         self.tls = server
         self.peers = tls.PeerCheck(revoked=lambda: server.revoked)
+        self.bounds = CallerBounds()
 
     def __mapping__(self) -> dict[str, Handler]:
         def unary(fn: Callable[[Any, Caller], Awaitable[Any]], req: type, rep: type) -> Handler:
@@ -71,7 +118,7 @@ class JobsService:
             async def go(caller: Caller) -> None:
                 await self.logs(stream, await _request(stream), caller)
 
-            await self._serve(stream, go)
+            await self._serve(stream, go, log_stream=True)
 
         return {
             f"/{SERVICE}/Start": unary(self.start, pb.StartRequest, pb.StartResponse),
@@ -84,10 +131,15 @@ class JobsService:
         }
 
     async def _serve(
-        self, stream: Stream[Any, Any], fn: Callable[[Caller], Awaitable[None]]
+        self,
+        stream: Stream[Any, Any],
+        fn: Callable[[Caller], Awaitable[None]],
+        log_stream: bool = False,
     ) -> None:
         try:
-            await fn(self.caller(stream))
+            caller = self.caller(stream)
+            async with self.bounds.call(caller.user, stream=log_stream):
+                await fn(caller)
         except JobrunError as e:
             if not isinstance(e, InvalidArgument):
                 log.info("remote call from %s: %s", stream.peer.addr(), e)
