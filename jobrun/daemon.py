@@ -41,6 +41,7 @@ from dbus_fast.aio import MessageBus
 
 from . import dbus_api as api
 from . import polkit
+from .admission import admit
 from .bus import call_bus_daemon, connect_system_bus
 from .config import Config
 from .errors import Busy, InvalidArgument, JobrunError, PermissionDenied
@@ -279,16 +280,9 @@ class Daemon:
         command, options = msg.body
         if caller.uid != 0:
             await self._require(msg, polkit.ACTION_START, "start jobs")
-        spec = api.decode_start(command, options)
-        slice_limits = None
-        if caller.uid != 0 and not caller.admin:
-            # Counting asks systemd, and systemd answers only after the start jobs queued before
-            # the question: only where a cap needs the count.
-            running = 0
-            if self.config.caps_for(caller.user).running_jobs is not None:
-                running = await self.manager.running_count(caller)
-            spec = self.config.apply(spec, caller.user, running)
-            slice_limits = self.config.slice_limits(caller.user)
+        spec, slice_limits = await admit(
+            self.config, self.manager, api.decode_start(command, options), caller
+        )
         job = await self.manager.start(spec, caller, slice_limits)
         return "s", [json.dumps(job_to_dict(job))]
 

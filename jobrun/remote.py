@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from grpclib.const import Cardinality, Handler, Status
 
 from . import tls
+from .admission import admit
 from .daemon import PER_UID_ACTIVE, PER_UID_QUEUED, PER_UID_STREAMS
 from .dbus_api import error_text
 from .errors import Busy, InvalidArgument, JobrunError
@@ -176,14 +177,7 @@ class JobsService:
             values["cpu_affinity"] = ",".join(str(c) for c in values["cpu_affinity"])
         name = req.name if req.HasField("name") else None
         spec = build_spec(list(req.command), name=name, **values)
-        slice_limits = None
-        if not caller.admin:
-            running = 0  # counted only where a cap needs it (as in daemon.py)
-            if self.config.caps_for(caller.user).running_jobs is not None:
-                running = await self.manager.running_count(caller)
-            spec = self.config.apply(spec, caller.user, running)
-            # Its slice is its local user's (that user's limits), or the DynamicUser one's.
-            slice_limits = self.config.slice_limits(caller.run_as)
+        spec, slice_limits = await admit(self.config, self.manager, spec, caller)
         job = await self.manager.start(spec, caller, slice_limits)
         return pb.StartResponse(job=proto_job(job_to_dict(job)))
 
