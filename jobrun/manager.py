@@ -94,7 +94,9 @@ def _scope(caller: Caller) -> tuple[int | None, str | None]:
     """The store's filter for the jobs a caller may see: (uid, owner name); None: any."""
     if caller.admin:
         return None, None
-    return (None, caller.user) if caller.remote else (caller.uid, None)
+    # A local user's jobs are those they started here: a remote identity's jobs that run as the
+    # same local user (run_as) stay the remote identity's, and the other way round.
+    return (None, caller.user) if caller.remote else (caller.uid, caller.user)
 
 
 class Manager:

@@ -72,7 +72,7 @@ def _free_text(text: str, what: str) -> str:
     bad = next((c for c in text if c in _CONTROLS and c not in _TEXT_ALLOWED), None)
     if bad is not None:
         raise InvalidArgument(
-            f"{what} contains the control character {bad!r}: only tab and newline are allowed"
+            f"{what} contains control characters ({bad!r}): only tab and newline are allowed"
         )
     return text
 
@@ -342,8 +342,8 @@ def build_spec(command: list[str] | tuple[str, ...], /, name: str | None = None,
             f"the program {exe[:80]!r} contains control characters, quotes or backslashes"
         )
     if name is not None:
-        name = _utf8(_bounded(name, "--name", MAX_NAME), "--name")
-        if not name or any(c in _CONTROLS for c in name):
+        name = _utf8(_bounded(name, "--name", 4 * MAX_NAME), "--name")
+        if not name or len(name) > MAX_NAME or any(c in _CONTROLS for c in name):
             raise InvalidArgument(
                 f"--name must be 1–{MAX_NAME} printable characters, not {name[:80]!r}"
             )
