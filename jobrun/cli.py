@@ -171,14 +171,28 @@ def _parse(values: dict[str, Any]) -> tuple[list[str], str | None, dict[str, Any
     name = values.pop("name")
     if command and "/" in command[0] and not command[0].startswith("/"):
         command[0] = os.path.abspath(command[0])  # ./build.sh, bin/tool: as a shell finds them
+    local = _is_local()
     try:
+        if local and values.get("workdir") is None:
+            # The job runs where the caller is, as a command in a shell would. (A remote host's
+            # jobrund has no use for this host's current directory: there the default stays.)
+            values["workdir"] = _current_directory()
         spec = build_spec(command, name=name, **values)
-        if _is_local():
+        if local:
             # As the caller, where the caller is: jobrund (root) does not look (security model).
-            check_paths(spec)
+            check_paths(spec, as_root=os.geteuid() == 0)
     except JobrunError as e:
         fail(e)
     return command, name, {k: v for k, v in values.items() if v is not None and v != []}
+
+
+def _current_directory() -> str:
+    try:
+        return os.getcwd()
+    except OSError as e:
+        raise InvalidArgument(
+            f"the current directory is gone ({e.strerror})", "cd to a directory, or give -C DIR"
+        ) from None
 
 
 @app.command(context_settings=_COMMAND_CONTEXT)

@@ -34,6 +34,7 @@ from .model import (
     unit_name,
     user_slice,
 )
+from .profiles import home_properties
 from .properties import parse_seconds, unit_properties
 from .store import Store
 
@@ -88,6 +89,16 @@ class Caller:
         except KeyError:
             user = str(uid)
         return cls(uid, user, admin=uid == 0)
+
+
+def _home(uid: int | None) -> str | None:
+    """The home directory of the user a job runs as, from the user database (not the caller)."""
+    if uid is None:
+        return None
+    try:
+        return os.path.normpath(pwd.getpwuid(uid).pw_dir)
+    except KeyError:
+        return None
 
 
 def _scope(caller: Caller) -> tuple[int | None, str | None]:
@@ -154,10 +165,20 @@ class Manager:
             if private_tmp and any(spec.workdir == d or spec.workdir.startswith(d + "/")
                                    for d in ("/tmp", "/var/tmp")):  # fmt: skip
                 raise InvalidArgument(
-                    f"--workdir {spec.workdir} is under /tmp or /var/tmp, which a job with a "
-                    "private /tmp does not see",
-                    "add --profile relaxed --shared-tmp, or use a directory elsewhere",
+                    f"the working directory {spec.workdir} is under /tmp or /var/tmp, which a "
+                    "job with a private /tmp does not see",
+                    "run it from (or -C) a directory elsewhere, or add --profile relaxed "
+                    "--shared-tmp",
                 )
+        if caller.remote:
+            user = caller.uid if caller.run_as is not None else None
+            dynamic = caller.run_as is None
+        else:
+            user, dynamic = (None if caller.uid == 0 else caller.uid), False
+        home = _home(user)
+        # What the job may see of the homes depends on who it runs as: refused here, before
+        # anything is recorded or started.
+        home_properties(spec, user=user, dynamic_user=dynamic, home=home)
         slice_name = user_slice(None if caller.remote and caller.run_as is None else caller.uid)
         if slice_limits is not None and self._slice_limits.get(slice_name) != slice_limits:
             # Written as a runtime drop-in that outlives the slice's unloading: once per slice
@@ -173,18 +194,19 @@ class Manager:
         )
         # Record first, so a job systemd runs is never unknown to jobrun; forget it if refused.
         self.store.add(job)
-        if caller.remote:
-            user = caller.uid if caller.run_as is not None else None
-            dynamic = caller.run_as is None
-        else:
-            user, dynamic = (None if caller.uid == 0 else caller.uid), False
         try:
             env_file = envfile.write(job.id, spec.env)
         except OSError as e:
             self.store.remove(job.id)
             raise StateError(f"cannot write the job's environment file: {e}") from e
         props = unit_properties(
-            job.id, spec, user, dynamic_user=dynamic, env_file=env_file, slice_name=slice_name
+            job.id,
+            spec,
+            user,
+            dynamic_user=dynamic,
+            env_file=env_file,
+            slice_name=slice_name,
+            home=home,
         )
         try:
             await self.systemd.start_transient_unit(job.unit, props)
