@@ -343,6 +343,52 @@ def stop(
     run_async(go)
 
 
+WAIT_TIMEOUT_EXIT = 124  # as timeout(1): the jobs were still running when --timeout ran out
+
+
+@app.command()
+def wait(
+    job_ids: list[str] = typer.Argument(  # noqa: B008
+        ..., metavar="ID...", help="Job IDs or unique prefixes of them"
+    ),
+    timeout: Optional[float] = typer.Option(  # noqa: UP045
+        None, "--timeout", "-t", min=0, help="Give up after SECONDS (exit status 124)"
+    ),
+) -> None:
+    """Wait until the jobs have ended; exit with the first failing one's status (0: all
+    succeeded)."""
+    import asyncio
+
+    async def go() -> int:
+        b = await open_backend()
+        try:
+            # Every ID is checked before waiting: a typo is an error now, not after the others.
+            jobs = [await b.status(job_id) for job_id in job_ids]
+            pending = [j["id"] for j in jobs]
+
+            async def all_of_them() -> None:
+                for i, job in enumerate(jobs):
+                    if job["state"] == "running":
+                        jobs[i] = await b.wait(job["id"])
+                    pending.remove(job["id"])
+
+            try:
+                await asyncio.wait_for(all_of_them(), timeout)
+            except TimeoutError:
+                _err(f"jobrun: still running after {timeout:g}s: {' '.join(pending)}")
+                return WAIT_TIMEOUT_EXIT
+        finally:
+            await b.close()
+        status = 0
+        for job in jobs:
+            if job["state"] != "succeeded":
+                _err(f"jobrun: job {job['id']} {job['state']}: {job['reason'] or job['result']}")
+                status = status or exit_status(job) or 1
+        return status
+
+    raise typer.Exit(run_async(go))
+
+
 @app.command()
 def status(
     job_id: str = typer.Argument(..., metavar="ID", help="Job ID or a unique prefix of it"),
