@@ -320,9 +320,38 @@ def exit_status(job: dict[str, Any]) -> int:
 # -- stop / status / list -----------------------------------------------------------------
 
 
+def complete_job_id(incomplete: str) -> list[str]:
+    """Bash completion of a job ID: the caller's jobs of the last day (as `list` shows them),
+    running ones first. Nothing at all when jobrun cannot ask (completion must never print)."""
+    import asyncio
+
+    async def ids() -> list[str]:
+        b = await open_backend()
+        try:
+            jobs = await b.list(False)
+        finally:
+            await b.close()
+        jobs.sort(key=lambda j: (j["state"] != "running", j["created_at"] or ""), reverse=False)
+        return [j["id"] for j in jobs if j["id"].startswith(incomplete)]
+
+    try:
+        return asyncio.run(asyncio.wait_for(ids(), 5))
+    except Exception:
+        return []
+
+
+def _id_argument() -> Any:
+    return typer.Argument(
+        ..., metavar="ID", help="Job ID or a unique prefix of it", autocompletion=complete_job_id
+    )
+
+
+_WIDE_HELP = "Everything in full (default: fit the terminal, shortening the command with …)"
+
+
 @app.command()
 def stop(
-    job_id: str = typer.Argument(..., metavar="ID", help="Job ID or a unique prefix of it"),
+    job_id: str = _id_argument(),
     timeout: Optional[float] = typer.Option(  # noqa: UP045
         None, "--timeout", "-t", help="Seconds to wait after SIGTERM before SIGKILL"
     ),
@@ -349,7 +378,10 @@ WAIT_TIMEOUT_EXIT = 124  # as timeout(1): the jobs were still running when --tim
 @app.command()
 def wait(
     job_ids: list[str] = typer.Argument(  # noqa: B008
-        ..., metavar="ID...", help="Job IDs or unique prefixes of them"
+        ...,
+        metavar="ID...",
+        help="Job IDs or unique prefixes of them",
+        autocompletion=complete_job_id,
     ),
     timeout: Optional[float] = typer.Option(  # noqa: UP045
         None, "--timeout", "-t", min=0, help="Give up after SECONDS (exit status 124)"
@@ -391,8 +423,9 @@ def wait(
 
 @app.command()
 def status(
-    job_id: str = typer.Argument(..., metavar="ID", help="Job ID or a unique prefix of it"),
+    job_id: str = _id_argument(),
     as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts"),
+    wide: bool = typer.Option(False, "--wide", "-w", help=_WIDE_HELP),
 ) -> None:
     """Show a job's state, exit code, limits and resource use."""
 
@@ -409,13 +442,14 @@ def status(
         return
     from .render import status_table
 
-    status_table(data)
+    status_table(data, wide=wide)
 
 
 @app.command("list")
 def list_(
     as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts"),
     all_: bool = typer.Option(False, "--all", "-a", help="Include jobs older than a day"),
+    wide: bool = typer.Option(False, "--wide", "-w", help=_WIDE_HELP),
 ) -> None:
     """List running and recent jobs."""
 
@@ -432,7 +466,7 @@ def list_(
         return
     from .render import list_table
 
-    list_table(rows)
+    list_table(rows, wide=wide)
 
 
 def parse_since(text: str) -> datetime:
@@ -454,7 +488,7 @@ def parse_since(text: str) -> datetime:
 
 @app.command()
 def logs(
-    job_id: str = typer.Argument(..., metavar="ID", help="Job ID or a unique prefix of it"),
+    job_id: str = _id_argument(),
     follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing until the job ends"),
     tail: Optional[int] = typer.Option(  # noqa: UP045
         None, "--tail", "-n", min=0, help="Only the last N lines"
