@@ -217,11 +217,15 @@ def run(**values: Any) -> None:
     """Start COMMAND as a job, stream its output, and exit with its exit code."""
     command, name, options = _parse(values)
 
+    # Like a foreground command, the job reads what is piped or redirected to jobrun (as
+    # `systemd-run --pipe`); a terminal is not passed: the job is not in its session.
+    stdin = _stdin_to_pass() if _is_local() else None
+
     async def go() -> int:
         interrupts = _Interrupts()
         b = await open_backend()
         try:
-            job = await b.start(command, name, options)
+            job = await b.start(command, name, options, stdin=stdin)
             _err(f"jobrun: job {job['id']} started")
             interrupts.forward_to(b, job["id"])
             out = sys.stdout.buffer
@@ -241,6 +245,15 @@ def run(**values: Any) -> None:
         return exit_status(job)
 
     raise typer.Exit(run_async(go))
+
+
+def _stdin_to_pass() -> int | None:
+    try:
+        fd = sys.stdin.fileno()
+        os.fstat(fd)
+    except (AttributeError, OSError, ValueError):
+        return None  # closed, or not a real descriptor (a test's runner)
+    return None if os.isatty(fd) else fd
 
 
 class _Interrupts:

@@ -152,10 +152,13 @@ class Manager:
         spec: JobSpec,
         caller: Caller | None = None,
         slice_limits: dict[str, int] | None = None,
+        stdin: int | None = None,
     ) -> Job:
         """Start a job in the caller's slice (model.user_slice); `slice_limits` (numeric
         settings, config.slice_limits): the aggregate limits that slice gets first, exactly
-        (None: the slice is left as it is, e.g. an admin's)."""
+        (None: the slice is left as it is, e.g. an admin's). `stdin`: a descriptor of the
+        caller's the job reads as its standard input (systemd keeps a copy; the caller still
+        owns and closes this one)."""
         caller = caller or Caller.current()
         # Whether -C and --writable exist is not asked here: as root, the answer would tell a
         # caller about paths they cannot see. The CLI checks them as the caller
@@ -207,9 +210,12 @@ class Manager:
             env_file=env_file,
             slice_name=slice_name,
             home=home,
+            stdin=stdin is not None,
         )
         try:
-            await self.systemd.start_transient_unit(job.unit, props)
+            await self.systemd.start_transient_unit(
+                job.unit, props, None if stdin is None else [stdin]
+            )
         except (SystemdError, PermissionDenied) as e:
             # systemd answered no: nothing runs. Any other failure (no answer, the bus lost,
             # this task cancelled because jobrund is stopping) leaves it unknown whether systemd

@@ -450,6 +450,7 @@ def fixed_properties(
     env_file: str | None = None,
     slice_name: str = SLICE,
     home: str | None = None,
+    stdin: bool = False,
 ) -> list[tuple[str, Variant]]:
     """What every job gets, on purpose: identity, output, and its profile's sandbox.
 
@@ -457,7 +458,9 @@ def fixed_properties(
     sent as a number, since systemd reads an all-digit User= name as a UID (a user named "1003"
     would run as UID 1003). `dynamic_user`: DynamicUser=yes whatever the profile (remote jobs
     with no local user). `env_file`: where the job's -E variables are (envfile.py). `home`: the
-    home directory of `user` (profiles.home_properties: what the job sees of the homes)."""
+    home directory of `user` (profiles.home_properties: what the job sees of the homes).
+    `stdin`: the job reads the descriptor sent with the start as unix_fds[0] (`jobrun run` with
+    its stdin not a terminal, as `systemd-run --pipe`); otherwise it reads /dev/null."""
     from dbus_fast import Variant
 
     props = [
@@ -473,7 +476,11 @@ def fixed_properties(
         ("MemoryAccounting", Variant("b", True)),
         ("IOAccounting", Variant("b", True)),
         ("TasksAccounting", Variant("b", True)),
-        ("StandardInput", Variant("s", "null")),
+        (
+            ("StandardInputFileDescriptor", Variant("h", 0))
+            if stdin
+            else ("StandardInput", Variant("s", "null"))
+        ),
         ("StandardOutput", Variant("s", "journal")),
         ("StandardError", Variant("s", "journal")),
         # A job line starting with "<3>" is the job's text, not a syslog priority for journald.
@@ -517,10 +524,11 @@ def unit_properties(
     env_file: str | None = None,
     slice_name: str = SLICE,
     home: str | None = None,
+    stdin: bool = False,
 ) -> list[tuple[str, Variant]]:
     from dbus_fast import Variant
 
-    props = fixed_properties(job_id, spec, user, dynamic_user, env_file, slice_name, home)
+    props = fixed_properties(job_id, spec, user, dynamic_user, env_file, slice_name, home, stdin)
     as_the_user = user is not None or dynamic_user
     for s in SETTINGS:
         value = getattr(spec, s.field)
