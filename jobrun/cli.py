@@ -171,14 +171,28 @@ def _parse(values: dict[str, Any]) -> tuple[list[str], str | None, dict[str, Any
     name = values.pop("name")
     if command and "/" in command[0] and not command[0].startswith("/"):
         command[0] = os.path.abspath(command[0])  # ./build.sh, bin/tool: as a shell finds them
+    local = _is_local()
     try:
+        if local and values.get("workdir") is None:
+            # The job runs where the caller is, as a command in a shell would. (A remote host's
+            # jobrund has no use for this host's current directory: there the default stays.)
+            values["workdir"] = _current_directory()
         spec = build_spec(command, name=name, **values)
-        if _is_local():
+        if local:
             # As the caller, where the caller is: jobrund (root) does not look (security model).
-            check_paths(spec)
+            check_paths(spec, as_root=os.geteuid() == 0)
     except JobrunError as e:
         fail(e)
     return command, name, {k: v for k, v in values.items() if v is not None and v != []}
+
+
+def _current_directory() -> str:
+    try:
+        return os.getcwd()
+    except OSError as e:
+        raise InvalidArgument(
+            f"the current directory is gone ({e.strerror})", "cd to a directory, or give -C DIR"
+        ) from None
 
 
 @app.command(context_settings=_COMMAND_CONTEXT)
@@ -203,11 +217,15 @@ def run(**values: Any) -> None:
     """Start COMMAND as a job, stream its output, and exit with its exit code."""
     command, name, options = _parse(values)
 
+    # Like a foreground command, the job reads what is piped or redirected to jobrun (as
+    # `systemd-run --pipe`); a terminal is not passed: the job is not in its session.
+    stdin = _stdin_to_pass() if _is_local() else None
+
     async def go() -> int:
         interrupts = _Interrupts()
         b = await open_backend()
         try:
-            job = await b.start(command, name, options)
+            job = await b.start(command, name, options, stdin=stdin)
             _err(f"jobrun: job {job['id']} started")
             interrupts.forward_to(b, job["id"])
             out = sys.stdout.buffer
@@ -227,6 +245,15 @@ def run(**values: Any) -> None:
         return exit_status(job)
 
     raise typer.Exit(run_async(go))
+
+
+def _stdin_to_pass() -> int | None:
+    try:
+        fd = sys.stdin.fileno()
+        os.fstat(fd)
+    except (AttributeError, OSError, ValueError):
+        return None  # closed, or not a real descriptor (a test's runner)
+    return None if os.isatty(fd) else fd
 
 
 class _Interrupts:
@@ -306,9 +333,38 @@ def exit_status(job: dict[str, Any]) -> int:
 # -- stop / status / list -----------------------------------------------------------------
 
 
+def complete_job_id(incomplete: str) -> list[str]:
+    """Bash completion of a job ID: the caller's jobs of the last day (as `list` shows them),
+    running ones first. Nothing at all when jobrun cannot ask (completion must never print)."""
+    import asyncio
+
+    async def ids() -> list[str]:
+        b = await open_backend()
+        try:
+            jobs = await b.list(False)
+        finally:
+            await b.close()
+        jobs.sort(key=lambda j: (j["state"] != "running", j["created_at"] or ""), reverse=False)
+        return [j["id"] for j in jobs if j["id"].startswith(incomplete)]
+
+    try:
+        return asyncio.run(asyncio.wait_for(ids(), 5))
+    except Exception:
+        return []
+
+
+def _id_argument() -> Any:
+    return typer.Argument(
+        ..., metavar="ID", help="Job ID or a unique prefix of it", autocompletion=complete_job_id
+    )
+
+
+_WIDE_HELP = "Everything in full (default: fit the terminal, shortening the command with …)"
+
+
 @app.command()
 def stop(
-    job_id: str = typer.Argument(..., metavar="ID", help="Job ID or a unique prefix of it"),
+    job_id: str = _id_argument(),
     timeout: Optional[float] = typer.Option(  # noqa: UP045
         None, "--timeout", "-t", help="Seconds to wait after SIGTERM before SIGKILL"
     ),
@@ -329,10 +385,60 @@ def stop(
     run_async(go)
 
 
+WAIT_TIMEOUT_EXIT = 124  # as timeout(1): the jobs were still running when --timeout ran out
+
+
+@app.command()
+def wait(
+    job_ids: list[str] = typer.Argument(  # noqa: B008
+        ...,
+        metavar="ID...",
+        help="Job IDs or unique prefixes of them",
+        autocompletion=complete_job_id,
+    ),
+    timeout: Optional[float] = typer.Option(  # noqa: UP045
+        None, "--timeout", "-t", min=0, help="Give up after SECONDS (exit status 124)"
+    ),
+) -> None:
+    """Wait until the jobs have ended; exit with the first failing one's status (0: all
+    succeeded)."""
+    import asyncio
+
+    async def go() -> int:
+        b = await open_backend()
+        try:
+            # Every ID is checked before waiting: a typo is an error now, not after the others.
+            jobs = [await b.status(job_id) for job_id in job_ids]
+            pending = [j["id"] for j in jobs]
+
+            async def all_of_them() -> None:
+                for i, job in enumerate(jobs):
+                    if job["state"] == "running":
+                        jobs[i] = await b.wait(job["id"])
+                    pending.remove(job["id"])
+
+            try:
+                await asyncio.wait_for(all_of_them(), timeout)
+            except TimeoutError:
+                _err(f"jobrun: still running after {timeout:g}s: {' '.join(pending)}")
+                return WAIT_TIMEOUT_EXIT
+        finally:
+            await b.close()
+        status = 0
+        for job in jobs:
+            if job["state"] != "succeeded":
+                _err(f"jobrun: job {job['id']} {job['state']}: {job['reason'] or job['result']}")
+                status = status or exit_status(job) or 1
+        return status
+
+    raise typer.Exit(run_async(go))
+
+
 @app.command()
 def status(
-    job_id: str = typer.Argument(..., metavar="ID", help="Job ID or a unique prefix of it"),
+    job_id: str = _id_argument(),
     as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts"),
+    wide: bool = typer.Option(False, "--wide", "-w", help=_WIDE_HELP),
 ) -> None:
     """Show a job's state, exit code, limits and resource use."""
 
@@ -349,13 +455,14 @@ def status(
         return
     from .render import status_table
 
-    status_table(data)
+    status_table(data, wide=wide)
 
 
 @app.command("list")
 def list_(
     as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts"),
     all_: bool = typer.Option(False, "--all", "-a", help="Include jobs older than a day"),
+    wide: bool = typer.Option(False, "--wide", "-w", help=_WIDE_HELP),
 ) -> None:
     """List running and recent jobs."""
 
@@ -372,7 +479,7 @@ def list_(
         return
     from .render import list_table
 
-    list_table(rows)
+    list_table(rows, wide=wide)
 
 
 def parse_since(text: str) -> datetime:
@@ -394,7 +501,7 @@ def parse_since(text: str) -> datetime:
 
 @app.command()
 def logs(
-    job_id: str = typer.Argument(..., metavar="ID", help="Job ID or a unique prefix of it"),
+    job_id: str = _id_argument(),
     follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing until the job ends"),
     tail: Optional[int] = typer.Option(  # noqa: UP045
         None, "--tail", "-n", min=0, help="Only the last N lines"

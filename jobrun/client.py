@@ -35,8 +35,8 @@ RESUME_RETRIES = 50  # asking jobrund again after it went away mid-stream (~2 mi
 class Backend(Protocol):
     mode: str
 
-    async def start(self, command: list[str], name: str | None,
-                    values: dict[str, Any]) -> dict[str, Any]: ...  # fmt: skip
+    async def start(self, command: list[str], name: str | None, values: dict[str, Any],
+                    stdin: int | None = None) -> dict[str, Any]: ...  # fmt: skip
     async def stop(self, job_id: str, timeout: float | None) -> tuple[dict[str, Any], bool]: ...
     async def kill(self, job_id: str, signum: int) -> tuple[dict[str, Any], bool]: ...
     async def status(self, job_id: str) -> dict[str, Any]: ...
@@ -89,12 +89,12 @@ class LocalBackend:
             self._manager = await Manager.open(subscribe=False)
         return self._manager
 
-    async def start(self, command: list[str], name: str | None,
-                    values: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+    async def start(self, command: list[str], name: str | None, values: dict[str, Any],
+                    stdin: int | None = None) -> dict[str, Any]:  # fmt: skip
         from .properties import build_spec
 
         m = await self._m()
-        return job_to_dict(await m.start(build_spec(command, name=name, **values)))
+        return job_to_dict(await m.start(build_spec(command, name=name, **values), stdin=stdin))
 
     async def stop(self, job_id: str, timeout: float | None) -> tuple[dict[str, Any], bool]:
         job, was_running = await (await self._m()).stop(job_id, timeout=timeout)
@@ -187,7 +187,9 @@ class DaemonBackend:
         self._in_flight = asyncio.Semaphore(MAX_PENDING_CALLS)
         bus.add_message_handler(self._on_message)
 
-    async def call(self, member: str, body: list[Any]) -> list[Any]:
+    async def call(
+        self, member: str, body: list[Any], unix_fds: list[int] | None = None
+    ) -> list[Any]:
         from dbus_fast import Message, MessageFlag, MessageType
 
         sig_in, _ = api.METHODS[member]
@@ -199,6 +201,7 @@ class DaemonBackend:
             signature=sig_in,
             body=body,
             flags=MessageFlag.ALLOW_INTERACTIVE_AUTHORIZATION,
+            unix_fds=unix_fds or [],
         )
         try:
             async with self._in_flight:
@@ -217,14 +220,18 @@ class DaemonBackend:
             raise api.error_from_dbus(reply.error_name, text)
         return list(reply.body)
 
-    async def start(self, command: list[str], name: str | None,
-                    values: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+    async def start(self, command: list[str], name: str | None, values: dict[str, Any],
+                    stdin: int | None = None) -> dict[str, Any]:  # fmt: skip
         from dbus_fast import Variant
 
         options = {k: _variant(v) for k, v in values.items() if v is not None and v != []}
         if name is not None:
             options["name"] = Variant("s", name)
-        (job,) = await self.call("Start", [command, options])
+        if stdin is not None:
+            options[api.STDIN_OPTION] = Variant("h", 0)  # an index into the message's fds
+        (job,) = await self.call(
+            "Start", [command, options], unix_fds=None if stdin is None else [stdin]
+        )
         return dict(json.loads(job))
 
     async def stop(self, job_id: str, timeout: float | None) -> tuple[dict[str, Any], bool]:

@@ -246,6 +246,8 @@ class Daemon:
         finally:
             for fd in reply.unix_fds:
                 os.close(fd)  # passed to the caller; our copy is no longer needed
+            for fd in msg.unix_fds:
+                os.close(fd)  # what a caller sent: systemd holds its own copy of what it needs
 
     def _error(self, msg: Message, e: JobrunError) -> None:
         self.bus.send(Message.new_error(msg, e.dbus_name, api.error_text(e)))
@@ -280,10 +282,13 @@ class Daemon:
         command, options = msg.body
         if caller.uid != 0:
             await self._require(msg, polkit.ACTION_START, "start jobs")
+        # The caller's own descriptor, for a job running as the caller (or, for root, as its
+        # dynamic UID): it gives the job nothing the caller could not give it.
+        stdin = api.stdin_of(options, msg.unix_fds)
         spec, slice_limits = await admit(
             self.config, self.manager, api.decode_start(command, options), caller
         )
-        job = await self.manager.start(spec, caller, slice_limits)
+        job = await self.manager.start(spec, caller, slice_limits, stdin=stdin)
         return "s", [json.dumps(job_to_dict(job))]
 
     async def stop(self, msg: Message, caller: Caller) -> tuple[str, list[Any]]:

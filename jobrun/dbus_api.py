@@ -26,7 +26,8 @@ INTERFACE = "org.jobrun.Manager1"
 
 # member → (input signature, output signature)
 METHODS: dict[str, tuple[str, str]] = {
-    "Start": ("asa{sv}", "s"),  # command, options (SETTINGS fields + "name") → job JSON
+    # command, options (SETTINGS fields + "name", and "stdin": a descriptor) → job JSON
+    "Start": ("asa{sv}", "s"),
     "Stop": ("sd", "sb"),  # id (or prefix), timeout (< 0: the job's own) → job JSON, was running
     "Kill": ("si", "sb"),  # id, signal number → job JSON, was running (`jobrun run`'s Ctrl-C)
     "Status": ("s", "s"),  # id → job JSON
@@ -36,6 +37,8 @@ METHODS: dict[str, tuple[str, str]] = {
     "Whoami": ("", "sb"),  # the caller's user name and whether it may manage every job
 }
 SIGNALS: dict[str, str] = {"JobChanged": "ss"}  # id, state
+# Start's option for the job's standard input: a descriptor ("h", sent with the message).
+STDIN_OPTION = "stdin"
 
 _ARG_NAMES = {
     "Start": (["command", "options"], ["job"]),
@@ -102,6 +105,19 @@ def _plain(value: Any) -> tuple[str | None, Any]:
     if isinstance(value, Variant):
         return value.signature, value.value
     return None, value
+
+
+def stdin_of(options: Any, unix_fds: Sequence[int]) -> int | None:
+    """Start's "stdin" option (removed from `options`): the descriptor it names among the
+    message's, or None; InvalidArgument if it names none."""
+    if not isinstance(options, dict) or STDIN_OPTION not in options:
+        return None
+    signature, index = _plain(options.pop(STDIN_OPTION))
+    if signature not in (None, "h") or not isinstance(index, int) or isinstance(index, bool):
+        raise InvalidArgument("Start's stdin option must be a file descriptor")
+    if not 0 <= index < len(unix_fds):
+        raise InvalidArgument("Start's stdin option names no descriptor sent with the call")
+    return unix_fds[index]
 
 
 def decode_start(command: Any, options: Any) -> JobSpec:

@@ -34,6 +34,7 @@ from .model import (
     unit_name,
     user_slice,
 )
+from .profiles import home_properties
 from .properties import parse_seconds, unit_properties
 from .store import Store
 
@@ -90,6 +91,16 @@ class Caller:
         return cls(uid, user, admin=uid == 0)
 
 
+def _home(uid: int | None) -> str | None:
+    """The home directory of the user a job runs as, from the user database (not the caller)."""
+    if uid is None:
+        return None
+    try:
+        return os.path.normpath(pwd.getpwuid(uid).pw_dir)
+    except KeyError:
+        return None
+
+
 def _scope(caller: Caller) -> tuple[int | None, str | None]:
     """The store's filter for the jobs a caller may see: (uid, owner name); None: any."""
     if caller.admin:
@@ -143,10 +154,13 @@ class Manager:
         spec: JobSpec,
         caller: Caller | None = None,
         slice_limits: dict[str, int] | None = None,
+        stdin: int | None = None,
     ) -> Job:
         """Start a job in the caller's slice (model.user_slice); `slice_limits` (numeric
         settings, config.slice_limits): the aggregate limits that slice gets first, exactly
-        (None: the slice is left as it is, e.g. an admin's)."""
+        (None: the slice is left as it is, e.g. an admin's). `stdin`: a descriptor of the
+        caller's the job reads as its standard input (systemd keeps a copy; the caller still
+        owns and closes this one)."""
         caller = caller or Caller.current()
         # Whether -C and --writable exist is not asked here: as root, the answer would tell a
         # caller about paths they cannot see. The CLI checks them as the caller
@@ -156,10 +170,20 @@ class Manager:
             if private_tmp and any(spec.workdir == d or spec.workdir.startswith(d + "/")
                                    for d in ("/tmp", "/var/tmp")):  # fmt: skip
                 raise InvalidArgument(
-                    f"--workdir {spec.workdir} is under /tmp or /var/tmp, which a job with a "
-                    "private /tmp does not see",
-                    "add --profile relaxed --shared-tmp, or use a directory elsewhere",
+                    f"the working directory {spec.workdir} is under /tmp or /var/tmp, which a "
+                    "job with a private /tmp does not see",
+                    "run it from (or -C) a directory elsewhere, or add --profile relaxed "
+                    "--shared-tmp",
                 )
+        if caller.remote:
+            user = caller.uid if caller.run_as is not None else None
+            dynamic = caller.run_as is None
+        else:
+            user, dynamic = (None if caller.uid == 0 else caller.uid), False
+        home = _home(user)
+        # What the job may see of the homes depends on who it runs as: refused here, before
+        # anything is recorded or started.
+        home_properties(spec, user=user, dynamic_user=dynamic, home=home)
         slice_name = user_slice(None if caller.remote and caller.run_as is None else caller.uid)
         if slice_limits is not None and self._slice_limits.get(slice_name) != slice_limits:
             # Written as a runtime drop-in that outlives the slice's unloading: once per slice
@@ -175,21 +199,25 @@ class Manager:
         )
         # Record first, so a job systemd runs is never unknown to jobrun; forget it if refused.
         self.store.add(job)
-        if caller.remote:
-            user = caller.uid if caller.run_as is not None else None
-            dynamic = caller.run_as is None
-        else:
-            user, dynamic = (None if caller.uid == 0 else caller.uid), False
         try:
             env_file = envfile.write(job.id, spec.env)
         except OSError as e:
             self.store.remove(job.id)
             raise StateError(f"cannot write the job's environment file: {e}") from e
         props = unit_properties(
-            job.id, spec, user, dynamic_user=dynamic, env_file=env_file, slice_name=slice_name
+            job.id,
+            spec,
+            user,
+            dynamic_user=dynamic,
+            env_file=env_file,
+            slice_name=slice_name,
+            home=home,
+            stdin=stdin is not None,
         )
         try:
-            await self.systemd.start_transient_unit(job.unit, props)
+            await self.systemd.start_transient_unit(
+                job.unit, props, None if stdin is None else [stdin]
+            )
         except (SystemdError, PermissionDenied) as e:
             # systemd answered no: nothing runs. Any other failure (no answer, the bus lost,
             # this task cancelled because jobrund is stopping) leaves it unknown whether systemd

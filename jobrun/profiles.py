@@ -114,8 +114,12 @@ PROTECT_SYSTEM = Hardening(
 PROTECT_HOME = Hardening(
     "ProtectHome=yes", "s", "yes",
     "/home, /root and /run/user are empty and inaccessible: users' keys, tokens and trees stay "
-    "out of reach.",
-    "Put the job's files elsewhere (e.g. under /srv), or `--profile relaxed`.",
+    "out of reach. A job working in its user's home (the working directory or a `--writable` "
+    "path there) gets `ProtectHome=tmpfs` instead: it sees that home read-only, its working "
+    "directory and `--writable` paths there read-write, and no other home (see \"Home "
+    "directories\" above).",
+    "Work in your home, or put the job's files elsewhere (e.g. under /srv); a root-started job "
+    "sees only its working directory there (read-only), or `--profile relaxed`.",
 )
 PRIVATE_SHM = Hardening(
     # a list, not a tuple, for the struct: Debian 12's dbus-fast (1.84) accepts only lists
@@ -313,11 +317,17 @@ def within(name: str | None, cap: str) -> bool:
 
 
 def properties(name: str | None, as_root: bool) -> list[tuple[str, Variant]]:
-    """The unit properties of profile `name`; `as_root`: the job has no User= of its own."""
-    return [h.variant() for h in get(name).settings if as_root or not h.root_only]
+    """The unit properties of profile `name`; `as_root`: the job has no User= of its own.
+    ProtectHome= is not among them: it depends on the job's paths (`home_properties`)."""
+    return [
+        h.variant()
+        for h in get(name).settings
+        if (as_root or not h.root_only) and h is not PROTECT_HOME
+    ]
 
 
-def _under(path: str, dirs: tuple[str, ...]) -> bool:
+def under(path: str, dirs: tuple[str, ...]) -> bool:
+    """Whether `path` is one of `dirs` or below one."""
     return any(path == d or path.startswith(d + "/") for d in dirs)
 
 
@@ -336,21 +346,79 @@ def check(spec: JobSpec) -> None:
             "pass files through a --writable directory instead",
         )
     private_tmp = spec.private_tmp is not False
-    for what, path in [("--workdir", spec.workdir)] + [("--writable", p) for p in spec.writable]:
-        if path is None:
-            continue
-        # (--workdir under /tmp is refused by Manager.start, after it checked that it exists.)
-        if what == "--writable" and private_tmp and _under(path, TMP_DIRS):
+    for path in spec.writable:
+        # (--workdir under /tmp is refused by Manager.start, which knows the caller.)
+        if private_tmp and under(path, TMP_DIRS):
             raise InvalidArgument(
-                f"{what} {path} is under /tmp or /var/tmp, which a job with a private /tmp "
+                f"--writable {path} is under /tmp or /var/tmp, which a job with a private /tmp "
                 "does not see",
                 f"use a directory elsewhere, or {RELAXED_HINT} --shared-tmp",
             )
-        if profile.hides_home and _under(path, HOME_DIRS):
+
+
+def home_properties(
+    spec: JobSpec, *, user: int | None, dynamic_user: bool, home: str | None
+) -> list[tuple[str, str, Any]]:
+    """What a job sees of the home directories: (property, D-Bus signature, value) rows that
+    replace the profile's ProtectHome=yes; raises InvalidArgument for what it cannot see.
+
+    A profile that hides homes hides all of them, unless the job works in one (its working
+    directory or a --writable path is under /home, /root or /run/user). Then the homes become an
+    empty read-only tmpfs (ProtectHome=tmpfs) and into it are bound:
+    - for a job running as a user (`user`, whose home directory is `home`): that home,
+      read-only; the working directory and --writable paths there are made read-write
+      (ReadWritePaths=, resolved inside the job's mount namespace, so a symbolic link to another
+      user's home leads nowhere). Paths in another home are refused: binding them would open
+      directories their owner keeps closed.
+    - for a job started by root (no `user`, so a DynamicUser= of the profile): the working
+      directory, read-only, and the --writable paths, read-write; the dynamic UID reads and
+      writes there what others may. root may show its job any path; nobody else is involved.
+    - a remote job with a dynamic UID (`dynamic_user`) has no home here: refused.
+    `user` and `home` come from the job's owner, never from the caller's strings."""
+    profile = get(spec.profile)
+    if not profile.hides_home:
+        return []
+    workdir = spec.workdir if spec.workdir is not None and under(spec.workdir, HOME_DIRS) else None
+    writable = [p for p in spec.writable if under(p, HOME_DIRS)]
+    if workdir is None and not writable:
+        return [(PROTECT_HOME.prop, PROTECT_HOME.signature, PROTECT_HOME.value)]
+    flag = f"--profile {profile.name}"
+    where = workdir or writable[0]
+    what = "the working directory" if workdir else "--writable"
+    if dynamic_user or (user is not None and (home is None or not under(home, HOME_DIRS))):
+        raise InvalidArgument(
+            f"{what} {where} is under {', '.join(HOME_DIRS)}, which {flag} hides from a job "
+            "that has no home there",
+            f"use a directory elsewhere (e.g. under /srv; -C DIR), or {RELAXED_HINT}",
+        )
+    props: list[tuple[str, str, Any]] = [("ProtectHome", "s", "tmpfs")]
+    if user is not None:
+        assert home is not None
+        outside = next((p for p in [workdir, *writable] if p and not under(p, (home,))), None)
+        if outside is not None:
             raise InvalidArgument(
-                f"{what} {path} is under {', '.join(HOME_DIRS)}, which {flag} hides",
-                f"use a directory elsewhere (e.g. under /srv), or {RELAXED_HINT}",
+                f"{outside} is in a home directory other than yours ({home}); under {flag} a "
+                "job sees no home but its own user's",
+                f"work in {home}, or in a directory outside {', '.join(HOME_DIRS)} (-C DIR)",
             )
+        props.append(_bind("BindReadOnlyPaths", [home]))
+        if workdir is not None:
+            props.append(("ReadWritePaths", "as", ["-" + workdir]))
+        return props
+    if workdir is not None and not any(under(workdir, (w,)) for w in writable):
+        props.append(_bind("BindReadOnlyPaths", [workdir]))
+    if writable:
+        props.append(_bind("BindPaths", writable))
+    return props
+
+
+_MS_REC = 0x4000  # what systemd-run sends for a bind (a recursive one: submounts included)
+
+
+def _bind(prop: str, paths: list[str]) -> tuple[str, str, Any]:
+    """Each path bound onto itself; (source, destination, ignore if missing, mount flags).
+    Lists, not tuples, for the structs: Debian 12's dbus-fast (1.84) accepts only lists."""
+    return prop, "a(ssbt)", [[p, p, False, _MS_REC] for p in paths]
 
 
 def _cell(ok: bool) -> str:

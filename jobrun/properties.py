@@ -376,18 +376,54 @@ def build_spec(command: list[str] | tuple[str, ...], /, name: str | None = None,
     return spec
 
 
-def check_paths(spec: JobSpec) -> None:
+def check_paths(spec: JobSpec, as_root: bool = False) -> None:
     """That -C and --writable exist, as the calling process sees them; raises InvalidArgument.
 
     Only for a front end that runs as the job's owner (the CLI): jobrund, as root, would tell a
     caller which paths exist where the caller cannot look. There systemd checks them instead,
-    as the job's user (docs/DESIGN.md, security model)."""
+    as the job's user (docs/DESIGN.md, security model). `as_root`: the caller is root, whose job
+    the profile may run as a dynamic UID, which enters only directories open to others."""
     if spec.workdir is not None and not os.path.isdir(spec.workdir):
         raise InvalidArgument(f"--workdir {spec.workdir}: no such directory")
     for path in spec.writable:
         if not os.path.exists(path):
             # systemd would fail the job's start (226/NAMESPACE) rather than ignore it.
             raise InvalidArgument(f"--writable {path}: no such file or directory")
+    profile = profiles.get(spec.profile)
+    if (
+        as_root
+        and spec.workdir is not None
+        and profiles.DYNAMIC_USER in profile.settings
+        and not profiles.under(spec.workdir, profiles.TMP_DIRS)  # refused anyway: Manager.start
+    ):
+        closed = _closed_to_others(spec.workdir, spec.writable)
+        if closed is not None:
+            raise InvalidArgument(
+                f"the working directory {spec.workdir} is out of reach of the job: a job "
+                f"started by root runs as a dynamic UID under --profile {profile.name}, and "
+                f"{closed} is closed to others",
+                f"open it (chmod o+x {closed}), run it from (or -C) a directory others can "
+                f"enter, or use {profiles.RELAXED_HINT} to run it as root",
+            )
+
+
+def _closed_to_others(workdir: str, writable: tuple[str, ...]) -> str | None:
+    """The directory nearest to / on the way to `workdir` that others cannot enter, as the job
+    sees the way: under a home only the bound directory and below count (profiles.home_properties
+    binds it into an empty tmpfs), elsewhere every directory from /."""
+    top = "/"
+    if profiles.under(workdir, profiles.HOME_DIRS):
+        top = min((w for w in writable if profiles.under(workdir, (w,))), key=len, default=workdir)
+    way = [workdir]
+    while way[-1] not in (top, "/"):
+        way.append(os.path.dirname(way[-1]))
+    for path in reversed(way):
+        try:
+            if not os.stat(path).st_mode & 0o001:
+                return path
+        except OSError:
+            return path
+    return None
 
 
 def limits(spec: JobSpec) -> dict[str, Any]:
@@ -413,13 +449,18 @@ def fixed_properties(
     dynamic_user: bool = False,
     env_file: str | None = None,
     slice_name: str = SLICE,
+    home: str | None = None,
+    stdin: bool = False,
 ) -> list[tuple[str, Variant]]:
     """What every job gets, on purpose: identity, output, and its profile's sandbox.
 
     `user`: the UID to run as (None: root's job, which the profile may give a DynamicUser=);
     sent as a number, since systemd reads an all-digit User= name as a UID (a user named "1003"
     would run as UID 1003). `dynamic_user`: DynamicUser=yes whatever the profile (remote jobs
-    with no local user). `env_file`: where the job's -E variables are (envfile.py)."""
+    with no local user). `env_file`: where the job's -E variables are (envfile.py). `home`: the
+    home directory of `user` (profiles.home_properties: what the job sees of the homes).
+    `stdin`: the job reads the descriptor sent with the start as unix_fds[0] (`jobrun run` with
+    its stdin not a terminal, as `systemd-run --pipe`); otherwise it reads /dev/null."""
     from dbus_fast import Variant
 
     props = [
@@ -435,7 +476,11 @@ def fixed_properties(
         ("MemoryAccounting", Variant("b", True)),
         ("IOAccounting", Variant("b", True)),
         ("TasksAccounting", Variant("b", True)),
-        ("StandardInput", Variant("s", "null")),
+        (
+            ("StandardInputFileDescriptor", Variant("h", 0))
+            if stdin
+            else ("StandardInput", Variant("s", "null"))
+        ),
         ("StandardOutput", Variant("s", "journal")),
         ("StandardError", Variant("s", "journal")),
         # A job line starting with "<3>" is the job's text, not a syslog priority for journald.
@@ -462,6 +507,10 @@ def fixed_properties(
     if env_file is not None:
         props.append(("EnvironmentFiles", Variant("a(sb)", [[env_file, False]])))
     props += profiles.properties(spec.profile, as_root=user is None)
+    for prop, signature, value in profiles.home_properties(
+        spec, user=user, dynamic_user=dynamic_user, home=home
+    ):
+        props.append((prop, Variant(signature, value)))
     if dynamic_user and ("DynamicUser", Variant("b", True)) not in props:
         props.append(("DynamicUser", Variant("b", True)))
     return props
@@ -474,25 +523,26 @@ def unit_properties(
     dynamic_user: bool = False,
     env_file: str | None = None,
     slice_name: str = SLICE,
+    home: str | None = None,
+    stdin: bool = False,
 ) -> list[tuple[str, Variant]]:
     from dbus_fast import Variant
 
-    props = fixed_properties(job_id, spec, user, dynamic_user, env_file, slice_name)
+    props = fixed_properties(job_id, spec, user, dynamic_user, env_file, slice_name, home, stdin)
+    as_the_user = user is not None or dynamic_user
     for s in SETTINGS:
         value = getattr(spec, s.field)
         if value is None or value == ():
             value = s.default
-        if value is None or not s.prop:
+        if value is None or not s.prop or (s.field == "writable" and as_the_user):
             continue
         props.append((s.prop, Variant(s.signature, s.to_dbus(value))))
-    if spec.writable and (user is not None or dynamic_user):
-        props = _writable_as_the_user(props, spec.writable)
+    if spec.writable and as_the_user:
+        props += _writable_as_the_user(spec.writable)
     return props
 
 
-def _writable_as_the_user(
-    props: list[tuple[str, Variant]], paths: tuple[str, ...]
-) -> list[tuple[str, Variant]]:
+def _writable_as_the_user(paths: tuple[str, ...]) -> list[tuple[str, Variant]]:
     """--writable for a job that does not run as its (root) caller: systemd makes the paths
     writable as root, so whether the start failed (a missing path) or the path shows up in the
     job's mount table would tell the caller what exists where they cannot look. Instead a missing
@@ -501,8 +551,8 @@ def _writable_as_the_user(
     the caller's code sees the mounts."""
     from dbus_fast import Variant
 
-    out = [(k, v) for k, v in props if k != "ReadWritePaths"]
-    out.append(("ReadWritePaths", Variant("as", ["-" + p for p in paths])))
     checks = [[CHECK_PATH, [CHECK_PATH, "-e", p.replace("$", "$$")], False] for p in paths]
-    out.append(("ExecStartPre", Variant("a(sasb)", checks)))
-    return out
+    return [
+        ("ReadWritePaths", Variant("as", ["-" + p for p in paths])),
+        ("ExecStartPre", Variant("a(sasb)", checks)),
+    ]

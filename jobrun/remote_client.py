@@ -176,8 +176,9 @@ class RemoteBackend:
                 raise
             raise self._failed(e) from e
 
-    async def start(self, command: list[str], name: str | None,
-                    values: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+    async def start(self, command: list[str], name: str | None, values: dict[str, Any],
+                    stdin: int | None = None) -> dict[str, Any]:  # fmt: skip
+        # `stdin`: the remote API carries no descriptors (the CLI passes none over it).
         import dataclasses
 
         from .properties import build_spec

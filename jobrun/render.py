@@ -31,8 +31,9 @@ def _ended(d: dict[str, Any]) -> str:
     return ""
 
 
-def _status_rows(d: dict[str, Any]) -> list[tuple[str, str, str]]:
-    """(label, text, the text with rich markup) of each row of `status`."""
+def _status_rows(d: dict[str, Any], width: int | None = None) -> list[tuple[str, str, str]]:
+    """(label, text, the text with rich markup) of each row of `status`; with a `width`, the
+    command is shortened with … to fit one line of it (the label column is at most 8 wide)."""
     rows: list[tuple[str, str, str]] = []
 
     def add(label: str, text: str, markup: str | None = None) -> None:
@@ -46,7 +47,8 @@ def _status_rows(d: dict[str, Any]) -> list[tuple[str, str, str]]:
     add("State", d["state"] + ended, f"[{style}]{d['state']}[/]" + ended)
     if d["reason"]:
         add("Reason", d["reason"])
-    add("Command", " ".join(d["command"]))
+    command = " ".join(d["command"])
+    add("Command", command if width is None else fit(command, width - 10))
     add("Owner", d["owner"])
     add("Unit", d["unit"])
     for key, label in (("created_at", "Created"), ("started_at", "Started"),
@@ -114,8 +116,8 @@ def _print_plain(rows: list[tuple[str, str, str]]) -> bool:
     return True
 
 
-def status_table(d: dict[str, Any]) -> None:
-    rows = _status_rows(d)
+def status_table(d: dict[str, Any], wide: bool = False) -> None:
+    rows = _status_rows(d, None if wide else terminal_width())
     if _print_plain(rows):
         return
     from rich.console import Console
@@ -129,26 +131,119 @@ def status_table(d: dict[str, Any]) -> None:
     Console().print(t)
 
 
-def list_table(rows: list[dict[str, Any]]) -> None:
-    from rich.console import Console
-    from rich.table import Table
+def cells(text: str) -> int:
+    """Terminal cells of `text`: wide (East Asian) characters take two, combining ones none."""
+    import unicodedata
 
-    console = Console()
-    if not rows:
-        console.print("no jobs (jobrun list --all shows older ones)")
-        return
-    t = Table(box=None, header_style="bold")
-    for col in ("ID", "NAME", "STATE", "ENDED", "OWNER", "CREATED", "COMMAND"):
-        t.add_column(col, overflow="ellipsis", no_wrap=col != "COMMAND")
-    for d in rows:
-        style = _STATE_STYLE.get(d["state"], "")
-        t.add_row(
+    return sum(
+        0 if unicodedata.combining(c) else 2 if unicodedata.east_asian_width(c) in "WF" else 1
+        for c in text
+    )
+
+
+def fit(text: str, width: int) -> str:
+    """`text` in at most `width` cells, shortened with … at the end; one line of it."""
+    text = " ".join(text.split("\n"))
+    if cells(text) <= width:
+        return text
+    out, used = [], 0
+    for c in text:
+        n = cells(c)
+        if used + n > width - 1:
+            break
+        out.append(c)
+        used += n
+    return "".join(out) + "…"
+
+
+def terminal_width() -> int:
+    """The terminal's columns; where stdout is no terminal, COLUMNS or 80 (as rich does)."""
+    try:
+        if os.isatty(sys.stdout.fileno()):
+            return os.get_terminal_size(sys.stdout.fileno()).columns
+    except (AttributeError, OSError, ValueError):
+        pass
+    columns = os.environ.get("COLUMNS", "")
+    return int(columns) if columns.isdigit() and int(columns) > 0 else 80
+
+
+def colour_wanted() -> bool:
+    """Colours only for a person at a terminal: not when piped, nor with NO_COLOR
+    (no-color.org) or TERM=dumb; FORCE_COLOR asks for them anyway."""
+    env = os.environ
+    if env.get("NO_COLOR"):
+        return False
+    if env.get("FORCE_COLOR"):
+        return True
+    try:
+        return os.isatty(sys.stdout.fileno()) and env.get("TERM") != "dumb"
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
+_ANSI = {"cyan": "36", "green": "32", "red": "31", "yellow": "33", "bold": "1"}
+
+
+def _paint(text: str, style: str, colour: bool) -> str:
+    return f"\x1b[{_ANSI[style]}m{text}\x1b[0m" if colour and style else text
+
+
+def _created(d: dict[str, Any], wide: bool) -> str:
+    text = (d["created_at"] or "")[:19].replace("T", " ")
+    return text if wide else text[5:16]  # MM-DD HH:MM
+
+
+def list_lines(rows: list[dict[str, Any]], width: int | None, colour: bool = False) -> list[str]:
+    """`jobrun list`: a header and one line per job. With a `width`, every line fits it: IDs,
+    states and times whole, names and owners shortened, the command given what is left and
+    shortened with …; `width` None (--wide): everything in full."""
+    wide = width is None
+    table = [
+        [
             d["id"],
             d["name"] or "",
-            f"[{style}]{d['state']}[/]",
-            _ended(d),
+            d["state"] + (f" {_ended(d)}" if _ended(d) and d["state"] != "succeeded" else ""),
             d["owner"],
-            (d["created_at"] or "")[:19].replace("T", " "),
-            " ".join(d["command"]),
-        )
-    console.print(t)
+            _created(d, wide),
+            " ".join(" ".join(d["command"]).split("\n")),
+        ]
+        for d in rows
+    ]
+    head = ["ID", "NAME", "STATE", "OWNER", "CREATED", "COMMAND"]
+    show = [True, any(r[1] for r in table), True, len({r[3] for r in table}) > 1, True, True]
+    most = [99, 14, 99, 8, 99]  # the name and the owner are shortened when a width applies
+    widths: list[int] = []
+    for i in range(5):
+        w = max([cells(head[i])] + [cells(r[i]) for r in table])
+        widths.append(w if wide else min(w, most[i]))
+    used = sum(w + 2 for i, w in enumerate(widths) if show[i])
+    if width is not None and show[1] and width - used < 24:
+        # The command matters more than the name: the name gives up to 8 cells.
+        give = min(24 - (width - used), widths[1] - 6)
+        widths[1] -= give
+        used -= give
+    room = None if width is None else max(width - used, 8)
+    lines = []
+    for n, r in enumerate([head, *table]):
+        parts = []
+        for i in range(5):
+            if not show[i]:
+                continue
+            text = r[i] if wide else fit(r[i], widths[i])
+            pad = " " * (widths[i] - cells(text))
+            style = (
+                "bold" if n == 0 else _STATE_STYLE.get(rows[n - 1]["state"], "") if i == 2 else ""
+            )
+            parts.append(_paint(text, style, colour) + pad)
+        command = r[5] if room is None else fit(r[5], room)
+        parts.append(_paint(command, "bold", colour) if n == 0 else command)
+        lines.append("  ".join(parts).rstrip())
+    return lines
+
+
+def list_table(rows: list[dict[str, Any]], wide: bool = False) -> None:
+    if not rows:
+        print("no jobs (jobrun list --all shows older ones)")
+        return
+    lines = list_lines(rows, None if wide else terminal_width(), colour_wanted())
+    sys.stdout.write("".join(line + "\n" for line in lines))

@@ -102,6 +102,7 @@ class Systemd:
         *,
         path: str = PATH,
         interface: str = MANAGER,
+        unix_fds: list[int] | None = None,
     ) -> list[Any]:
         msg = Message(
             destination=DEST,
@@ -110,6 +111,7 @@ class Systemd:
             member=member,
             signature=signature,
             body=body or [],
+            unix_fds=unix_fds or [],
         )
         try:
             async with self._in_flight:
@@ -219,7 +221,12 @@ class Systemd:
         return fut
 
     async def _queue_job(
-        self, member: str, signature: str, body: list[Any], keep_result: bool = False
+        self,
+        member: str,
+        signature: str,
+        body: list[Any],
+        keep_result: bool = False,
+        unix_fds: list[int] | None = None,
     ) -> str:
         """Call a method that queues a systemd job; returns the job's path. At most
         MAX_QUEUED_JOBS of them are unfinished at once: further callers wait here. With
@@ -233,7 +240,7 @@ class Systemd:
                 await self._reconcile_jobs()
         self._queuing += 1
         try:
-            (job,) = await self.call(member, signature, body)
+            (job,) = await self.call(member, signature, body, unix_fds=unix_fds)
         except BaseException:
             self._job_slots.release()
             raise
@@ -272,9 +279,16 @@ class Systemd:
 
     # -- manager API ------------------------------------------------------------------------
 
-    async def start_transient_unit(self, name: str, properties: list[tuple[str, Variant]]) -> str:
+    async def start_transient_unit(
+        self, name: str, properties: list[tuple[str, Variant]], unix_fds: list[int] | None = None
+    ) -> str:
+        """`unix_fds`: the descriptors that properties of type "h" index (D-Bus passes them
+        out of band), e.g. StandardInputFileDescriptor; systemd keeps copies of its own."""
         return await self._queue_job(
-            "StartTransientUnit", "ssa(sv)a(sa(sv))", [name, "fail", properties, []]
+            "StartTransientUnit",
+            "ssa(sv)a(sa(sv))",
+            [name, "fail", properties, []],
+            unix_fds=unix_fds,
         )
 
     async def set_unit_properties(self, name: str, properties: list[tuple[str, Variant]]) -> None:

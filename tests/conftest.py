@@ -72,6 +72,15 @@ def _jobrun_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
         monkeypatch.setenv("JOBRUN_MODE", "local")
 
 
+@pytest.fixture(autouse=True)
+def _run_from_root(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Integration tests run from /: a job runs in the CLI's current directory, and where the
+    checkout lives (under /tmp, which a job's private /tmp hides; under a home closed to a
+    dynamic UID) must not change what they test."""
+    if request.node.get_closest_marker("integration") is not None:
+        monkeypatch.chdir("/")
+
+
 @pytest.fixture
 def state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """A private jobrun state directory for one test."""

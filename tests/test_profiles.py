@@ -108,8 +108,6 @@ def test_writable_paths_reach_read_write_paths() -> None:
         ({"writable": ["/dev/shm"]}, "kernel interface"),
         ({"writable": ["/tmp"]}, "private /tmp"),
         ({"writable": ["/var/tmp"]}, "private /tmp"),
-        ({"writable": ["/root"]}, "hides"),
-        ({"workdir": "/root"}, "hides"),
         ({"private_tmp": False}, "--shared-tmp needs --profile relaxed"),
         ({"private_tmp": False, "profile": "strict"}, "--shared-tmp needs --profile relaxed"),
         ({"network": True, "profile": "strict"}, "--network"),
@@ -120,6 +118,59 @@ def test_what_a_profile_cannot_give_is_refused(values: dict[str, Any], message: 
     with pytest.raises(InvalidArgument) as e:
         build_spec(["true"], **values)
     assert message in e.value.message
+
+
+def _home(spec: Any, user: int | None, home: str | None = None, dynamic: bool = False) -> Any:
+    """The rows as (property, value), binds as the tuple of their paths."""
+    rows = profiles.home_properties(spec, user=user, dynamic_user=dynamic, home=home)
+    out = set()
+    for k, signature, v in rows:
+        if signature == "a(ssbt)":
+            assert all(src == dst and not missing_ok for src, dst, missing_ok, _ in v)
+            v = [src for src, *_ in v]
+        out.add((k, tuple(v) if isinstance(v, list) else v))
+    return out
+
+
+def test_a_users_job_working_in_their_home_sees_it_and_no_other() -> None:
+    spec = build_spec(["make"], workdir="/home/alice/proj", writable=["/home/alice/out"])
+    assert _home(spec, 1001, "/home/alice") == {
+        ("ProtectHome", "tmpfs"),
+        ("BindReadOnlyPaths", ("/home/alice",)),
+        ("ReadWritePaths", ("-/home/alice/proj",)),
+    }
+    sent = unit_properties("abc", spec, 1001, home="/home/alice")
+    rw = [p for k, v in sent if k == "ReadWritePaths" for p in v.value]
+    assert rw == ["-/home/alice/proj", "-/home/alice/out"]
+    assert [v.value for k, v in sent if k == "ProtectHome"] == ["tmpfs"]
+    for where in ("/home/bob/proj", "/root", "/run/user/1002"):
+        with pytest.raises(InvalidArgument, match="other than yours"):
+            profiles.home_properties(
+                build_spec(["true"], workdir=where), user=1001, dynamic_user=False,
+                home="/home/alice",
+            )  # fmt: skip
+    with pytest.raises(InvalidArgument, match="no home there"):  # a home outside /home
+        _home(spec, 1001, "/srv/alice")
+    # Working elsewhere: every home stays hidden, the user's own too.
+    assert _home(build_spec(["true"], workdir="/srv"), 1001, "/home/alice") == {
+        ("ProtectHome", "yes")
+    }
+    relaxed = build_spec(["true"], workdir="/home/bob", profile="relaxed")
+    assert _home(relaxed, 1001, "/home/alice") == set()
+
+
+def test_a_root_job_sees_only_its_working_directory_in_a_home() -> None:
+    spec = build_spec(["make"], workdir="/root/proj", writable=["/home/alice/out"])
+    assert _home(spec, None) == {
+        ("ProtectHome", "tmpfs"),
+        ("BindReadOnlyPaths", ("/root/proj",)),
+        ("BindPaths", ("/home/alice/out",)),
+    }
+    inside = build_spec(["make"], workdir="/root/proj/src", writable=["/root/proj"])
+    assert _home(inside, None) == {("ProtectHome", "tmpfs"), ("BindPaths", ("/root/proj",))}
+    # A remote caller's dynamic UID has no home here.
+    with pytest.raises(InvalidArgument, match="no home there"):
+        _home(spec, None, dynamic=True)
 
 
 def test_missing_paths_are_refused_by_the_callers_own_check() -> None:
