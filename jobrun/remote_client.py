@@ -307,11 +307,16 @@ class RemoteBackend:
             await asyncio.sleep(min(0.1 * retries, 2.0))
 
     async def close(self) -> None:
-        # grpclib closes the TLS transport gracefully, which finishes only on later turns of the
-        # event loop; a loop that ends first leaks the socket. Nothing is in flight here: abort.
-        protocol = getattr(self.channel, "_protocol", None)
-        connection = getattr(getattr(protocol, "processor", None), "connection", None)
-        transport = getattr(connection, "_transport", None)
-        self.channel.close()
-        if transport is not None:
-            transport.abort()
+        close_channel(self.channel)
+
+
+def close_channel(channel: Any) -> None:
+    """Close a grpclib channel at once. grpclib closes the TLS transport gracefully, which
+    finishes only on later turns of the event loop; a loop that ends first leaks the socket.
+    Nothing is in flight when this is called: abort."""
+    protocol = getattr(channel, "_protocol", None)
+    connection = getattr(getattr(protocol, "processor", None), "connection", None)
+    transport = getattr(connection, "_transport", None)
+    channel.close()
+    if transport is not None:
+        transport.abort()

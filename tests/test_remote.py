@@ -29,6 +29,7 @@ from jobrun.errors import (
     RemoteUnavailable,
     Unauthenticated,
 )
+from jobrun.remote_client import close_channel
 
 from .helpers import systemctl_show, wait_for
 from .remote_helpers import (
@@ -380,7 +381,7 @@ async def test_bad_grpc_requests_get_a_clear_error_and_start_nothing(
                 finally:
                     meta = stream.trailing_metadata
     finally:
-        channel.close()
+        close_channel(channel)
         await b.close()
     assert e.value.status.name == "INVALID_ARGUMENT" and e.value.message
     assert meta is not None and meta["jobrun-error"] == f"org.jobrun.Error.{want}"

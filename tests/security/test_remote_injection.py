@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from jobrun.model import unit_name
+from jobrun.remote_client import close_channel
 
 from ..helpers import systemctl_show
 from ..remote_helpers import Remote, backend, call, jobs_running_command, remote_jobrund
@@ -45,7 +46,7 @@ async def _raw_start(remote: Remote, request: Any) -> tuple[str, bytes | None]:
         except GRPCError as e:
             return e.status.name, None
     finally:
-        channel.close()
+        close_channel(channel)
         await b.close()
 
 
