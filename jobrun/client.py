@@ -91,10 +91,13 @@ class LocalBackend:
 
     async def start(self, command: list[str], name: str | None, values: dict[str, Any],
                     stdin: int | None = None) -> dict[str, Any]:  # fmt: skip
+        from .journald_conf import ensure
         from .properties import build_spec
 
+        spec = build_spec(command, name=name, **values)
+        ensure()  # no rate limit in the journal namespace, or no job (journald_conf.py)
         m = await self._m()
-        return job_to_dict(await m.start(build_spec(command, name=name, **values), stdin=stdin))
+        return job_to_dict(await m.start(spec, stdin=stdin))
 
     async def stop(self, job_id: str, timeout: float | None) -> tuple[dict[str, Any], bool]:
         job, was_running = await (await self._m()).stop(job_id, timeout=timeout)

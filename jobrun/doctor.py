@@ -8,16 +8,6 @@ from pathlib import Path
 
 from .errors import JobrunError
 
-# journald@NS reads /etc/systemd/journald@NS.conf and drop-ins journald@NS.conf.d/*.conf under
-# /etc/systemd, /run/systemd, /usr/local/lib/systemd and /usr/lib/systemd.
-JOURNALD_CONF = (
-    "/etc/systemd/journald@jobrun.conf",
-    *(
-        f"{d}/journald@jobrun.conf.d/{f}"
-        for d in ("/etc/systemd", "/run/systemd", "/usr/local/lib/systemd", "/usr/lib/systemd")
-        for f in ("jobrun.conf",)
-    ),
-)
 POLKIT_POLICY = "/usr/share/polkit-1/actions/org.jobrun.policy"
 DBUS_SERVICE = "/usr/share/dbus-1/system-services/org.jobrun.Manager1.service"
 
@@ -48,18 +38,24 @@ def cgroup_check() -> Check:
 
 
 def journal_check() -> Check:
-    for path in JOURNALD_CONF:
-        p = Path(path)
-        if p.exists():
-            text = p.read_text()
-            if "RateLimitIntervalSec=0" in text.replace(" ", ""):
-                return Check("journal namespace", True, f"{path}: rate limit off")
-            return Check("journal namespace", False, f"{path} does not set RateLimitIntervalSec=0")
+    from .journald_conf import MAIN_CONF, effective
+
+    limit = effective()
+    if limit.off:
+        return Check("journal namespace", True, f"rate limit off: {limit.describe()}")
+    if limit.set_by is None and not MAIN_CONF.exists():
+        return Check(
+            "journal namespace",
+            None if os.geteuid() == 0 else False,
+            f"no {MAIN_CONF}: journald's default rate limit would drop lines of chatty jobs; "
+            "jobrun installs its own file before it starts a job in-process as root "
+            "(or install the package)",
+        )
     return Check(
         "journal namespace",
         False,
-        "no journald@jobrun.conf: journald's rate limit will drop lines of chatty jobs "
-        "(install the package, or copy units/journald@jobrun.conf to /etc/systemd/)",
+        f"rate limit on ({limit.describe()}): journald drops lines of chatty jobs, and jobrun "
+        "refuses to start jobs in-process; set RateLimitIntervalSec=0 there",
     )
 
 

@@ -210,6 +210,48 @@ def _lost(what: str, head: _Pos) -> OutputLost:
     )
 
 
+# journald's own record of lines its rate limit dropped (sd-messages.h SD_MESSAGE_JOURNAL_DROPPED):
+# "Suppressed N messages from UNIT", N_DROPPED=N, written by journald itself (_TRANSPORT=driver,
+# which no client can forge) into the namespace's journal, right before the first line of UNIT it
+# lets through again. journald 252 writes it only then: a unit that stops writing while its lines
+# are being dropped leaves no such record (journald_conf.py keeps the limit off for that reason).
+_DROPPED_ID = "a596d6fe7bfa4994828e72309e95d61e"
+
+
+def _suppressed(namespace: str, unit: str, after: _Pos | None) -> int:
+    """How many of `unit`'s lines journald's rate limit dropped after `after` (None: at all)."""
+    r = _open_reader(namespace)
+    try:
+        r.data_threshold = 0
+        r.add_match(f"MESSAGE_ID={_DROPPED_ID}")
+        r.add_match("_TRANSPORT=driver")
+        tail = f" messages from {unit}".encode()
+        total = 0
+        while r._next():
+            try:
+                message = r._get("MESSAGE")
+                count = int(r._get("N_DROPPED"))
+            except (KeyError, ValueError):
+                continue
+            if not message.endswith(tail):
+                continue
+            if after is not None and not _pos_after(_cursor_pos(r._get_cursor()), after):
+                continue
+            total += count
+        return total
+    finally:
+        r.close()
+
+
+def _suppressed_error(job_id: str, count: int) -> OutputLost:
+    return OutputLost(
+        f"journald dropped {count} lines of job {job_id}'s output (its rate limit): the output "
+        "shown is incomplete",
+        hint="set RateLimitIntervalSec=0 in /etc/systemd/journald@jobrun.conf, then "
+        "systemctl restart systemd-journald@jobrun.service (jobrun's own file does both)",
+    )
+
+
 def _open_reader(namespace: str) -> Any:
     from systemd import journal  # imported here: the CLI's start-up time matters
 
@@ -777,12 +819,16 @@ class JobOutput:
 
         if not follow:
             j = self._open(after_cursor, tail, since_usec)
+            first: str | None = None
             try:
                 while batch := j.read(_BATCH):
+                    if first is None:
+                        first = batch[0].cursor
                     yield batch
                     await asyncio.sleep(0)
             finally:
                 j.close()
+            self._check_suppressed(after_cursor, tail, since_usec, first)
             return
 
         wake = asyncio.Event()
@@ -799,6 +845,7 @@ class JobOutput:
         # Where a new handle goes on from: after the last record read; with none read, from the
         # same start (a tail: after the record a tail of 0 skipped, or else all there is).
         last_cursor: str | None = None
+        first_read: str | None = None  # the first record yielded
         first_cursor = after_cursor if tail is None else j.skipped
 
         def reopen(read_to: _Pos | None) -> _Journal:
@@ -831,6 +878,7 @@ class JobOutput:
                     batch = j.read(_BATCH)
                     if batch:
                         got = True
+                        first_read = first_read or batch[0].cursor
                         last_cursor = batch[-1].cursor
                         yield batch
                         await asyncio.sleep(0)
@@ -865,14 +913,17 @@ class JobOutput:
                             fresh = reopen(None if bounds is None else bounds[1])
                             try:
                                 while batch := fresh.read(_BATCH):
+                                    first_read = first_read or batch[0].cursor
                                     last_cursor = batch[-1].cursor
                                     yield batch
                                     await asyncio.sleep(0)
                             finally:
                                 fresh.close()
+                        self._check_suppressed(after_cursor, tail, since_usec, first_read)
                         return
                     # Not exact (no access to journald's state files): wait for a quiet spell.
                     if time.monotonic() - last_data >= _QUIET_FALLBACK:
+                        self._check_suppressed(after_cursor, tail, since_usec, first_read)
                         return
                     delay = _QUIET_FALLBACK / 4
                 elif end_task is None and ended_task is not None and ended_task.done():
@@ -900,6 +951,31 @@ class JobOutput:
                     await t
             watch.release(wake)
             j.close()
+
+    def _check_suppressed(
+        self,
+        after_cursor: str | None,
+        tail: int | None,
+        since_usec: int | None,
+        first: str | None,
+    ) -> None:
+        """Raise OutputLost if journald's rate limit dropped lines of the range just read.
+
+        journald notes the drop right before the next line it lets through, so the lines a note
+        counts lie between the records before and after it: a note after the start of the range
+        (after the cursor, at or after `since`, after the first record of a tail) counts."""
+        after: _Pos | None = None
+        if after_cursor is not None:
+            after = _cursor_pos(after_cursor)
+        elif tail is not None:
+            if first is None:
+                return  # nothing read: an empty tail holds no gap
+            after = _cursor_pos(first)
+        elif since_usec is not None:
+            after = _time_pos(since_usec)
+        count = _suppressed(self.namespace, self.unit, after)
+        if count:
+            raise _suppressed_error(self.job_id, count)
 
     def _open(
         self,
