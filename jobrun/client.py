@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
 import os
 from collections.abc import AsyncGenerator
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from . import dbus_api as api
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 
 MODES = ("auto", "daemon", "local")
 MAX_PENDING_CALLS = 64  # per bus connection (dbus-daemon allows 128)
+PIPE_SIZE = 1 << 20  # of the pipe jobrund sends output through
 RESUME_RETRIES = 50  # asking jobrund again after it went away mid-stream (~2 min in all)
 
 
@@ -316,7 +318,7 @@ class DaemonBackend:
         cursor received: no gap, no duplicate."""
         from dbus_fast import Variant
 
-        from .journal import _EPOCH, LineBreak, Record
+        from .journal import LineBreak, Record
 
         breaks = list(LineBreak)
         header = api.FRAME.size
@@ -363,7 +365,7 @@ class DaemonBackend:
                     cursor = buf[at + header : at + header + clen].decode()
                     batch.append(
                         Record(
-                            _EPOCH + timedelta(microseconds=usec),
+                            usec,
                             cursor,
                             buf[at + header + clen : stop],
                             breaks[kind],
@@ -405,6 +407,10 @@ class DaemonBackend:
         for other in reply.unix_fds:
             if other != fd:
                 os.close(other)
+        # A pipe holds 64 KiB by default: jobrund would wait for us (and we for it) every ~400
+        # records. 1 MiB (pipe-max-size's default, allowed to anyone) lets both sides run.
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
         loop = asyncio.get_running_loop()
         reader = asyncio.StreamReader(limit=1 << 22, loop=loop)
         await loop.connect_read_pipe(

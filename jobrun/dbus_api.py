@@ -214,18 +214,12 @@ def pack_frame(kind: int, usec: int = 0, cursor: bytes = b"", message: bytes = b
 
 def pack_records(records: Sequence[Record], codes: Mapping[LineBreak, int]) -> bytes:
     """The frames of many records at once, as one bytes."""
-    from datetime import timedelta
-
-    from .journal import _EPOCH
-
     pack = FRAME.pack
-    us = timedelta(microseconds=1)
     parts: list[bytes] = []
     append = parts.append
     for r in records:
         cursor = r.cursor.encode()
-        usec = (r.timestamp - _EPOCH) // us
-        append(pack(codes[r.line_break], usec, len(cursor), len(r.message)))
+        append(pack(codes[r.line_break], r.usec, len(cursor), len(r.message)))
         append(cursor)
         append(r.message)
     return b"".join(parts)
