@@ -498,6 +498,11 @@ async def _serve(stack: contextlib.ExitStack) -> None:
     if remote is not None:
         remote.close()
         await remote.wait_closed()
+    # Log streams end without their end frame (clients ask again after their last cursor), not
+    # with the end their feeds would report once the manager closes them.
+    for task in list(daemon._streams):
+        task.cancel()
+    await asyncio.gather(*daemon._streams, return_exceptions=True)
     bus.disconnect()
     await manager.close()
 

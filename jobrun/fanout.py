@@ -34,7 +34,7 @@ from collections.abc import AsyncGenerator, Callable
 from datetime import datetime
 
 from .errors import OutputLost
-from .journal import _BATCH, JobOutput, Record, _cursor_after, _usec
+from .journal import _BATCH, JobOutput, JournalUnavailable, Record, _cursor_after, _usec
 
 __all__ = ["BUFFER_BYTES", "BUFFER_RECORDS", "CATCH_UP_READERS", "Feed", "Feeds"]
 
@@ -87,6 +87,13 @@ class Feed:
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def close(self) -> None:
+        if not self.done:
+            # Closed before the job's output was all read (its process is stopping): followers
+            # must not take that for the end of the output.
+            self.error = JournalUnavailable(
+                f"stopped following the output of job {self.output.job_id}: jobrun is closing",
+                f"follow again: jobrun logs -f {self.output.job_id}",
+            )
         for task in (self._task, self.watcher):
             if task is not None and not task.done():
                 task.cancel()

@@ -30,6 +30,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +60,7 @@ class Shape:
 
 @dataclass(frozen=True)
 class ReaderPlan:
-    mode: str  # follow | after_cursor | tail | read (once, after the job's end)
+    mode: str  # follow | after_cursor | since | tail | read (once, after the job's end)
     join_at: int | None  # records in the journal when it joins (None: after the job's end)
     tail: int = 0
     rate: float | None = None  # records per second; None: as fast as it can
@@ -77,10 +78,14 @@ class Plan:
     rotate_at: tuple[int, ...] = ()  # records in the journal when journald is told to rotate
     # and then only once every reader that joined by then has had its first records
     rotate_after_joined: bool = False
+    restart_jobrund_at: tuple[int, ...] = ()  # records in the journal: `systemctl restart jobrund`
 
     def __str__(self) -> str:
+        restarts = f"jobrund restarts at {list(self.restart_jobrund_at)}, " * bool(
+            self.restart_jobrund_at
+        )
         return f"seed {self.seed}: {self.shape.name} ~{self.shape.approx} records, " + (
-            f"rotations at {list(self.rotate_at)}, readers {list(self.readers)}"
+            f"rotations at {list(self.rotate_at)}, {restarts}readers {list(self.readers)}"
         )
 
 
@@ -127,12 +132,12 @@ def shape(rng: random.Random, daemon: bool) -> Shape:
 
 
 def reader(rng: random.Random, approx: int) -> ReaderPlan:
-    mode = rng.choices(["follow", "after_cursor", "tail", "read"], [5, 2, 2, 1])[0]
+    mode = rng.choices(["follow", "after_cursor", "since", "tail", "read"], [5, 2, 2, 2, 1])[0]
     if mode == "read":
         join_at = None
     else:
         join_at = rng.choice([0, 0, rng.randint(0, max(approx, 1)), None])
-        if mode == "after_cursor":
+        if mode in ("after_cursor", "since"):
             join_at = max(join_at or 1, 1) if join_at is not None else None
     rate = rng.choice([None, None, rng.choice([2_000.0, 5_000.0, 20_000.0])])
     if FULL and rate is not None:
@@ -199,6 +204,24 @@ TWO_FOLLOWERS_DAEMON = Plan(
     rotate_after_joined=True,
 )
 
+# jobrund restarted twice while followers stream (`jobrun logs -f` and a `--since` reader through
+# the client library): each asks again after the last cursor it got, no gap, no repeat.
+JOBRUND_RESTARTS = Plan(
+    "jobrund-restarts",
+    Shape(
+        "three bursts of 15000",
+        ("/bin/sh", "-c", "seq 1 15000; sleep 1.5; seq 15001 30000; sleep 1.5; seq 30001 45000"),
+        45_000,
+    ),
+    (
+        ReaderPlan("follow", 0),
+        ReaderPlan("follow", 0, rate=10_000.0),
+        ReaderPlan("since", 5_000, rate=20_000.0),
+        ReaderPlan("follow", 8_000, pause_at=1, pause_for=1.0),
+    ),
+    restart_jobrund_at=(12_000, 29_000),
+)
+
 
 def seeds(daemon: bool) -> list[int]:
     chosen = os.environ.get("JOBRUN_DIFF_SEEDS")
@@ -239,7 +262,8 @@ def parse_export(data: bytes) -> list[dict[str, bytes]]:
     return entries
 
 
-async def journal_entries(job_id: str) -> list[Entry]:
+async def journal_entries(job_id: str) -> tuple[list[Entry], list[int]]:
+    """The job's records as journalctl exports them, and their realtime timestamps (µs)."""
     proc = await asyncio.create_subprocess_exec(
         "journalctl", "--namespace=jobrun", "-o", "export", "--no-pager",
         f"JOBRUN_JOB={job_id}", "_TRANSPORT=stdout",
@@ -247,10 +271,12 @@ async def journal_entries(job_id: str) -> list[Entry]:
     )  # fmt: skip
     out, err = await proc.communicate()
     assert proc.returncode == 0, err.decode()
-    return [
+    exported = parse_export(out)
+    entries = [
         (e["__CURSOR"].decode(), e["MESSAGE"], e.get("_LINE_BREAK", b"newline").decode())
-        for e in parse_export(out)
+        for e in exported
     ]
+    return entries, [int(e["__REALTIME_TIMESTAMP"]) for e in exported]
 
 
 async def rotate() -> None:
@@ -268,6 +294,7 @@ class Monitor:
 
     def __init__(self, job_id: str, ended: asyncio.Event) -> None:
         self.entries: list[Entry] = []
+        self.times: list[int] = []  # their realtime timestamps (µs)
         self.done = False
         self._changed = asyncio.Event()
         self.task = asyncio.create_task(self._run(job_id, ended))
@@ -278,6 +305,7 @@ class Monitor:
             async with contextlib.aclosing(batches):
                 async for batch in batches:
                     self.entries += [(r.cursor, r.message, r.line_break.value) for r in batch]
+                    self.times += [r.usec for r in batch]
                     self._changed.set()
         finally:
             self.done = True
@@ -294,6 +322,7 @@ class Outcome:
     plan: ReaderPlan
     entries: list[Entry] = field(default_factory=list)
     cursor_index: int = 0  # after_cursor: how many records came before its start
+    since_usec: int = 0  # since: the time it asked for (that of a record it had seen)
     seen_before: int = 0  # records in the journal before it joined (a lower bound)
     seconds: float = 0.0
     started: asyncio.Event = field(default_factory=asyncio.Event)  # has records, or has ended
@@ -389,6 +418,17 @@ async def run_plan(p: Plan, backend: Any, *, daemon: bool) -> None:
                         await o.started.wait()
             await rotate()
 
+    async def restarts() -> None:
+        for n in p.restart_jobrund_at:
+            await monitor.reached(n)
+            if monitor.done:
+                return
+            for o in outcomes:  # every follower that joined by then is streaming
+                if o.plan.join_at is not None and o.plan.join_at <= n:
+                    await o.started.wait()
+            proc = await asyncio.create_subprocess_exec("systemctl", "restart", "jobrund.service")
+            assert await proc.wait() == 0
+
     async def one(out: Outcome) -> None:
         rp = out.plan
         if rp.join_at is None or rp.mode == "read":
@@ -407,10 +447,20 @@ async def run_plan(p: Plan, backend: Any, *, daemon: bool) -> None:
                 kw["follow"] = True  # nothing to resume after: from the first line
             else:
                 kw["after_cursor"] = monitor.entries[out.cursor_index - 1][0]
+        elif rp.mode == "since":
+            # The time of a record already there: from it on (and any of the same microsecond).
+            index = min(rp.join_at or 1, len(monitor.times)) - 1
+            if index < 0:
+                kw["follow"] = True  # nothing there yet: from the first line
+            else:
+                out.since_usec = monitor.times[index]
+                kw["since"] = datetime.fromtimestamp(0, UTC) + timedelta(
+                    microseconds=out.since_usec
+                )
         elif rp.mode == "tail":
             kw["tail"] = rp.tail
         t0 = time.monotonic()
-        if daemon and rp.mode != "after_cursor":
+        if daemon and rp.mode not in ("after_cursor", "since"):
             await cli_reader(job_id, out, kw)
         else:
             await library_reader(backend.log_batches, job_id, out, kw)
@@ -420,11 +470,11 @@ async def run_plan(p: Plan, backend: Any, *, daemon: bool) -> None:
 
     timeout = 600 if FULL else 120
     async with asyncio.timeout(timeout):
-        await asyncio.gather(rotations(), *(one(o) for o in outcomes))
+        await asyncio.gather(rotations(), restarts(), *(one(o) for o in outcomes))
         await monitor.task
         await waiter
-    truth = await journal_entries(job_id)
-    check(p, truth, monitor.entries, outcomes)
+    truth, times = await journal_entries(job_id)
+    check(p, truth, monitor.entries, outcomes, times)
 
 
 def _first_difference(a: list[Entry], b: list[Entry]) -> str:
@@ -434,7 +484,9 @@ def _first_difference(a: list[Entry], b: list[Entry]) -> str:
     return f"{len(a)} records vs the journal's {len(b)}"
 
 
-def check(p: Plan, truth: list[Entry], monitor: list[Entry], outcomes: list[Outcome]) -> None:
+def check(
+    p: Plan, truth: list[Entry], monitor: list[Entry], outcomes: list[Outcome], times: list[int]
+) -> None:
     problems = []
     if monitor != truth:
         problems.append(f"the monitor: {_first_difference(monitor, truth)}")
@@ -442,6 +494,8 @@ def check(p: Plan, truth: list[Entry], monitor: list[Entry], outcomes: list[Outc
         rp, got = out.plan, out.entries
         if rp.mode == "after_cursor":
             want = truth[out.cursor_index :]
+        elif rp.mode == "since" and out.since_usec:
+            want = [e for e, t in zip(truth, times, strict=True) if t >= out.since_usec]
         elif rp.mode == "tail":
             # The last N when it joined, then all that came after: a suffix of the journal's,
             # starting no earlier than N before what was there before it joined.
@@ -505,6 +559,12 @@ async def daemon_backend() -> AsyncIterator[Any]:
 @pytest.mark.daemon
 @pytest.mark.parametrize("p", [TWO_FOLLOWERS_DAEMON], ids=lambda p: str(p.seed))
 async def test_regression_through_jobrund(p: Plan, daemon_backend: Any) -> None:
+    await run_plan(p, daemon_backend, daemon=True)
+
+
+@pytest.mark.daemon
+@pytest.mark.parametrize("p", [JOBRUND_RESTARTS], ids=lambda p: str(p.seed))
+async def test_followers_resume_across_jobrund_restarts(p: Plan, daemon_backend: Any) -> None:
     await run_plan(p, daemon_backend, daemon=True)
 
 
