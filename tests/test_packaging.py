@@ -78,3 +78,10 @@ def test_maintainer_scripts_never_touch_jobs() -> None:
             if re.search(r"\b(stop|restart|try-restart|kill|start)\b", code):
                 units = re.findall(r"[\w@.*'-]+\.(?:service|socket|slice)", code)
                 assert all("jobrun-" not in u for u in units), f"{script}: {line}"
+
+
+def test_the_journald_config_a_pip_install_carries_is_the_packages() -> None:
+    # jobrun/ holds a copy for in-process root without the package (journald_conf.py installs
+    # it); the package installs units/'s as a conffile. One text, two places: kept equal here.
+    packaged = (ROOT / "units" / "journald@jobrun.conf").read_bytes()
+    assert (ROOT / "jobrun" / "journald@jobrun.conf").read_bytes() == packaged
