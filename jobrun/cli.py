@@ -353,26 +353,9 @@ def complete_job_id(incomplete: str) -> list[str]:
         return []
 
 
-def _shell_complete_ids(ctx: Any, param: Any, incomplete: str) -> list[str]:
-    return complete_job_id(incomplete)
-
-
-def _completion() -> dict[str, Any]:
-    """The completion keyword for this typer: Debian 12's typer 0.7 hands `autocompletion` to
-    click under click's deprecated name (a DeprecationWarning from click 8.1) and takes click's
-    own `shell_complete`; later typers take `autocompletion` and deprecate `shell_complete`."""
-    version = tuple(int(p) for p in typer.__version__.split(".")[:2] if p.isdigit())
-    if version < (0, 10):
-        return {"shell_complete": _shell_complete_ids}
-    return {"autocompletion": complete_job_id}
-
-
-_COMPLETE_IDS = _completion()
-
-
 def _id_argument() -> Any:
     return typer.Argument(
-        ..., metavar="ID", help="Job ID or a unique prefix of it", **_COMPLETE_IDS
+        ..., metavar="ID", help="Job ID or a unique prefix of it", autocompletion=complete_job_id
     )
 
 
@@ -411,7 +394,7 @@ def wait(
         ...,
         metavar="ID...",
         help="Job IDs or unique prefixes of them",
-        **_COMPLETE_IDS,
+        autocompletion=complete_job_id,
     ),
     timeout: Optional[float] = typer.Option(  # noqa: UP045
         None, "--timeout", "-t", min=0, help="Give up after SECONDS (exit status 124)"

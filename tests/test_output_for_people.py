@@ -123,8 +123,7 @@ def test_job_ids_complete_for_stop_status_logs_and_wait(
         assert command.callback is not None
         params = inspect.signature(command.callback).parameters
         first = next(iter(params.values())).default
-        hook = getattr(first, "autocompletion", None) or getattr(first, "shell_complete", None)
-        assert hook in (cli.complete_job_id, cli._shell_complete_ids), verb
+        assert getattr(first, "autocompletion", None) is cli.complete_job_id, verb
 
 
 def test_completion_never_prints_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
