@@ -203,9 +203,11 @@ class RemoteBackend:
         return job_from_proto(reply.job), reply.was_running
 
     async def kill(self, job_id: str, signum: int) -> tuple[dict[str, Any], bool]:
-        raise InvalidArgument(
-            "the remote API cannot send a job a signal yet", "`jobrun stop` (or Ctrl-C again)"
-        )
+        from .remote_wire import job_from_proto
+        from .v1 import jobrun_pb2 as pb
+
+        reply = await self._unary("Kill", pb.KillRequest(id=job_id, signal=signum), pb.KillResponse)
+        return job_from_proto(reply.job), reply.was_running
 
     async def status(self, job_id: str) -> dict[str, Any]:
         from .remote_wire import job_from_proto
