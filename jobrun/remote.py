@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import pwd
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC
@@ -42,13 +43,14 @@ if TYPE_CHECKING:
 log = logging.getLogger("jobrund.remote")
 
 MAX_BATCH = 512  # log records per LogsResponse
+MAX_STDIN = 64 << 10  # bytes per RunRequest
 
 
 class CallerBounds:
     """What one remote identity may hold of jobrund at once, as jobrund's D-Bus side bounds each
     local user (daemon.py): calls in progress (PER_UID_QUEUED; more get Busy at once), of which
-    PER_UID_ACTIVE are worked on while the rest wait, and log streams (PER_UID_STREAMS). One
-    certificate at its limits leaves the other callers' calls untouched."""
+    PER_UID_ACTIVE are worked on while the rest wait, and streams (PER_UID_STREAMS: Logs and
+    Run). One certificate at its limits leaves the other callers' calls untouched."""
 
     def __init__(
         self,
@@ -68,7 +70,7 @@ class CallerBounds:
         kind = "streams" if stream else "held"
         key = (who, kind)
         if self.counts.get(key, 0) >= self.limits[kind]:
-            what = "log streams" if stream else "calls in progress"
+            what = "streams (Logs, Run)" if stream else "calls in progress"
             raise Busy(
                 f"you have {self.limits[kind]} {what}, the most jobrund holds for one caller",
                 "wait for them to end before starting more",
@@ -121,6 +123,12 @@ class JobsService:
 
             await self._serve(stream, go, log_stream=True)
 
+        async def run(stream: Stream[Any, Any]) -> None:
+            async def go(caller: Caller) -> None:
+                await self.run(stream, await _request(stream), caller)
+
+            await self._serve(stream, go, log_stream=True)
+
         return {
             f"/{SERVICE}/Start": unary(self.start, pb.StartRequest, pb.StartResponse),
             f"/{SERVICE}/Stop": unary(self.stop, pb.StopRequest, pb.StopResponse),
@@ -129,6 +137,9 @@ class JobsService:
             f"/{SERVICE}/List": unary(self.list, pb.ListRequest, pb.ListResponse),
             f"/{SERVICE}/Logs": Handler(
                 logs, Cardinality.UNARY_STREAM, pb.LogsRequest, pb.LogsResponse
+            ),
+            f"/{SERVICE}/Run": Handler(
+                run, Cardinality.STREAM_STREAM, pb.RunRequest, pb.RunResponse
             ),
         }
 
@@ -172,20 +183,51 @@ class JobsService:
                 raise JobrunError(f"the local user {run_as!r} for {name} is gone") from None
         return Caller(uid, f"remote:{name}", admin=admin, remote=True, run_as=run_as)
 
-    async def start(self, req: pb.StartRequest, caller: Caller) -> pb.StartResponse:
+    async def start(
+        self, req: pb.StartRequest, caller: Caller, stdin: int | None = None
+    ) -> pb.StartResponse:
         values = options_from_proto(req.options)
         if "cpu_affinity" in values:  # the setting parses text, as on the command line
             values["cpu_affinity"] = ",".join(str(c) for c in values["cpu_affinity"])
         name = req.name if req.HasField("name") else None
         spec = build_spec(list(req.command), name=name, **values)
         spec, slice_limits = await admit(self.config, self.manager, spec, caller)
-        job = await self.manager.start(spec, caller, slice_limits)
+        job = await self.manager.start(spec, caller, slice_limits, stdin=stdin)
         return pb.StartResponse(job=proto_job(job_to_dict(job)))
 
     async def stop(self, req: pb.StopRequest, caller: Caller) -> pb.StopResponse:
         timeout = req.timeout if req.HasField("timeout") else None
         job, was_running = await self.manager.stop(req.id, caller, timeout=timeout)
         return pb.StopResponse(job=proto_job(job_to_dict(job)), was_running=was_running)
+
+    async def run(self, stream: Stream[Any, Any], first: pb.RunRequest, caller: Caller) -> None:
+        """A job whose stdin is a pipe of jobrund's, fed with the bytes the client streams. What
+        jobrund holds of them is bounded: one message (MAX_STDIN) and the pipe's buffer; the next
+        message is read only when the job has taken the last, so a client sending faster than
+        the job reads waits on HTTP/2's flow control."""
+        if not first.HasField("start"):
+            raise InvalidArgument("the first message of Run must carry `start`")
+        r, w = os.pipe2(os.O_CLOEXEC)
+        os.set_blocking(w, False)  # jobrund's end only: the job reads as from any pipe
+        try:
+            try:
+                started = await self.start(first.start, caller, stdin=r)
+            finally:
+                os.close(r)  # systemd holds the job's copy
+            await stream.send_message(pb.RunResponse(job=started.job))
+            msg: pb.RunRequest | None = first
+            while msg is not None:
+                if msg is not first and msg.HasField("start"):
+                    raise InvalidArgument("only the first message of Run may carry `start`")
+                if len(msg.stdin) > MAX_STDIN:
+                    raise InvalidArgument(f"a Run message carries at most {MAX_STDIN} bytes")
+                try:
+                    await _write_all(w, msg.stdin)
+                except BrokenPipeError:
+                    return  # the job closed its stdin (or ended): the rest has no reader
+                msg = await stream.recv_message()
+        finally:
+            os.close(w)  # the job's end of file
 
     async def kill(self, req: pb.KillRequest, caller: Caller) -> pb.KillResponse:
         # The caller's own jobs, or an admin's any, as Stop: Manager.status inside decides.
@@ -232,6 +274,22 @@ async def _request(stream: Stream[Any, Any]) -> Any:
     return request
 
 
+async def _write_all(fd: int, data: bytes) -> None:
+    """Write to a non-blocking pipe, waiting while it is full."""
+    loop = asyncio.get_running_loop()
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[os.write(fd, view) :]
+        except BlockingIOError:
+            writable: asyncio.Future[None] = loop.create_future()
+            loop.add_writer(fd, _wake, writable)
+            try:
+                await writable
+            finally:
+                loop.remove_writer(fd)
+
+
 def server_tls(remote: RemoteConfig) -> tls.ServerTLS:
     """The server's TLS, its CA and CRL checked: jobrund calls this before it claims its bus name,
     so that a CA or CRL it must refuse stops it from starting at all."""
@@ -258,3 +316,8 @@ async def serve(
         "remote API on %s:%d (mutual TLS 1.3, CA %s%s)", remote.host, remote.port, remote.ca, crl
     )
     return grpc_server
+
+
+def _wake(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)

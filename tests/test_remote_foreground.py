@@ -4,6 +4,7 @@ the authorization of Stop."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import re
 import signal
 import subprocess
@@ -78,3 +79,29 @@ async def test_remote_kill_is_authorized_as_stop_is(remote: Remote) -> None:
     # a finished job: nothing to signal
     _, was_running = await call(remote, "alice", "kill", jid, int(signal.SIGINT))
     assert not was_running
+
+
+# -- stdin ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.integration
+@pytest.mark.daemon
+def test_piped_stdin_reaches_a_remote_job(remote: Remote) -> None:
+    proc = remote.cli("alice", "run", "--", "wc", "-l", input="a\nb\n")
+    assert (proc.returncode, proc.stdout.strip()) == (0, "2"), proc.stderr
+    # more than the pipe and the flow-control window hold at once, every byte in order
+    data = "".join(f"{i}\n" for i in range(200_000))
+    proc = remote.cli("bob", "run", "--", "md5sum", input=data)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split()[0] == hashlib.md5(data.encode()).hexdigest()
+    # a job that reads nothing ends, and so does jobrun, however much is piped
+    cmd, env = remote.command("alice", "run", "--", "true")
+    yes = subprocess.Popen(["yes"], stdout=subprocess.PIPE)
+    try:
+        done = subprocess.run(cmd, stdin=yes.stdout, capture_output=True, env=env, timeout=60)
+    finally:
+        yes.kill()
+        yes.wait()
+        assert yes.stdout is not None
+        yes.stdout.close()
+    assert done.returncode == 0, done.stderr

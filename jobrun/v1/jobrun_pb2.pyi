@@ -148,6 +148,20 @@ class Record(_message.Message):
     timestamp: _timestamp_pb2.Timestamp
     def __init__(self, timestamp: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., cursor: _Optional[str] = ..., message: _Optional[bytes] = ..., line_break: _Optional[_Union[LineBreak, str]] = ...) -> None: ...
 
+class RunRequest(_message.Message):
+    __slots__ = ["start", "stdin"]
+    START_FIELD_NUMBER: _ClassVar[int]
+    STDIN_FIELD_NUMBER: _ClassVar[int]
+    start: StartRequest
+    stdin: bytes
+    def __init__(self, start: _Optional[_Union[StartRequest, _Mapping]] = ..., stdin: _Optional[bytes] = ...) -> None: ...
+
+class RunResponse(_message.Message):
+    __slots__ = ["job"]
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    job: Job
+    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ...) -> None: ...
+
 class StartRequest(_message.Message):
     __slots__ = ["command", "name", "options"]
     COMMAND_FIELD_NUMBER: _ClassVar[int]
