@@ -218,8 +218,9 @@ def run(**values: Any) -> None:
     command, name, options = _parse(values)
 
     # Like a foreground command, the job reads what is piped or redirected to jobrun (as
-    # `systemd-run --pipe`); a terminal is not passed: the job is not in its session.
-    stdin = _stdin_to_pass() if _is_local() else None
+    # `systemd-run --pipe`; over the remote API, streamed); a terminal is not passed: the job is
+    # not in its session.
+    stdin = _stdin_to_pass()
 
     async def go() -> int:
         interrupts = _Interrupts()

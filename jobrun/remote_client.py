@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import stat
 import tomllib
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
@@ -116,6 +117,7 @@ class RemoteBackend:
     def __init__(self, target: Target, channel: Channel) -> None:
         self.target = target
         self.channel = channel
+        self._feeds: set[asyncio.Task[None]] = set()  # stdin streamed to jobs (Run)
 
     @classmethod
     async def open(cls, target: Target) -> RemoteBackend:
@@ -178,7 +180,8 @@ class RemoteBackend:
 
     async def start(self, command: list[str], name: str | None, values: dict[str, Any],
                     stdin: int | None = None) -> dict[str, Any]:  # fmt: skip
-        # `stdin`: the remote API carries no descriptors (the CLI passes none over it).
+        """`stdin`: a descriptor whose bytes the job reads, streamed to jobrund (the Run call)
+        until its end of file, the job's end, or close()."""
         import dataclasses
 
         from .properties import build_spec
@@ -189,8 +192,55 @@ class RemoteBackend:
         req = pb.StartRequest(command=command, options=options_to_proto(dataclasses.asdict(spec)))
         if name is not None:
             req.name = name
+        if stdin is not None:
+            return await self._run(req, stdin)
         reply = await self._unary("Start", req, pb.StartResponse)
         return job_from_proto(reply.job)
+
+    async def _run(self, req: Any, fd: int) -> dict[str, Any]:
+        from grpclib.client import StreamStreamMethod
+        from grpclib.exceptions import GRPCError
+
+        from .remote_wire import ERROR_KEY, SERVICE, job_from_proto
+        from .v1 import jobrun_pb2 as pb
+
+        call: StreamStreamMethod[pb.RunRequest, pb.RunResponse] = StreamStreamMethod(
+            self.channel, f"/{SERVICE}/Run", pb.RunRequest, pb.RunResponse
+        )
+        started: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+
+        async def feed() -> None:
+            try:
+                async with call.open() as stream:
+                    try:
+                        await stream.send_message(pb.RunRequest(start=req))
+                        reply = await stream.recv_message()
+                        if reply is None:
+                            raise EOFError("jobrund ended the call without an answer")
+                        started.set_result(job_from_proto(reply.job))
+                        async for chunk in _chunks(fd):
+                            await stream.send_message(pb.RunRequest(stdin=chunk))
+                        await stream.end()
+                        while await stream.recv_message() is not None:
+                            pass
+                    except GRPCError as e:
+                        meta: Any = stream.trailing_metadata or {}
+                        e._jobrun_name = meta.get(ERROR_KEY)  # type: ignore[attr-defined]
+                        raise
+            except Exception as e:
+                if started.done():
+                    return  # the job runs on; its stdin has ended early, which it sees as EOF
+                err = e if isinstance(e, JobrunError) else self._failed(e)
+                started.set_exception(err)
+
+        task = asyncio.create_task(feed())
+        self._feeds.add(task)
+        task.add_done_callback(self._feeds.discard)
+        try:
+            return await asyncio.shield(started)
+        except BaseException:
+            task.cancel()
+            raise
 
     async def stop(self, job_id: str, timeout: float | None) -> tuple[dict[str, Any], bool]:
         from .remote_wire import job_from_proto
@@ -203,9 +253,11 @@ class RemoteBackend:
         return job_from_proto(reply.job), reply.was_running
 
     async def kill(self, job_id: str, signum: int) -> tuple[dict[str, Any], bool]:
-        raise InvalidArgument(
-            "the remote API cannot send a job a signal yet", "`jobrun stop` (or Ctrl-C again)"
-        )
+        from .remote_wire import job_from_proto
+        from .v1 import jobrun_pb2 as pb
+
+        reply = await self._unary("Kill", pb.KillRequest(id=job_id, signal=signum), pb.KillResponse)
+        return job_from_proto(reply.job), reply.was_running
 
     async def status(self, job_id: str) -> dict[str, Any]:
         from .remote_wire import job_from_proto
@@ -307,7 +359,43 @@ class RemoteBackend:
             await asyncio.sleep(min(0.1 * retries, 2.0))
 
     async def close(self) -> None:
+        for task in list(self._feeds):
+            task.cancel()
+        await asyncio.gather(*self._feeds, return_exceptions=True)
         close_channel(self.channel)
+
+
+STDIN_CHUNK = 64 << 10  # bytes per RunRequest: the most jobrund takes (remote.MAX_STDIN)
+
+
+async def _chunks(fd: int) -> AsyncGenerator[bytes, None]:
+    """What fd holds, read without blocking the loop: a pipe or socket is waited on; a regular
+    file or a device (epoll takes neither) answers at once."""
+    mode = os.fstat(fd).st_mode
+    if not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)):
+        while data := os.read(fd, STDIN_CHUNK):
+            yield data
+        return
+    loop = asyncio.get_running_loop()
+    blocking = os.get_blocking(fd)
+    os.set_blocking(fd, False)
+    try:
+        while True:
+            try:
+                data = os.read(fd, STDIN_CHUNK)
+            except BlockingIOError:
+                readable: asyncio.Future[None] = loop.create_future()
+                loop.add_reader(fd, _wake, readable)
+                try:
+                    await readable
+                finally:
+                    loop.remove_reader(fd)
+                continue
+            if not data:
+                return
+            yield data
+    finally:
+        os.set_blocking(fd, blocking)
 
 
 def close_channel(channel: Any) -> None:
@@ -320,3 +408,8 @@ def close_channel(channel: Any) -> None:
     channel.close()
     if transport is not None:
         transport.abort()
+
+
+def _wake(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)

@@ -41,13 +41,22 @@ class Remote:
             str(self.pki / "ca.crt"),
         )
 
-    def cli(self, name: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    def command(self, name: str, *args: str) -> tuple[list[str], dict[str, str]]:
+        """The command line and environment of `jobrun --remote …` as `name`."""
         t = self.target(name)
         cmd = [sys.executable, "-m", "jobrun", "--remote", f"{t.host}:{t.port}",
                "--cert", t.cert, "--key", t.key, "--ca", t.ca, *args]  # fmt: skip
         env = {k: v for k, v in os.environ.items() if not k.startswith("JOBRUN_")}
         env["XDG_CONFIG_HOME"] = str(self.pki / "no-config")
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+        return cmd, env
+
+    def cli(
+        self, name: str, *args: str, timeout: float = 120, input: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        cmd, env = self.command(name, *args)
+        return subprocess.run(
+            cmd, capture_output=True, text=True, timeout=timeout, env=env, input=input
+        )
 
 
 def free_port() -> int:

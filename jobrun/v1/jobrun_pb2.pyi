@@ -88,6 +88,22 @@ class JobOptions(_message.Message):
     writable: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, cpu_weight: _Optional[int] = ..., memory_high: _Optional[int] = ..., memory_max: _Optional[int] = ..., io_weight: _Optional[int] = ..., tasks_max: _Optional[int] = ..., cpu_quota: _Optional[int] = ..., cpu_affinity: _Optional[_Iterable[int]] = ..., network: bool = ..., private_tmp: bool = ..., env: _Optional[_Iterable[str]] = ..., workdir: _Optional[str] = ..., stop_timeout: _Optional[float] = ..., profile: _Optional[str] = ..., writable: _Optional[_Iterable[str]] = ...) -> None: ...
 
+class KillRequest(_message.Message):
+    __slots__ = ["id", "signal"]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    SIGNAL_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    signal: int
+    def __init__(self, id: _Optional[str] = ..., signal: _Optional[int] = ...) -> None: ...
+
+class KillResponse(_message.Message):
+    __slots__ = ["job", "was_running"]
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    WAS_RUNNING_FIELD_NUMBER: _ClassVar[int]
+    job: Job
+    was_running: bool
+    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ..., was_running: bool = ...) -> None: ...
+
 class ListRequest(_message.Message):
     __slots__ = ["all"]
     ALL_FIELD_NUMBER: _ClassVar[int]
@@ -131,6 +147,20 @@ class Record(_message.Message):
     message: bytes
     timestamp: _timestamp_pb2.Timestamp
     def __init__(self, timestamp: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., cursor: _Optional[str] = ..., message: _Optional[bytes] = ..., line_break: _Optional[_Union[LineBreak, str]] = ...) -> None: ...
+
+class RunRequest(_message.Message):
+    __slots__ = ["start", "stdin"]
+    START_FIELD_NUMBER: _ClassVar[int]
+    STDIN_FIELD_NUMBER: _ClassVar[int]
+    start: StartRequest
+    stdin: bytes
+    def __init__(self, start: _Optional[_Union[StartRequest, _Mapping]] = ..., stdin: _Optional[bytes] = ...) -> None: ...
+
+class RunResponse(_message.Message):
+    __slots__ = ["job"]
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    job: Job
+    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ...) -> None: ...
 
 class StartRequest(_message.Message):
     __slots__ = ["command", "name", "options"]
