@@ -105,3 +105,17 @@ def test_piped_stdin_reaches_a_remote_job(remote: Remote) -> None:
         assert yes.stdout is not None
         yes.stdout.close()
     assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.integration
+@pytest.mark.daemon
+def test_non_ascii_everywhere_over_the_remote_api(remote: Remote) -> None:
+    # Issue 17, item 3, over gRPC: argv, -E, --name go in and come back exactly.
+    from .test_text import NAME, SCRIPT, TEXT, VALUE, check_shown_back, started_id
+
+    command = ["sh", "-c", SCRIPT, "sh", TEXT]
+    proc = remote.cli("alice", "run", "--name", NAME, "-E", f"K={VALUE}", "--", *command)
+    expected = f"{TEXT}|{VALUE}|/\n"  # no default working directory over the remote API
+    assert (proc.returncode, proc.stdout) == (0, expected), proc.stderr
+    assert "Traceback" not in proc.stderr
+    check_shown_back(started_id(proc.stderr), command, expected, lambda *a: remote.cli("alice", *a))
