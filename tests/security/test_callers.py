@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -160,6 +161,8 @@ def hidden() -> Iterator[Path]:
     (d / "exists").mkdir(parents=True, exist_ok=True)
     os.chmod(d, 0o700)
     yield d
+    shutil.rmtree(d, ignore_errors=True)
+    shutil.rmtree("/srv/jobrun-open", ignore_errors=True)
 
 
 @pytest.mark.integration

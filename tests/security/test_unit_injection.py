@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -113,12 +114,20 @@ def jobs() -> Iterator[list[str]]:
     assert not MARK.exists(), "an injected command ran as root"
 
 
+@pytest.fixture
+def srv() -> Iterator[Path]:
+    """Directories for -C and --writable, on the host's file system (not /tmp: a job's /tmp is
+    its own), removed afterwards."""
+    d = Path("/srv/jobrun-injection")
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
 @pytest.mark.integration
 @pytest.mark.usefixtures("state_dir")
 def test_every_character_in_every_option_survives_daemon_reload_exactly(
-    jobs: list[str], tmp_path: Path
+    jobs: list[str], srv: Path
 ) -> None:
-    srv = Path("/srv/jobrun-injection")
     asked: dict[str, dict[str, Any]] = {}
     for i, ch in enumerate(ALL):
         arg, env, d = f"a{ch}b{PAYLOAD}", f"K=v{ch}w{PAYLOAD}", srv / f"d{i}{ch}x"
