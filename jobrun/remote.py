@@ -225,7 +225,7 @@ class JobsService:
                     await _write_all(w, msg.stdin)
                 except BrokenPipeError:
                     return  # the job closed its stdin (or ended): the rest has no reader
-                msg = await stream.recv_message()
+                msg = await _message(stream)
         finally:
             os.close(w)  # the job's end of file
 
@@ -263,15 +263,21 @@ class JobsService:
 
 
 async def _request(stream: Stream[Any, Any]) -> Any:
-    from google.protobuf.message import DecodeError
-
-    try:
-        request = await stream.recv_message()
-    except DecodeError as e:
-        raise InvalidArgument(f"malformed request message: {e}") from None
+    request = await _message(stream)
     if request is None:
         raise InvalidArgument("the call carried no request message")
     return request
+
+
+async def _message(stream: Stream[Any, Any]) -> Any:
+    """The next message of the call, None at its end; bytes that are no message are the caller's
+    error, not jobrund's."""
+    from google.protobuf.message import DecodeError
+
+    try:
+        return await stream.recv_message()
+    except DecodeError as e:
+        raise InvalidArgument(f"malformed request message: {e}") from None
 
 
 async def _write_all(fd: int, data: bytes) -> None:

@@ -8,6 +8,7 @@ import hashlib
 import re
 import signal
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +17,9 @@ import pytest
 from jobrun.errors import InvalidArgument, JobNotFound
 
 from .helpers import wait_for
-from .remote_helpers import Remote, call, remote_jobrund
+from .remote_helpers import Remote, call, jobs_running_command, remote_jobrund
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -119,3 +122,104 @@ def test_non_ascii_everywhere_over_the_remote_api(remote: Remote) -> None:
     assert (proc.returncode, proc.stdout) == (0, expected), proc.stderr
     assert "Traceback" not in proc.stderr
     check_shown_back(started_id(proc.stderr), command, expected, lambda *a: remote.cli("alice", *a))
+
+
+# -- the Run stream from other clients, and malformed ------------------------------------------
+
+_GRPCIO = """
+import grpc, signal, sys, time
+from jobrun.v1 import jobrun_pb2 as pb
+d = {pki!r}
+creds = grpc.ssl_channel_credentials(open(d + "/ca.crt", "rb").read(),
+    open(d + "/alice.key", "rb").read(), open(d + "/alice.crt", "rb").read())
+ch = grpc.secure_channel("localhost:{port}", creds)
+def method(kind, name, req, rep):
+    return getattr(ch, kind)("/jobrun.v1.Jobs/" + name,
+        request_serializer=req.SerializeToString if req else None,
+        response_deserializer=rep.FromString if rep else None)
+run = method("stream_stream", "Run", pb.RunRequest, pb.RunResponse)
+raw_run = method("stream_stream", "Run", None, None)
+kill = method("unary_unary", "Kill", pb.KillRequest, pb.KillResponse)
+status = method("unary_unary", "Status", pb.StatusRequest, pb.StatusResponse)
+logs = method("unary_stream", "Logs", pb.LogsRequest, pb.LogsResponse)
+def output(job_id):
+    return b"".join(r.message + b"\\n" for m in logs(pb.LogsRequest(id=job_id, follow=True),
+                    timeout=60) for r in m.records)
+def start(*command):
+    return pb.StartRequest(command=list(command))
+"""
+
+
+def _grpcio(remote: Remote, body: str) -> None:
+    code = _GRPCIO.format(pki=str(remote.pki), port=remote.port) + body + '\nprint("ok")\n'
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=180, cwd=ROOT)  # fmt: skip
+    assert proc.stdout.strip().endswith("ok"), proc.stderr
+
+
+@pytest.mark.integration
+@pytest.mark.daemon
+def test_the_official_grpcio_client_runs_with_stdin_and_kills(remote: Remote) -> None:
+    """grpcio (C-core) drives the bidirectional Run and Kill as jobrun's own client does."""
+    _grpcio(
+        remote,
+        """
+chunks = [b"a\\n", b"", "é ✓\\n".encode(), b"x" * 65536, b"\\n"]
+replies = list(run(iter([pb.RunRequest(start=start("wc", "-lc"))]
+                        + [pb.RunRequest(stdin=c) for c in chunks]), timeout=60))
+assert len(replies) == 1 and replies[0].job.id, replies
+job = replies[0].job.id
+want = "3 %d" % sum(map(len, chunks))
+assert output(job).split() == want.encode().split(), output(job)
+# Kill: the job ends by the signal, and it is reported as such
+job = list(run(iter([pb.RunRequest(start=start("sleep", "60"))]), timeout=60))[0].job.id
+assert kill(pb.KillRequest(id=job, signal=int(signal.SIGINT)), timeout=60).was_running
+deadline = time.monotonic() + 30
+while status(pb.StatusRequest(id=job), timeout=60).job.state != pb.JOB_STATE_FAILED:
+    assert time.monotonic() < deadline, "not ended by SIGINT"
+    time.sleep(0.05)
+""",
+    )
+
+
+# What a client can get wrong in a Run stream: each is InvalidArgument, starts at most the job
+# the first message asked for, and jobrund goes on serving.
+_BAD_RUN = {
+    "no start first": ("[pb.RunRequest(stdin=b'x').SerializeToString()]", 0),
+    "empty stream": ("[]", 0),
+    "garbage first": ("[b'\\xff\\xff\\xff']", 0),
+    "a second start": ("[pb.RunRequest(start=START).SerializeToString(),"
+                       " pb.RunRequest(start=START).SerializeToString()]", 1),
+    "garbage later": ("[pb.RunRequest(start=START).SerializeToString(), b'\\xff\\xff\\xff']", 1),
+    "too much stdin": ("[pb.RunRequest(start=START).SerializeToString(),"
+                       " pb.RunRequest(stdin=b'y' * (64 * 1024 + 1)).SerializeToString()]", 1),
+}  # fmt: skip
+
+
+@pytest.mark.integration
+@pytest.mark.daemon
+@pytest.mark.parametrize("case", list(_BAD_RUN))
+def test_a_malformed_run_stream_is_refused_clearly(remote: Remote, case: str) -> None:
+    messages, started = _BAD_RUN[case]
+    marker = f"badrun{abs(hash(case)) % 10**8}"
+    _grpcio(
+        remote,
+        f"""
+START = start("sh", "-c", "cat >/dev/null; echo {marker}", "{marker}")
+try:
+    list(raw_run(iter({messages}), timeout=60))
+except grpc.RpcError as e:
+    assert e.code() == grpc.StatusCode.INVALID_ARGUMENT, (e.code(), e.details())
+    assert e.details(), "no message"
+    meta = dict(e.trailing_metadata())
+    assert meta["jobrun-error"] == "org.jobrun.Error.InvalidArgument", meta
+else:
+    sys.exit("no error")
+""",
+    )
+    jobs = jobs_running_command(marker)
+    assert len(jobs) == started, jobs
+    for job in jobs:  # what was started gets its end of file, and ends
+        wait_for(lambda j=job: remote.cli("alice", "status", "--json", j).stdout.count(
+            '"state": "succeeded"') == 1, timeout=60, what=f"job {job} to end")  # fmt: skip
+    assert remote.cli("alice", "list").returncode == 0  # still serving
