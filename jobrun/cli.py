@@ -231,7 +231,9 @@ def run(**values: Any) -> None:
             interrupts.forward_to(b, job["id"])
             out = sys.stdout.buffer
             # aclosing: the reader's own clean-up runs now, not after the bus is gone
-            async with contextlib.aclosing(b.log_batches(job["id"], follow=True)) as batches:
+            async with contextlib.aclosing(
+                b.log_batches(job["id"], follow=True, cursors=False)
+            ) as batches:
                 async for batch in batches:
                     out.write(b"".join([rec.data for rec in batch]))
                     if batch[-1].line_break != "line-max":
@@ -526,7 +528,9 @@ def logs(
         b = await open_backend()
         out = sys.stdout.buffer
         try:
-            batches = b.log_batches(job_id, follow=follow, tail=tail, since=since_dt)
+            batches = b.log_batches(
+                job_id, follow=follow, tail=tail, since=since_dt, cursors=as_json
+            )
             async with contextlib.aclosing(batches):  # clean up before the bus goes
                 async for batch in batches:
                     # One write per batch of records: the per-line cost is the journal's.

@@ -35,6 +35,9 @@ RESUME_RETRIES = 50  # asking jobrund again after it went away mid-stream (~2 mi
 
 
 class Backend(Protocol):
+    """What the CLI does with jobs, wherever they run. In `logs`/`log_batches`, cursors=False
+    lets a backend leave out the cursor of records but the last of each batch (as "")."""
+
     mode: str
 
     async def start(self, command: list[str], name: str | None, values: dict[str, Any],
@@ -52,6 +55,7 @@ class Backend(Protocol):
         after_cursor: str | None = None,
         tail: int | None = None,
         since: datetime | None = None,
+        cursors: bool = True,
     ) -> AsyncGenerator[Record, None]: ...
     def log_batches(
         self,
@@ -61,6 +65,7 @@ class Backend(Protocol):
         after_cursor: str | None = None,
         tail: int | None = None,
         since: datetime | None = None,
+        cursors: bool = True,
     ) -> AsyncGenerator[Batch, None]: ...
     async def close(self) -> None: ...
 
@@ -136,10 +141,16 @@ class LocalBackend:
         after_cursor: str | None = None,
         tail: int | None = None,
         since: datetime | None = None,
+        cursors: bool = True,
     ) -> AsyncGenerator[Record, None]:
         return flatten(
             self.log_batches(
-                job_id, follow=follow, after_cursor=after_cursor, tail=tail, since=since
+                job_id,
+                follow=follow,
+                after_cursor=after_cursor,
+                tail=tail,
+                since=since,
+                cursors=cursors,
             )
         )
 
@@ -151,6 +162,7 @@ class LocalBackend:
         after_cursor: str | None = None,
         tail: int | None = None,
         since: datetime | None = None,
+        cursors: bool = True,
     ) -> AsyncGenerator[Batch, None]:
         m = await self._m()
         batches = m.log_batches(
@@ -296,11 +308,17 @@ class DaemonBackend:
         after_cursor: str | None = None,
         tail: int | None = None,
         since: datetime | None = None,
+        cursors: bool = True,
     ) -> AsyncGenerator[Record, None]:
         """Frames from jobrund's pipe as Records (see `log_batches`)."""
         return flatten(
             self.log_batches(
-                job_id, follow=follow, after_cursor=after_cursor, tail=tail, since=since
+                job_id,
+                follow=follow,
+                after_cursor=after_cursor,
+                tail=tail,
+                since=since,
+                cursors=cursors,
             )
         )
 
@@ -312,10 +330,12 @@ class DaemonBackend:
         after_cursor: str | None = None,
         tail: int | None = None,
         since: datetime | None = None,
+        cursors: bool = True,
     ) -> AsyncGenerator[Batch, None]:
         """Frames from jobrund's pipe as lists of Records, as many as each read of the pipe
         brought. If jobrund goes away mid-stream (restart, crash), ask again after the last
-        cursor received: no gap, no duplicate."""
+        cursor received: no gap, no duplicate. Without `cursors`, jobrund sends a cursor with the
+        last record of each of its writes only, and records carry "" as theirs."""
         from dbus_fast import Variant
 
         from .journal import LineBreak, Record
@@ -326,6 +346,8 @@ class DaemonBackend:
         retries = 0
         while True:
             options: dict[str, Variant] = {"follow": Variant("b", follow)}
+            if not cursors:
+                options["batch_cursors"] = Variant("b", True)
             if after_cursor is not None:
                 options["after_cursor"] = Variant("s", after_cursor)
             elif tail is not None:
@@ -349,6 +371,9 @@ class DaemonBackend:
                 batch: Batch = []
                 at = 0
                 end = len(buf)
+                # Records after the last one with a cursor wait in buf for theirs: what is
+                # yielded always ends at a cursor to resume after.
+                done_at, done_len = 0, 0
                 while end - at >= header:
                     kind, usec, clen, mlen = unpack(buf, at)
                     stop = at + header + clen + mlen
@@ -362,7 +387,7 @@ class DaemonBackend:
                         text = buf[at + header + clen : stop].decode(errors="replace")
                         name, _, text = text.partition("\0")
                         raise api.error_from_dbus(name, text)
-                    cursor = buf[at + header : at + header + clen].decode()
+                    cursor = buf[at + header : at + header + clen].decode() if clen else ""
                     batch.append(
                         Record(
                             usec,
@@ -372,8 +397,11 @@ class DaemonBackend:
                         )
                     )
                     at = stop
-                buf = buf[at:]
-                if batch:
+                    if clen:
+                        done_at, done_len = at, len(batch)
+                buf = buf[done_at:]
+                if done_len:
+                    del batch[done_len:]
                     retries = 0
                     after_cursor, tail, since = batch[-1].cursor, None, None
                     yield batch

@@ -133,7 +133,8 @@ def decode_start(command: Any, options: Any) -> JobSpec:
 
 
 def decode_logs_options(options: Any) -> dict[str, Any]:
-    """Logs' options: keyword arguments of Manager.logs (follow, tail, after_cursor, since)."""
+    """Logs' options: keyword arguments of Manager.logs (follow, tail, after_cursor, since) and
+    batch_cursors (how jobrund frames them, see pack_records)."""
     from datetime import UTC, datetime
 
     if not isinstance(options, dict) or not all(isinstance(k, str) for k in options):
@@ -167,6 +168,7 @@ def decode_logs_options(options: Any) -> dict[str, Any]:
         "tail": tail,
         "after_cursor": cursor,
         "since": since_dt,
+        "batch_cursors": bool(opts.get("batch_cursors", False)),
     }
 
 
@@ -202,21 +204,38 @@ def error_from_dbus(name: str | None, text: str) -> JobrunError:
 # Kinds 0..4 are records (their LineBreak, in journal.LINE_BREAK_CODES order); END says the
 # stream is complete; ERROR carries "<D-Bus error name>\0<text>". A pipe that ends without END or
 # ERROR means jobrund went away: the client asks again, after the last cursor it got.
+# With the option `batch_cursors`, only the last record of each write carries its cursor (the
+# others an empty one): a reader that prints no cursors gets half the bytes, and resumes after the
+# last cursor it got, holding back what came after it until that record's cursor arrives.
 FRAME = struct.Struct("!BQHI")
 FRAME_END = 100
 FRAME_ERROR = 101
-LOGS_OPTIONS = {"follow": "b", "tail": "x", "after_cursor": "s", "since_usec": "x"}
+LOGS_OPTIONS = {
+    "follow": "b",
+    "tail": "x",
+    "after_cursor": "s",
+    "since_usec": "x",
+    "batch_cursors": "b",
+}
 
 
 def pack_frame(kind: int, usec: int = 0, cursor: bytes = b"", message: bytes = b"") -> bytes:
     return FRAME.pack(kind, usec, len(cursor), len(message)) + cursor + message
 
 
-def pack_records(records: Sequence[Record], codes: Mapping[LineBreak, int]) -> bytes:
-    """The frames of many records at once, as one bytes."""
+def pack_records(
+    records: Sequence[Record], codes: Mapping[LineBreak, int], batch_cursors: bool = False
+) -> bytes:
+    """The frames of many records at once, as one bytes; with batch_cursors, only the last record
+    carries its cursor."""
     pack = FRAME.pack
     parts: list[bytes] = []
     append = parts.append
+    if batch_cursors and records:
+        for r in records[:-1]:
+            append(pack(codes[r.line_break], r.usec, 0, len(r.message)))
+            append(r.message)
+        records = records[-1:]
     for r in records:
         cursor = r.cursor.encode()
         append(pack(codes[r.line_break], r.usec, len(cursor), len(r.message)))

@@ -290,6 +290,7 @@ class RemoteBackend:
         after_cursor: str | None = None,
         tail: int | None = None,
         since: datetime | None = None,
+        cursors: bool = True,
     ) -> AsyncGenerator[Record, None]:
         """The job's records (see `log_batches`)."""
         return flatten(
@@ -306,6 +307,7 @@ class RemoteBackend:
         after_cursor: str | None = None,
         tail: int | None = None,
         since: datetime | None = None,
+        cursors: bool = True,
     ) -> AsyncGenerator[Batch, None]:
         """The job's records, one list per message; a follower whose connection drops asks
         again after the last cursor it got (no gap, no duplicate), as the D-Bus backend does."""
