@@ -274,13 +274,22 @@ class RemoteBackend:
         return [job_from_proto(j) for j in reply.jobs]
 
     async def wait(self, job_id: str) -> dict[str, Any]:
+        """Poll the job's status until it has ended. Once jobrund has answered, a dropped
+        connection (jobrund restarted) is asked again, as a follower resumes: the job goes on."""
         delay = 0.05
-        while True:
-            job = await self.status(job_id)
-            if job["state"] != "running":
-                return job
+        job = await self.status(job_id)
+        lost = 0
+        while job["state"] == "running":
             await asyncio.sleep(delay)
             delay = min(delay * 2, 1.0)
+            try:
+                job = await self.status(job_id)
+                lost = 0
+            except RemoteUnavailable:
+                lost += 1
+                if lost > RESUME_RETRIES:
+                    raise
+        return job
 
     def logs(
         self,

@@ -650,3 +650,36 @@ async def test_followers_resume_across_jobrund_restarts(p: Plan, daemon_backend:
 @pytest.mark.parametrize("seed", seeds(daemon=True))
 async def test_schedules_through_jobrund(seed: int, daemon_backend: Any) -> None:
     await run_plan(plan(seed, daemon=True), daemon_backend, daemon=True)
+
+
+# Over the remote API: the same schedules through gRPC (an admin's client reading a job it
+# started), and followers resuming across jobrund restarts.
+@pytest.fixture(scope="module")
+def remote_api() -> Iterator[Any]:
+    from .remote_helpers import remote_jobrund
+
+    with remote_jobrund() as r:
+        yield r
+
+
+@pytest.fixture
+async def remote_backend(remote_api: Any) -> AsyncIterator[Any]:
+    from .remote_helpers import backend
+
+    b = await backend(remote_api, "carol")
+    try:
+        yield b
+    finally:
+        await b.close()
+
+
+@pytest.mark.daemon
+@pytest.mark.parametrize("seed", seeds(daemon=True))
+async def test_schedules_over_the_remote_api(seed: int, remote_backend: Any) -> None:
+    await run_plan(plan(seed, daemon=True), remote_backend, daemon=False)
+
+
+@pytest.mark.daemon
+@pytest.mark.parametrize("p", [TWO_FOLLOWERS_DAEMON, JOBRUND_RESTARTS], ids=lambda p: str(p.seed))
+async def test_followers_over_the_remote_api(p: Plan, remote_backend: Any) -> None:
+    await run_plan(p, remote_backend, daemon=False)
