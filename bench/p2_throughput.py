@@ -68,7 +68,8 @@ async def raw_rate(n: int, inflight: int) -> Rate:
 
     from jobrun.bus import connect_system_bus
     from jobrun.model import new_job_id, unit_name
-    from jobrun.properties import build_spec, unit_properties
+    from jobrun.properties import build_spec
+    from jobrun.unit import unit_properties
 
     spec = build_spec(COMMAND)
     ids = [new_job_id() for _ in range(n)]

@@ -9,11 +9,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import pwd
 import signal
 from collections.abc import AsyncGenerator, Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -21,8 +19,11 @@ from dbus_fast import Message
 
 from . import envfile
 from . import outcome as oc
+from .caller import Caller as Caller
+from .caller import scope
 from .config import slice_properties
 from .errors import InvalidArgument, JobrunError, PermissionDenied, StateError, SystemdError
+from .inputs import parse_seconds
 from .model import (
     UNIT_PREFIX,
     Job,
@@ -32,10 +33,8 @@ from .model import (
     flatten,
     new_job_id,
     unit_name,
-    user_slice,
 )
-from .profiles import home_properties
-from .properties import parse_seconds, unit_properties
+from .profiles import RELAXED_HINT, check_tmp, home_properties
 from .store import Store
 
 if TYPE_CHECKING:
@@ -43,6 +42,7 @@ if TYPE_CHECKING:
 
     Batch = list[Record]  # `list` is a method name in the classes below
 from .systemd import Systemd
+from .unit import unit_properties
 
 _UNIT_PATH = "/org/freedesktop/systemd1/unit/" + UNIT_PREFIX.replace("-", "_2d")
 UNIT_INTERFACE = "org.freedesktop.systemd1.Unit"
@@ -63,51 +63,6 @@ RECENT = timedelta(hours=24)  # `list` without --all: running jobs and those cre
 RECORD_WAIT = (
     3.0  # seconds to wait for PID 1's records of a just-unloaded unit to reach the journal
 )
-
-
-@dataclass(frozen=True)
-class Caller:
-    """Who asks. `admin` callers see and manage every job; others only their own.
-
-    A local caller owns the jobs of its uid, which run as that user (root's with the profile's
-    DynamicUser=). A `remote` caller (remote.py: a client certificate's identity, `user` being
-    "remote:NAME") owns the jobs it started by that name; they run as the local user `run_as`, or
-    with DynamicUser= when that is None, never as root, and `uid` is run_as's uid (-1 if dynamic).
-    """
-
-    uid: int
-    user: str
-    admin: bool = False
-    remote: bool = False
-    run_as: str | None = None
-
-    @classmethod
-    def current(cls) -> Caller:
-        uid = os.geteuid()
-        try:
-            user = pwd.getpwuid(uid).pw_name
-        except KeyError:
-            user = str(uid)
-        return cls(uid, user, admin=uid == 0)
-
-
-def _home(uid: int | None) -> str | None:
-    """The home directory of the user a job runs as, from the user database (not the caller)."""
-    if uid is None:
-        return None
-    try:
-        return os.path.normpath(pwd.getpwuid(uid).pw_dir)
-    except KeyError:
-        return None
-
-
-def _scope(caller: Caller) -> tuple[int | None, str | None]:
-    """The store's filter for the jobs a caller may see: (uid, owner name); None: any."""
-    if caller.admin:
-        return None, None
-    # A local user's jobs are those they started here: a remote identity's jobs that run as the
-    # same local user (run_as) stay the remote identity's, and the other way round.
-    return (None, caller.user) if caller.remote else (caller.uid, caller.user)
 
 
 class Manager:
@@ -166,25 +121,14 @@ class Manager:
         # caller about paths they cannot see. The CLI checks them as the caller
         # (properties.check_paths); systemd checks them as the job's user (exit status 200/226).
         if spec.workdir is not None:
-            private_tmp = spec.private_tmp is not False
-            if private_tmp and any(spec.workdir == d or spec.workdir.startswith(d + "/")
-                                   for d in ("/tmp", "/var/tmp")):  # fmt: skip
-                raise InvalidArgument(
-                    f"the working directory {spec.workdir} is under /tmp or /var/tmp, which a "
-                    "job with a private /tmp does not see",
-                    "run it from (or -C) a directory elsewhere, or add --profile relaxed "
-                    "--shared-tmp",
-                )
-        if caller.remote:
-            user = caller.uid if caller.run_as is not None else None
-            dynamic = caller.run_as is None
-        else:
-            user, dynamic = (None if caller.uid == 0 else caller.uid), False
-        home = _home(user)
+            check_tmp(spec, spec.workdir, "the working directory",
+                      f"run it from (or -C) a directory elsewhere, or add {RELAXED_HINT} "
+                      "--shared-tmp")  # fmt: skip
+        ctx = caller.unit_context()
         # What the job may see of the homes depends on who it runs as: refused here, before
         # anything is recorded or started.
-        home_properties(spec, user=user, dynamic_user=dynamic, home=home)
-        slice_name = user_slice(None if caller.remote and caller.run_as is None else caller.uid)
+        home_properties(spec, user=ctx.user, dynamic_user=ctx.dynamic_user, home=ctx.home)
+        slice_name = ctx.slice_name
         if slice_limits is not None and self._slice_limits.get(slice_name) != slice_limits:
             # Written as a runtime drop-in that outlives the slice's unloading: once per slice
             # and set of limits while this process runs, not once per job.
@@ -204,16 +148,8 @@ class Manager:
         except OSError as e:
             self.store.remove(job.id)
             raise StateError(f"cannot write the job's environment file: {e}") from e
-        props = unit_properties(
-            job.id,
-            spec,
-            user,
-            dynamic_user=dynamic,
-            env_file=env_file,
-            slice_name=slice_name,
-            home=home,
-            stdin=stdin is not None,
-        )
+        ctx = replace(ctx, env_file=env_file, stdin=stdin is not None)
+        props = unit_properties(job.id, spec, ctx)
         try:
             await self.systemd.start_transient_unit(
                 job.unit, props, None if stdin is None else [stdin]
@@ -266,7 +202,7 @@ class Manager:
             self.store.set_started_once(job_id, inv, started)
 
     def resolve(self, job_id: str, caller: Caller | None = None) -> str:
-        return self.store.resolve(job_id, *_scope(caller or Caller.current()))
+        return self.store.resolve(job_id, *scope(caller or Caller.current()))
 
     async def status(self, job_id: str, caller: Caller | None = None, fresh: bool = False) -> Job:
         """The job with its current outcome (and usage while it runs)."""
@@ -354,7 +290,7 @@ class Manager:
     async def list(self, caller: Caller | None = None, all: bool = False) -> list[Job]:
         caller = caller or Caller.current()
         since = None if all else datetime.now(UTC) - RECENT
-        rows = self.store.all(*_scope(caller), since=since)
+        rows = self.store.all(*scope(caller), since=since)
         sem = asyncio.Semaphore(16)
 
         async def one(job: Job, stop_requested: bool) -> Job:
@@ -373,7 +309,7 @@ class Manager:
             for name, active, _, _, queued in units
             if active in oc.ACTIVE_STATES or queued == "start"  # started, not yet run
         ]
-        return self.store.count_owned(running, *_scope(replace(caller, admin=False)))
+        return self.store.count_owned(running, *scope(replace(caller, admin=False)))
 
     async def stop(
         self, job_id: str, caller: Caller | None = None, timeout: float | None = None

@@ -13,44 +13,22 @@ docs/ISOLATION.md carries `markdown_table()` verbatim (a test keeps the two equa
 
 from __future__ import annotations
 
-import errno
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from . import hardening
 from .errors import InvalidArgument
+from .hardening import Hardening
 from .model import JobSpec
 
 if TYPE_CHECKING:
     from dbus_fast import Variant  # imported where used: the CLI's start-up time matters
 
-# socket.AF_INET and AF_INET6 on Linux, without importing socket (the CLI's start-up time).
-_AF_INET, _AF_INET6 = 2, 10
 DEFAULT = "default"
 
 # Where ProtectHome=yes and PrivateTmp=yes put something else than the host's directories.
 HOME_DIRS = ("/home", "/root", "/run/user")
 TMP_DIRS = ("/tmp", "/var/tmp")
-
-
-@dataclass(frozen=True)
-class Hardening:
-    """One sandboxing property as a profile sets it."""
-
-    text: str  # the unit-file assignment, e.g. "ProtectSystem=strict" (what docs and users see)
-    signature: str  # D-Bus signature of the property
-    value: Any  # its D-Bus value
-    why: str  # what it protects
-    instead: str  # what to do when a job needs what it takes away
-    root_only: bool = False  # only for jobs that would otherwise run as root (no User=)
-
-    @property
-    def prop(self) -> str:
-        return self.text.partition("=")[0]
-
-    def variant(self) -> tuple[str, Variant]:
-        from dbus_fast import Variant
-
-        return self.prop, Variant(self.signature, self.value)
 
 
 @dataclass(frozen=True)
@@ -68,203 +46,26 @@ class Profile:
 
 RELAXED_HINT = "--profile relaxed"
 
-# -- the rows -------------------------------------------------------------------------------
 # fmt: off
 
-DYNAMIC_USER = Hardening(
-    "DynamicUser=yes", "b", True,
-    "A job started by root would run as root. Without any capability, UID 0 still owns most "
-    "files (it reads /etc/shadow, jobrun's job database and every job's journal) and is root to "
-    "systemd on the system bus, where it starts a unit with no sandbox at all. Instead each job "
-    "runs as a UID of its own that exists only while it runs (this also implies RemoveIPC=yes "
-    "and always a private /tmp).",
-    "`--profile relaxed` runs it as root. To let a job write into a directory, make the "
-    "directory writable for others (the UID is not known in advance).",
-    root_only=True,
-)
-NO_CAPABILITIES = Hardening(
-    "CapabilityBoundingSet=", "t", 0,
-    "No capability can be gained by any route (setuid-root binaries, file capabilities).",
-    "`--profile relaxed` (root with every capability).",
-)
-NO_NEW_PRIVILEGES = Hardening(
-    "NoNewPrivileges=yes", "b", True,
-    "setuid/setgid bits and file capabilities confer nothing: su, sudo, mount, ping or a copied "
-    "setuid-root binary run with the job's own UID.",
-    "`--profile relaxed`.",
-)
-RESTRICT_SUID_SGID = Hardening(
-    "RestrictSUIDSGID=yes", "b", True,
-    "The job cannot create setuid/setgid files, which others could run later with its UID (and "
-    "dynamic UIDs are reused).",
-    "`--profile relaxed`.",
-)
-UMASK = Hardening(
-    "UMask=0077", "u", 0o077,
-    "What the job creates is readable by its own UID only: nothing is shared by accident.",
-    "Start the command with `umask 022;` (`sh -c 'umask 022; …'`): it is only the initial mask.",
-)
-PROTECT_SYSTEM = Hardening(
-    "ProtectSystem=strict", "s", "strict",
-    "The whole file system is read-only, except the job's private /tmp, /var/tmp and /dev/shm "
-    "and the paths given with `--writable`.",
-    "`--writable DIR` for each directory the job writes (it must exist and, for a job with a "
-    "dynamic UID, be writable for others, e.g. mode 1777).",
-)
-PROTECT_HOME = Hardening(
-    "ProtectHome=yes", "s", "yes",
-    "/home, /root and /run/user are empty and inaccessible: users' keys, tokens and trees stay "
-    "out of reach. A job working in its user's home (the working directory or a `--writable` "
-    "path there) gets `ProtectHome=tmpfs` instead: it sees that home read-only, its working "
-    "directory and `--writable` paths there read-write, and no other home (see \"Home "
-    "directories\" above).",
-    "Work in your home, or put the job's files elsewhere (e.g. under /srv); a root-started job "
-    "sees only its working directory there (read-only), or `--profile relaxed`.",
-)
-PRIVATE_SHM = Hardening(
-    # a list, not a tuple, for the struct: Debian 12's dbus-fast (1.84) accepts only lists
-    "TemporaryFileSystem=/dev/shm:mode=1777", "a(ss)", [["/dev/shm", "mode=1777"]],
-    "PrivateDevices= bind-mounts the host's /dev/shm: without this the job would see, and add "
-    "to, the shared-memory files of the host and of other jobs.",
-    "POSIX shared memory and semaphores still work inside the job; to hand files to others use "
-    "a `--writable` directory.",
-)
-PRIVATE_DEVICES = Hardening(
-    "PrivateDevices=yes", "b", True,
-    "Only pseudo devices (null, zero, random, tty…): no disks, /dev/mem, GPUs, KVM or FUSE.",
-    "`--profile relaxed`.",
-)
-PROTECT_KERNEL_TUNABLES = Hardening(
-    "ProtectKernelTunables=yes", "b", True,
-    "/proc/sys, /sys and friends are read-only: no sysctl changes to the shared kernel.",
-    "`--profile relaxed`.",
-)
-PROTECT_KERNEL_MODULES = Hardening(
-    "ProtectKernelModules=yes", "b", True,
-    "No loading or unloading of kernel modules; the module tree is hidden.",
-    "Nothing: no profile allows it. Load modules outside jobrun.",
-)
-PROTECT_KERNEL_LOGS = Hardening(
-    "ProtectKernelLogs=yes", "b", True,
-    "No kernel log (dmesg, /dev/kmsg): it shows kernel addresses and other jobs' events.",
-    "Nothing: no profile allows it. Read the kernel log on the host.",
-)
-PROTECT_CONTROL_GROUPS = Hardening(
-    "ProtectControlGroups=yes", "b", True,
-    "The cgroup tree is read-only: a job cannot raise its own limits or touch others' cgroups.",
-    "`--profile relaxed` (e.g. for a job that manages containers).",
-)
-PROTECT_CLOCK = Hardening(
-    "ProtectClock=yes", "b", True,
-    "The system and hardware clocks cannot be set.",
-    "`--profile relaxed`.",
-)
-PROTECT_HOSTNAME = Hardening(
-    "ProtectHostname=yes", "b", True,
-    "A hostname namespace of its own: sethostname() changes nothing outside the job.",
-    "Nothing: no profile shares the host's hostname for writing.",
-)
-PROTECT_PROC = Hardening(
-    "ProtectProc=invisible", "s", "invisible",
-    "/proc lists only processes of the job's own UID: other jobs, users and daemons, their "
-    "command lines and environments are invisible.",
-    "`--profile relaxed`.",
-)
-PROC_SUBSET = Hardening(
-    "ProcSubset=pid", "s", "pid",
-    "/proc holds process directories only: no /proc/kallsyms, /proc/sys or /proc/sysrq-trigger "
-    "— but also no /proc/meminfo, /proc/cpuinfo, /proc/loadavg (free, top and uptime fail).",
-    "`--profile relaxed`. nproc and os.cpu_count() still work.",
-)
-PRIVATE_IPC = Hardening(
-    "PrivateIPC=yes", "b", True,
-    "System V IPC and POSIX message queues of its own: no reading or removing others' segments.",
-    "`--profile relaxed`.",
-)
-RESTRICT_NAMESPACES = Hardening(
-    "RestrictNamespaces=yes", "t", 0,
-    "No new namespaces (unshare, clone): user namespaces especially are a large kernel attack "
-    "surface.",
-    "`--profile relaxed` (bwrap, rootless containers, Chromium's sandbox).",
-)
-SYSCALLS = Hardening(
-    "SystemCallFilter=@system-service", "(bas)", [True, ["@system-service"]],
-    "Only the system calls ordinary programs use: no mount, swap, reboot, kexec, module, raw "
-    "I/O, clock, obsolete calls, and no ptrace/perf (@debug).",
-    "`--profile relaxed` for strace, gdb, perf or LeakSanitizer (they need ptrace).",
-)
-SYSCALL_ERRNO = Hardening(
-    "SystemCallErrorNumber=EPERM", "i", errno.EPERM,
-    "A refused system call fails with EPERM instead of killing the process with SIGSYS, so "
-    "programs that probe for a call fall back.",
-    "Nothing to do.",
-)
-NATIVE_ABI = Hardening(
-    "SystemCallArchitectures=native", "as", ["native"],
-    "Only the native system call ABI: filters are per ABI, and the 32-bit and x32 entry points "
-    "have a history of kernel bugs.",
-    "`--profile relaxed` to run 32-bit binaries.",
-)
-LOCK_PERSONALITY = Hardening(
-    "LockPersonality=yes", "b", True,
-    "The execution domain (personality) cannot change.",
-    "`--profile relaxed` (setarch, linux32).",
-)
-RESTRICT_REALTIME = Hardening(
-    "RestrictRealtime=yes", "b", True,
-    "No realtime scheduling: a SCHED_FIFO busy loop would starve the host whatever its CPUWeight.",
-    "Nothing: no profile allows it.",
-)
-FAMILIES = Hardening(
-    "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK", "(bas)",
-    [True, ["AF_UNIX", "AF_INET", "AF_INET6", "AF_NETLINK"]],
-    "Only local, IP and netlink (address lookups) sockets: no packet, Bluetooth, vsock, CAN… "
-    "and the kernel code behind them.",
-    "`--profile relaxed`.",
-)
-# strict only
-FAMILIES_UNIX = Hardening(
-    "RestrictAddressFamilies=AF_UNIX", "(bas)", [True, ["AF_UNIX"]],
-    "No IP sockets at all, not even on the private loopback; `--network` is refused.",
-    "`--profile default` (with `--network` for the host's network).",
-)
-IP_DENY = Hardening(
-    "IPAddressDeny=any", "a(iayu)",
-    [[_AF_INET, bytes(4), 0], [_AF_INET6, bytes(16), 0]],  # lists: as above
-    "A second lock on IP: systemd's BPF firewall drops every packet (where the host supports it).",
-    "`--profile default`.",
-)
-PRIVATE_USERS = Hardening(
-    "PrivateUsers=yes", "b", True,
-    "A user namespace mapping only root and the job's UID: all other owners show as nobody, and "
-    "whatever the kernel grants inside it stays inside.",
-    "`--profile default`.",
-)
-NO_WX = Hardening(
-    "MemoryDenyWriteExecute=yes", "b", True,
-    "No memory both writable and executable: injected code cannot be run.",
-    "`--profile default` for JIT runtimes (Java, Node.js, PyPy, LuaJIT).",
-)
-SYSCALLS_STRICT = Hardening(
-    "SystemCallFilter=~@privileged @resources", "(bas)", [False, ["@privileged", "@resources"]],
-    "Also no chown, setuid/setgroups, nice/setpriority, sched_setaffinity, set_mempolicy…",
-    "`--profile default` (tar or cp -p keeping owners, nice, taskset).",
-)
-
 _BASE = (
-    DYNAMIC_USER, NO_CAPABILITIES, NO_NEW_PRIVILEGES, RESTRICT_SUID_SGID, UMASK,
-    PROTECT_SYSTEM, PROTECT_HOME, PRIVATE_SHM, PRIVATE_DEVICES,
-    PROTECT_KERNEL_TUNABLES, PROTECT_KERNEL_MODULES, PROTECT_KERNEL_LOGS,
-    PROTECT_CONTROL_GROUPS, PROTECT_CLOCK, PROTECT_HOSTNAME,
-    PROTECT_PROC, PROC_SUBSET, PRIVATE_IPC, RESTRICT_NAMESPACES,
-    SYSCALLS, SYSCALL_ERRNO, NATIVE_ABI, LOCK_PERSONALITY, RESTRICT_REALTIME,
+    hardening.DYNAMIC_USER, hardening.NO_CAPABILITIES, hardening.NO_NEW_PRIVILEGES,
+    hardening.RESTRICT_SUID_SGID, hardening.UMASK, hardening.PROTECT_SYSTEM,
+    hardening.PROTECT_HOME, hardening.PRIVATE_SHM, hardening.PRIVATE_DEVICES,
+    hardening.PROTECT_KERNEL_TUNABLES, hardening.PROTECT_KERNEL_MODULES,
+    hardening.PROTECT_KERNEL_LOGS, hardening.PROTECT_CONTROL_GROUPS, hardening.PROTECT_CLOCK,
+    hardening.PROTECT_HOSTNAME, hardening.PROTECT_PROC, hardening.PROC_SUBSET,
+    hardening.PRIVATE_IPC, hardening.RESTRICT_NAMESPACES, hardening.SYSCALLS,
+    hardening.SYSCALL_ERRNO, hardening.NATIVE_ABI, hardening.LOCK_PERSONALITY,
+    hardening.RESTRICT_REALTIME,
 )
 
 STRICT = Profile(
     "strict",
     "default, plus no IP at all, a user namespace, no writable+executable memory and fewer "
     "system calls: for code you do not trust",
-    (*_BASE, FAMILIES_UNIX, IP_DENY, PRIVATE_USERS, NO_WX, SYSCALLS_STRICT),
+    (*_BASE, hardening.FAMILIES_UNIX, hardening.IP_DENY, hardening.PRIVATE_USERS,
+     hardening.NO_WX, hardening.SYSCALLS_STRICT),
     network=False,
     shared_tmp=False,
 )
@@ -272,7 +73,7 @@ DEFAULT_PROFILE = Profile(
     DEFAULT,
     "a dynamic UID, a read-only system, no home directories, no devices, no other processes, "
     "a system call filter: for builds, tests and scripts",
-    (*_BASE, FAMILIES),
+    (*_BASE, hardening.FAMILIES),
     network=True,
     shared_tmp=False,
 )
@@ -280,7 +81,8 @@ RELAXED = Profile(
     "relaxed",
     "runs as the caller (root stays root) with only the protections no job needs to lose: "
     "for jobs that must administer the host",
-    (PROTECT_KERNEL_MODULES, PROTECT_KERNEL_LOGS, PROTECT_HOSTNAME, RESTRICT_REALTIME),
+    (hardening.PROTECT_KERNEL_MODULES, hardening.PROTECT_KERNEL_LOGS, hardening.PROTECT_HOSTNAME,
+     hardening.RESTRICT_REALTIME),
     network=True,
     shared_tmp=True,
 )
@@ -322,7 +124,7 @@ def properties(name: str | None, as_root: bool) -> list[tuple[str, Variant]]:
     return [
         h.variant()
         for h in get(name).settings
-        if (as_root or not h.root_only) and h is not PROTECT_HOME
+        if (as_root or not h.root_only) and h is not hardening.PROTECT_HOME
     ]
 
 
@@ -345,15 +147,27 @@ def check(spec: JobSpec) -> None:
             f"--shared-tmp needs {RELAXED_HINT}: under {flag} every job has a /tmp of its own",
             "pass files through a --writable directory instead",
         )
-    private_tmp = spec.private_tmp is not False
     for path in spec.writable:
-        # (--workdir under /tmp is refused by Manager.start, which knows the caller.)
-        if private_tmp and under(path, TMP_DIRS):
-            raise InvalidArgument(
-                f"--writable {path} is under /tmp or /var/tmp, which a job with a private /tmp "
-                "does not see",
-                f"use a directory elsewhere, or {RELAXED_HINT} --shared-tmp",
-            )
+        # The working directory meets the same rule in Manager.start.
+        check_tmp(
+            spec, path, "--writable", f"use a directory elsewhere, or {RELAXED_HINT} --shared-tmp"
+        )
+
+
+def hides_tmp(spec: JobSpec, path: str) -> bool:
+    """Whether the job does not see the host's `path`: it is under /tmp or /var/tmp, and the job
+    has a /tmp of its own (PrivateTmp=, unless --shared-tmp)."""
+    return spec.private_tmp is not False and under(path, TMP_DIRS)
+
+
+def check_tmp(spec: JobSpec, path: str, what: str, hint: str) -> None:
+    """Refuse `path` (`what`: the option or role it has) if the job would not see it."""
+    if hides_tmp(spec, path):
+        raise InvalidArgument(
+            f"{what} {path} is under /tmp or /var/tmp, which a job with a private /tmp "
+            "does not see",
+            hint,
+        )
 
 
 def home_properties(
@@ -381,7 +195,8 @@ def home_properties(
     workdir = spec.workdir if spec.workdir is not None and under(spec.workdir, HOME_DIRS) else None
     writable = [p for p in spec.writable if under(p, HOME_DIRS)]
     if workdir is None and not writable:
-        return [(PROTECT_HOME.prop, PROTECT_HOME.signature, PROTECT_HOME.value)]
+        hidden = hardening.PROTECT_HOME
+        return [(hidden.prop, hidden.signature, hidden.value)]
     flag = f"--profile {profile.name}"
     where = workdir or writable[0]
     what = "the working directory" if workdir else "--writable"

@@ -1,228 +1,41 @@
-"""JobSpec → transient-unit properties, through one declarative table.
+"""The settings table, and the one entry of a caller's values: `build_spec`.
 
 Each user-settable option is one `Setting` row: the JobSpec field, the CLI flags, the systemd
 property and its D-Bus signature, a parser from user text (CLI, D-Bus, gRPC all hand in text or
-plain values) and a converter to the D-Bus value. The CLI options are generated from this table and
-the tests check every row against `systemctl show`. Only the properties the user set are sent, plus
-the few jobrun always sets on purpose (`fixed_properties`).
+plain values; inputs.py) and a converter to the D-Bus value. The CLI options are generated from
+this table and the tests check every row against `systemctl show`. unit.py sends only the
+properties the user set, plus the few jobrun always sets on purpose.
 """
 
 from __future__ import annotations
 
 import os
-import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from . import profiles
+from . import hardening, profiles
 from .errors import InvalidArgument
-from .model import JOB_FIELD, LOG_NAMESPACE, SLICE, JobSpec
+from .inputs import (
+    MAX_ENV,
+    MAX_ENV_BYTES,
+    MAX_WRITABLE,
+    check_command,
+    check_name,
+    cpus_text,
+    int_parser,
+    parse_bool,
+    parse_cpus,
+    parse_env,
+    parse_percent,
+    parse_seconds,
+    parse_workdir,
+    parse_writable,
+    size_parser,
+)
+from .model import JobSpec
 
-if TYPE_CHECKING:
-    from dbus_fast import Variant  # imported where used: the CLI's start-up time matters
-
-UINT64_MAX = 2**64 - 1
 USEC_PER_SEC = 1_000_000
-MAX_ENV = 4096  # more variables than this is a mistake, not a job
-MAX_ENV_BYTES = 128 * 1024
-MAX_ARG_BYTES = 128 * 1024
-MAX_NAME = 64
-MAX_WRITABLE = 64
-MAX_ARGS = 4096  # arguments of a command
-MAX_VALUE = 256  # a number, size, percentage, CPU list or profile name, as text
-MAX_PATH = 4096  # PATH_MAX
-
-# -- caller text: what a transient unit file holds safely ----------------------------------------
-# systemd writes a transient unit's properties into /run/systemd/transient/UNIT and parses that
-# file again on every daemon-reload. systemd 252 writes Description=, WorkingDirectory= and
-# ReadWritePaths= without escaping "\n" or "\r", so a line break in one of them becomes a line of
-# the unit (`ExecStopPost=+…` runs as root); ReadWritePaths= loses a path with a '"' in it and
-# changes one with a "\\"; and an executable whose name starts with "+", "!", "-", "@" or ":" gets
-# that prefix's meaning ("+": run as root) once the file is read again. ExecStart= arguments and
-# environment values are written C-escaped and survive the reload (tests/security/ proves each of
-# these by reloading). So every string a caller sends passes exactly one of the checks below, here,
-# where it enters the JobSpec — the one place every front end (CLI, D-Bus, gRPC) goes through:
-# - command arguments and environment values: any text but NUL and control characters other
-#   than tab and newline;
-# - the executable: an absolute path, or a file name that does not start with a prefix character;
-# - the name: printable characters only (it is part of Description=, built by `describe`);
-# - paths: absolute, printable, and no quote or backslash.
-_LINE_BREAKS = "\u0085\u2028\u2029"  # line breaks besides \n and \r, for parsers that see them
-_CONTROLS = frozenset(chr(c) for c in (*range(0x20), 0x7F, *range(0x80, 0xA0))) | set(_LINE_BREAKS)
-_TEXT_ALLOWED = frozenset("\t\n")
-_PATH_REFUSED = _CONTROLS | frozenset("\"'\\")
-_EXEC_PREFIXES = "-@:+!"
-CHECK_PATH = "/usr/bin/test"  # coreutils: checks --writable paths as the job's user
-
-
-def _bounded(value: Any, what: str, max_len: int) -> str:
-    """A caller's value as text, refused before any other work if it is longer than `max_len`."""
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
-        raise InvalidArgument(f"{what} must be text, not {type(value).__name__}")
-    text = value if isinstance(value, str) else str(value)
-    if len(text) > max_len:
-        raise InvalidArgument(f"{what} is longer than {max_len} characters")
-    return text
-
-
-def _free_text(text: str, what: str) -> str:
-    """Text for an argument or an environment value (systemd C-escapes both in the unit file)."""
-    _utf8(text, what)
-    bad = next((c for c in text if c in _CONTROLS and c not in _TEXT_ALLOWED), None)
-    if bad is not None:
-        raise InvalidArgument(
-            f"{what} contains control characters ({bad!r}): only tab and newline are allowed"
-        )
-    return text
-
-
-def _path(value: Any, what: str) -> str:
-    """An absolute path that a unit file holds as it is (see above)."""
-    path = _utf8(_bounded(value, what, MAX_PATH), what)
-    if not path.startswith("/"):
-        raise InvalidArgument(f"{what} must be an absolute path, not {path[:80]!r}")
-    bad = next((c for c in path if c in _PATH_REFUSED), None)
-    if bad is not None:
-        raise InvalidArgument(
-            f"{what} {path[:80]!r} contains {bad!r}: paths with control characters, quotes or "
-            "backslashes cannot be given to systemd safely",
-            "rename the directory, or use a symbolic link without such characters",
-        )
-    return os.path.normpath(path)
-
-
-# Applied to text already stripped and at most MAX_VALUE long; the classes of neighbouring parts
-# are disjoint, so a match costs time linear in the text (no backtracking between them).
-_SIZE_RE = re.compile(r"(\d{1,30}(?:\.\d{1,30})?) ?([KMGTP]?)(i?B)?", re.IGNORECASE)
-_SIZE_FACTORS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40, "P": 1 << 50}
-_ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-
-
-def _int_in(low: int, high: int, what: str) -> Callable[[Any], int]:
-    def parse(value: Any) -> int:
-        if isinstance(value, bool):
-            raise InvalidArgument(f"{what} must be a whole number from {low} to {high}")
-        try:
-            n = int(value) if isinstance(value, int) else int(str(value).strip(), 10)
-        except ValueError:
-            raise InvalidArgument(
-                f"{what} must be a whole number from {low} to {high}, not {str(value)!r}"
-            ) from None
-        if not low <= n <= high:
-            raise InvalidArgument(f"{what} must be from {low} to {high}, not {n}")
-        return n
-
-    return parse
-
-
-def parse_size(value: Any, what: str = "size") -> int:
-    """'512M', '2G', '1.5G', '1048576' → bytes (powers of 1024, like systemd)."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        n = value
-    else:
-        m = _SIZE_RE.fullmatch(_bounded(value, what, MAX_VALUE).strip())
-        if not m:
-            raise InvalidArgument(
-                f"{what} must be a size like 512M or 2G (K, M, G, T: powers of 1024), "
-                f"not {str(value)!r}"
-            )
-        f = float(m.group(1)) * _SIZE_FACTORS[m.group(2).upper()]
-        # A long run of digits is inf as a float, and int(inf) raises OverflowError.
-        n = int(f) if f < UINT64_MAX else UINT64_MAX
-    if not 1 <= n < UINT64_MAX:
-        raise InvalidArgument(f"{what} must be at least 1 byte and below 16 EiB, not {value!r}")
-    return n
-
-
-def _size(what: str) -> Callable[[Any], int]:
-    return lambda value: parse_size(value, what)
-
-
-def parse_percent(value: Any) -> int:
-    text = _bounded(value, "--cpu-quota", MAX_VALUE).strip()
-    m = re.fullmatch(r"(\d{1,9})\s*%?", text)  # bounded: int() refuses over 4300 digits
-    if not m:
-        raise InvalidArgument(f"--cpu-quota must be a percentage like 150%, not {text!r}")
-    n = int(m.group(1))
-    if not 1 <= n <= 100 * 1024:
-        raise InvalidArgument(f"--cpu-quota must be from 1% to 102400%, not {n}%")
-    return n
-
-
-def parse_seconds(value: Any) -> float:
-    if not isinstance(value, int | float):
-        value = _bounded(value, "--stop-timeout", MAX_VALUE)
-    try:
-        s = float(value)
-    except (TypeError, ValueError):
-        raise InvalidArgument(
-            f"--stop-timeout must be a number of seconds, not {value!r}"
-        ) from None
-    if not 0 <= s <= 24 * 3600 or s != s:
-        raise InvalidArgument(f"--stop-timeout must be from 0 to 86400 seconds, not {value!r}")
-    return s
-
-
-def parse_env(value: Any) -> str:
-    text = _utf8(_bounded(value, "--env", MAX_ENV_BYTES), "--env")
-    key, sep, val = text.partition("=")
-    if not sep or not _ENV_NAME_RE.match(key):
-        raise InvalidArgument(
-            f"--env takes KEY=VALUE with KEY made of letters, digits and _, not {text[:80]!r}"
-        )
-    _free_text(val, f"--env value of {key}")
-    return text
-
-
-def parse_workdir(value: Any) -> str:
-    return _path(value, "--workdir")
-
-
-def parse_writable(value: Any) -> str:
-    path = _path(value, "--writable")
-    if path == "/" or any(path == d or path.startswith(d + "/") for d in ("/proc", "/sys", "/dev")):
-        raise InvalidArgument(
-            f"--writable {path} would open the whole system or a kernel interface to the job",
-            "name the directories the job writes",
-        )
-    return path
-
-
-def parse_cpus(value: Any) -> tuple[int, ...]:
-    """'0', '0,2', '0-3' → (0,), (0, 2), (0, 1, 2, 3)."""
-    cpus: set[int] = set()
-    text = _bounded(value, "--cpu-affinity", MAX_VALUE)
-    try:
-        for part in text.split(","):
-            lo, _, hi = part.strip().partition("-")
-            first, last = int(lo), int(hi or lo)
-            # Bounds before range(): "0-10000000000" would build a set of 10^10 numbers.
-            if not 0 <= first <= last < 8192:
-                raise InvalidArgument(
-                    f"--cpu-affinity takes CPU numbers from 0 to 8191, not {text!r}"
-                )
-            cpus.update(range(first, last + 1))
-    except ValueError:
-        raise InvalidArgument(
-            f"--cpu-affinity takes CPU numbers like 0,2-3, not {text!r}"
-        ) from None
-    if not cpus:
-        raise InvalidArgument(f"--cpu-affinity takes CPU numbers from 0 to 8191, not {text!r}")
-    return tuple(sorted(cpus))
-
-
-def _utf8(value: Any, what: str) -> str:
-    """Text that D-Bus can carry to systemd: valid UTF-8 (no lone surrogates from os.fsdecode)."""
-    text = str(value)
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        raise InvalidArgument(
-            f"{what} must be valid UTF-8 text (systemd's D-Bus API carries nothing else), "
-            f"not {text[:80]!r}"
-        ) from None
-    return text
 
 
 def _cpu_mask(cpus: tuple[int, ...]) -> bytes:
@@ -230,6 +43,10 @@ def _cpu_mask(cpus: tuple[int, ...]) -> bytes:
     for c in cpus:
         mask[c // 8] |= 1 << (c % 8)
     return bytes(mask)
+
+
+def _same(v: Any) -> Any:
+    return v
 
 
 @dataclass(frozen=True)
@@ -244,48 +61,43 @@ class Setting:
     default: Any = None  # sent when the user set nothing (None: send nothing)
     metavar: str = ""
     repeat: bool = False  # the option may be given several times (a tuple in JobSpec)
+    several: bool = False  # one value holds several, a tuple in JobSpec ("0,2-3": (0, 2, 3))
+    # JobSpec value → a value `parse` takes back: for a front end whose wire carries parsed
+    # values (gRPC's JobOptions), through `as_input`.
+    to_input: Callable[[Any], Any] = _same
 
-
-def _same(v: Any) -> Any:
-    return v
-
-
-def _bool(v: Any) -> bool:
-    if isinstance(v, bool):
-        return v
-    text = str(v).strip().lower()
-    if text in ("1", "yes", "true", "on"):
-        return True
-    if text in ("0", "no", "false", "off"):
-        return False
-    raise InvalidArgument(f"expected yes or no, not {v!r}")
+    @property
+    def is_list(self) -> bool:
+        """Whether its JobSpec value is a tuple (a list on the wire)."""
+        return self.repeat or self.several
 
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("cpu_weight", "--cpu-weight", "CPUWeight", "t", _int_in(1, 10000, "--cpu-weight"),
+    Setting("cpu_weight", "--cpu-weight", "CPUWeight", "t", int_parser(1, 10000, "--cpu-weight"),
             _same, "CPU share relative to other jobs (1–10000, systemd's default 100)",
             metavar="N"),
-    Setting("memory_high", "--memory-high", "MemoryHigh", "t", _size("--memory-high"), _same,
+    Setting("memory_high", "--memory-high", "MemoryHigh", "t", size_parser("--memory-high"), _same,
             "Throttle the job above this much memory (e.g. 512M)", metavar="SIZE"),
-    Setting("memory_max", "--memory-max", "MemoryMax", "t", _size("--memory-max"), _same,
+    Setting("memory_max", "--memory-max", "MemoryMax", "t", size_parser("--memory-max"), _same,
             "Kill the job above this much memory (e.g. 2G)", metavar="SIZE"),
-    Setting("io_weight", "--io-weight", "IOWeight", "t", _int_in(1, 10000, "--io-weight"), _same,
+    Setting("io_weight", "--io-weight", "IOWeight", "t", int_parser(1, 10000, "--io-weight"), _same,
             "IO share relative to other jobs (1–10000)", metavar="N"),
-    Setting("tasks_max", "--tasks-max", "TasksMax", "t", _int_in(1, 4194304, "--tasks-max"),
+    Setting("tasks_max", "--tasks-max", "TasksMax", "t", int_parser(1, 4194304, "--tasks-max"),
             _same, "Most processes and threads the job may have at once", metavar="N"),
     Setting("cpu_quota", "--cpu-quota", "CPUQuotaPerSecUSec", "t", parse_percent,
             lambda pct: pct * USEC_PER_SEC // 100,
             "CPU time cap, in percent of one CPU (e.g. 150%)", metavar="PCT"),
     Setting("cpu_affinity", "--cpu-affinity", "CPUAffinity", "ay", parse_cpus, _cpu_mask,
-            "Run only on these CPUs (e.g. 0 or 0,2-3)", metavar="CPUS"),
-    Setting("network", "--network/--no-network", "PrivateNetwork", "b", _bool,
+            "Run only on these CPUs (e.g. 0 or 0,2-3)", metavar="CPUS", several=True,
+            to_input=cpus_text),
+    Setting("network", "--network/--no-network", "PrivateNetwork", "b", parse_bool,
             lambda allowed: not allowed,
             "Give the job the host's network (default: none, only its own loopback)",
             default=False),
-    Setting("private_tmp", "--private-tmp/--shared-tmp", "PrivateTmp", "b", _bool, _same,
+    Setting("private_tmp", "--private-tmp/--shared-tmp", "PrivateTmp", "b", parse_bool, _same,
             "A /tmp of the job's own (default) or the host's", default=True),
-    # Sent by fixed_properties as EnvironmentFile= (a root-only file, envfile.py): systemd shows
-    # Environment= to every local user.
+    # Sent by unit.fixed_properties as EnvironmentFile= (a root-only file, envfile.py): systemd
+    # shows Environment= to every local user.
     Setting("env", "-E/--env", "", "as", parse_env, list,
             "Set KEY=VALUE in the job's environment (repeatable; nothing is inherited)",
             metavar="KEY=VALUE", repeat=True),
@@ -295,7 +107,7 @@ SETTINGS: tuple[Setting, ...] = (
             lambda s: int(s * USEC_PER_SEC),
             "Seconds between SIGTERM and SIGKILL when the job is stopped", default=10.0,
             metavar="SECONDS"),
-    # Sent by fixed_properties (every job gets its profile's properties; None: the default).
+    # Sent by unit.fixed_properties (every job gets its profile's properties; None: the default).
     Setting("profile", "--profile", "", "s", profiles.parse_profile, _same,
             f"Isolation profile: {', '.join(profiles.names())} (default: {profiles.DEFAULT}; "
             "see docs/ISOLATION.md)", metavar="NAME"),
@@ -311,42 +123,12 @@ def build_spec(command: list[str] | tuple[str, ...], /, name: str | None = None,
                **values: Any) -> JobSpec:  # fmt: skip
     """Validate user values (text or plain values) into a JobSpec; raises InvalidArgument.
 
-    `command` is positional-only, so a request field named "command" is an unknown setting
-    rather than a TypeError."""
-    if not isinstance(command, list | tuple):
-        raise InvalidArgument("the command must be a list of arguments")
-    if len(command) > MAX_ARGS:
-        raise InvalidArgument(f"the command has more than {MAX_ARGS} arguments")
-    cmd = tuple(command)
-    if not cmd or not cmd[0]:
-        raise InvalidArgument("no command given", "put it after --: jobrun start -- CMD [ARG...]")
-    size = 0
-    for arg in cmd:
-        if not isinstance(arg, str):
-            raise InvalidArgument("command arguments must be text")
-        size += len(arg)
-        if size > MAX_ARG_BYTES:
-            raise InvalidArgument(f"the command is longer than {MAX_ARG_BYTES} bytes")
-        _free_text(arg, "a command argument")
-    if sum(len(a.encode()) for a in cmd) > MAX_ARG_BYTES:
-        raise InvalidArgument(f"the command is longer than {MAX_ARG_BYTES} bytes")
-    exe = cmd[0]
-    if not exe.startswith("/") and ("/" in exe or exe[0] in _EXEC_PREFIXES):
-        raise InvalidArgument(
-            f"the command must be an absolute path or the name of a program on PATH, "
-            f"not {exe[:80]!r}",
-            "give the full path (jobrun resolves ./prog against the current directory)",
-        )
-    if any(c in _PATH_REFUSED for c in exe):
-        raise InvalidArgument(
-            f"the program {exe[:80]!r} contains control characters, quotes or backslashes"
-        )
+    The one function every front end (CLI, D-Bus, gRPC) hands a caller's job to: each string
+    passes exactly one check of inputs.py here. `command` is positional-only, so a request field
+    named "command" is an unknown setting rather than a TypeError."""
+    cmd = check_command(command)
     if name is not None:
-        name = _utf8(_bounded(name, "--name", 4 * MAX_NAME), "--name")
-        if not name or len(name) > MAX_NAME or any(c in _CONTROLS for c in name):
-            raise InvalidArgument(
-                f"--name must be 1–{MAX_NAME} printable characters, not {name[:80]!r}"
-            )
+        name = check_name(name)
     parsed: dict[str, Any] = {}
     for key, value in values.items():
         setting = SETTINGS_BY_FIELD.get(key)
@@ -376,6 +158,17 @@ def build_spec(command: list[str] | tuple[str, ...], /, name: str | None = None,
     return spec
 
 
+def as_input(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Settings by field holding JobSpec values (as `limits` gives them, or gRPC's JobOptions
+    carry them) → values `build_spec` takes, by each row's `to_input`. A key that names no
+    setting passes unchanged, for build_spec to refuse."""
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        setting = SETTINGS_BY_FIELD.get(key)
+        out[key] = setting.to_input(value) if setting is not None and value is not None else value
+    return out
+
+
 def check_paths(spec: JobSpec, as_root: bool = False) -> None:
     """That -C and --writable exist, as the calling process sees them; raises InvalidArgument.
 
@@ -393,8 +186,8 @@ def check_paths(spec: JobSpec, as_root: bool = False) -> None:
     if (
         as_root
         and spec.workdir is not None
-        and profiles.DYNAMIC_USER in profile.settings
-        and not profiles.under(spec.workdir, profiles.TMP_DIRS)  # refused anyway: Manager.start
+        and hardening.DYNAMIC_USER in profile.settings
+        and not profiles.hides_tmp(spec, spec.workdir)  # refused anyway: Manager.start
     ):
         closed = _closed_to_others(spec.workdir, spec.writable)
         if closed is not None:
@@ -434,125 +227,3 @@ def limits(spec: JobSpec) -> dict[str, Any]:
         if value is not None and value != ():
             out[s.field] = list(value) if isinstance(value, tuple) else value
     return out
-
-
-def describe(job_id: str, spec: JobSpec) -> str:
-    """Description=: the job's ID and its name (checked by build_spec), never the command line,
-    which other users can read there (systemctl status) and which may hold anything."""
-    return f"jobrun job {job_id}" + (f" ({spec.name})" if spec.name else "")
-
-
-def fixed_properties(
-    job_id: str,
-    spec: JobSpec,
-    user: int | None = None,
-    dynamic_user: bool = False,
-    env_file: str | None = None,
-    slice_name: str = SLICE,
-    home: str | None = None,
-    stdin: bool = False,
-) -> list[tuple[str, Variant]]:
-    """What every job gets, on purpose: identity, output, and its profile's sandbox.
-
-    `user`: the UID to run as (None: root's job, which the profile may give a DynamicUser=);
-    sent as a number, since systemd reads an all-digit User= name as a UID (a user named "1003"
-    would run as UID 1003). `dynamic_user`: DynamicUser=yes whatever the profile (remote jobs
-    with no local user). `env_file`: where the job's -E variables are (envfile.py). `home`: the
-    home directory of `user` (profiles.home_properties: what the job sees of the homes).
-    `stdin`: the job reads the descriptor sent with the start as unix_fds[0] (`jobrun run` with
-    its stdin not a terminal, as `systemd-run --pipe`); otherwise it reads /dev/null."""
-    from dbus_fast import Variant
-
-    props = [
-        ("Description", Variant("s", describe(job_id, spec))),
-        ("Slice", Variant("s", slice_name)),
-        # oneshot: systemd counts only exit 0 as success (a service of another type also counts
-        # SIGTERM/SIGINT/SIGHUP/SIGPIPE deaths as clean and logs them at debug level only, and
-        # the exit status of an unloaded unit would be lost); the start job lasts as long as the
-        # command, and a failing exec fails the start.
-        ("Type", Variant("s", "oneshot")),
-        ("KillMode", Variant("s", "control-group")),
-        ("CPUAccounting", Variant("b", True)),
-        ("MemoryAccounting", Variant("b", True)),
-        ("IOAccounting", Variant("b", True)),
-        ("TasksAccounting", Variant("b", True)),
-        (
-            ("StandardInputFileDescriptor", Variant("h", 0))
-            if stdin
-            else ("StandardInput", Variant("s", "null"))
-        ),
-        ("StandardOutput", Variant("s", "journal")),
-        ("StandardError", Variant("s", "journal")),
-        # A job line starting with "<3>" is the job's text, not a syslog priority for journald.
-        ("SyslogLevelPrefix", Variant("b", False)),
-        # A journal namespace of jobrun's own: journald's rate limit is off there (units/), so no
-        # line is dropped; JOBRUN_JOB names this job's records for readers.
-        ("LogNamespace", Variant("s", LOG_NAMESPACE)),
-        ("LogExtraFields", Variant("aay", [f"{JOB_FIELD}={job_id}".encode()])),
-        # The argv runs exactly as given. systemd expands $VAR and ${VAR} in arguments at exec
-        # time and turns $$ into $, so every $ goes as $$. (Not ExecStartEx's no-env-expand:
-        # systemd 252 cannot read ExecStartEx back from the transient unit file, and every
-        # daemon-reload then marks running jobs bad-setting.) A list, not a tuple, for the struct:
-        # Debian 12's dbus-fast (1.84) accepts only lists inside a Variant.
-        (
-            "ExecStart",
-            Variant(
-                "a(sasb)",
-                [[spec.command[0], [a.replace("$", "$$") for a in spec.command], False]],
-            ),
-        ),
-    ]
-    if user is not None:
-        props.append(("User", Variant("s", str(user))))
-    if env_file is not None:
-        props.append(("EnvironmentFiles", Variant("a(sb)", [[env_file, False]])))
-    props += profiles.properties(spec.profile, as_root=user is None)
-    for prop, signature, value in profiles.home_properties(
-        spec, user=user, dynamic_user=dynamic_user, home=home
-    ):
-        props.append((prop, Variant(signature, value)))
-    if dynamic_user and ("DynamicUser", Variant("b", True)) not in props:
-        props.append(("DynamicUser", Variant("b", True)))
-    return props
-
-
-def unit_properties(
-    job_id: str,
-    spec: JobSpec,
-    user: int | None = None,
-    dynamic_user: bool = False,
-    env_file: str | None = None,
-    slice_name: str = SLICE,
-    home: str | None = None,
-    stdin: bool = False,
-) -> list[tuple[str, Variant]]:
-    from dbus_fast import Variant
-
-    props = fixed_properties(job_id, spec, user, dynamic_user, env_file, slice_name, home, stdin)
-    as_the_user = user is not None or dynamic_user
-    for s in SETTINGS:
-        value = getattr(spec, s.field)
-        if value is None or value == ():
-            value = s.default
-        if value is None or not s.prop or (s.field == "writable" and as_the_user):
-            continue
-        props.append((s.prop, Variant(s.signature, s.to_dbus(value))))
-    if spec.writable and as_the_user:
-        props += _writable_as_the_user(spec.writable)
-    return props
-
-
-def _writable_as_the_user(paths: tuple[str, ...]) -> list[tuple[str, Variant]]:
-    """--writable for a job that does not run as its (root) caller: systemd makes the paths
-    writable as root, so whether the start failed (a missing path) or the path shows up in the
-    job's mount table would tell the caller what exists where they cannot look. Instead a missing
-    path is skipped ("-"), and before the command runs, `test -e` checks each path as the job's
-    user: a path missing or out of the user's reach fails the job the same way, before any of
-    the caller's code sees the mounts."""
-    from dbus_fast import Variant
-
-    checks = [[CHECK_PATH, [CHECK_PATH, "-e", p.replace("$", "$$")], False] for p in paths]
-    return [
-        ("ReadWritePaths", Variant("as", ["-" + p for p in paths])),
-        ("ExecStartPre", Variant("a(sasb)", checks)),
-    ]

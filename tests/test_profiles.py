@@ -9,16 +9,17 @@ from dbus_fast import Variant
 from dbus_fast.signature import SignatureTree
 from typer.testing import CliRunner
 
-from jobrun import cli, profiles
+from jobrun import cli, hardening, profiles
 from jobrun.errors import InvalidArgument
-from jobrun.properties import build_spec, check_paths, limits, unit_properties
+from jobrun.properties import build_spec, check_paths, limits
 from jobrun.store import spec_from_json, spec_to_json
+from jobrun.unit import UnitContext, unit_properties
 
 from .conftest import ROOT
 
 
 def props(spec: Any, user: int | None = None) -> dict[str, Any]:
-    return {k: v.value for k, v in unit_properties("abc", spec, user)}
+    return {k: v.value for k, v in unit_properties("abc", spec, UnitContext(user=user))}
 
 
 def test_profiles_are_ordered_from_most_to_least_isolated() -> None:
@@ -30,7 +31,7 @@ def test_profiles_are_ordered_from_most_to_least_isolated() -> None:
     assert not profiles.within("relaxed", "default")
     # Looser profiles take away less: each one's settings are a subset of the stricter one's.
     strict, default, relaxed = ({h.text for h in p.settings} for p in profiles.PROFILES)
-    assert relaxed < default | strict and default - {profiles.FAMILIES.text} < strict
+    assert relaxed < default | strict and default - {hardening.FAMILIES.text} < strict
 
 
 def test_every_row_is_well_formed() -> None:
@@ -139,7 +140,7 @@ def test_a_users_job_working_in_their_home_sees_it_and_no_other() -> None:
         ("BindReadOnlyPaths", ("/home/alice",)),
         ("ReadWritePaths", ("-/home/alice/proj",)),
     }
-    sent = unit_properties("abc", spec, 1001, home="/home/alice")
+    sent = unit_properties("abc", spec, UnitContext(user=1001, home="/home/alice"))
     rw = [p for k, v in sent if k == "ReadWritePaths" for p in v.value]
     assert rw == ["-/home/alice/proj", "-/home/alice/out"]
     assert [v.value for k, v in sent if k == "ProtectHome"] == ["tmpfs"]

@@ -10,15 +10,10 @@ from dbus_fast import Variant
 from dbus_fast.signature import SignatureTree
 
 from jobrun.errors import InvalidArgument
+from jobrun.inputs import parse_size
 from jobrun.model import JobSpec
-from jobrun.properties import (
-    SETTINGS,
-    build_spec,
-    fixed_properties,
-    limits,
-    parse_size,
-    unit_properties,
-)
+from jobrun.properties import SETTINGS, build_spec, limits
+from jobrun.unit import UnitContext, fixed_properties, unit_properties
 
 
 def props(spec: JobSpec) -> dict[str, Any]:
@@ -78,7 +73,9 @@ def test_only_set_properties_plus_the_fixed_ones_are_sent() -> None:
 def test_env_goes_to_a_root_only_file_never_to_environment() -> None:
     # systemd shows Environment= to every local user; the file only root reads (envfile.py).
     spec = build_spec(["true"], env=["A=1", "B=x y"])
-    sent = {k: v.value for k, v in unit_properties("abc", spec, env_file="/run/x/abc.env")}
+    sent = {
+        k: v.value for k, v in unit_properties("abc", spec, UnitContext(env_file="/run/x/abc.env"))
+    }
     assert "Environment" not in sent
     assert sent["EnvironmentFiles"] == [["/run/x/abc.env", False]]
     assert "EnvironmentFiles" not in props(build_spec(["true"]))
@@ -86,13 +83,17 @@ def test_env_goes_to_a_root_only_file_never_to_environment() -> None:
 
 def test_user_is_sent_as_a_uid() -> None:
     # systemd reads an all-digit User= name as a UID: a user named "1003" is sent as its own UID.
-    sent = {k: v.value for k, v in unit_properties("abc", build_spec(["true"]), user=1006)}
+    sent = {
+        k: v.value for k, v in unit_properties("abc", build_spec(["true"]), UnitContext(user=1006))
+    }
     assert sent["User"] == "1006"
 
 
 def test_properties_marshal_as_dbus() -> None:
     spec = build_spec(["sh", "-c", "x"], cpu_weight="5", env=["A=1"], cpu_affinity="1")
-    for name, v in unit_properties("abc", spec, user=1001, env_file="/run/jobrun/env/abc.env"):
+    for name, v in unit_properties(
+        "abc", spec, UnitContext(user=1001, env_file="/run/jobrun/env/abc.env")
+    ):
         assert isinstance(v, Variant), name
         Variant(v.signature, v.value)  # re-validates value against signature
 

@@ -23,7 +23,8 @@ from jobrun.bus import connect_system_bus
 from jobrun.errors import InvalidArgument
 from jobrun.model import JobSpec, JobState
 from jobrun.outcome import from_unit
-from jobrun.properties import SETTINGS, unit_properties
+from jobrun.properties import SETTINGS
+from jobrun.unit import UnitContext, unit_properties
 
 from .common import FULL, jobrund_answers, jobrund_pid, report
 
@@ -98,7 +99,7 @@ LOGS = st.dictionaries(
 
 def _marshals(spec: JobSpec) -> None:
     """The StartTransientUnit request this spec makes can be sent."""
-    props = unit_properties("fuzz0000aa", spec, user=1001)
+    props = unit_properties("fuzz0000aa", spec, UnitContext(user=1001))
     Message(
         destination="org.freedesktop.systemd1",
         path="/org/freedesktop/systemd1",

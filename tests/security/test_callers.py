@@ -20,8 +20,9 @@ import pytest
 
 from jobrun import envfile
 from jobrun.errors import InvalidArgument
+from jobrun.inputs import MAX_VALUE, parse_size
 from jobrun.model import unit_name
-from jobrun.properties import MAX_VALUE, build_spec, parse_size
+from jobrun.properties import build_spec
 
 from ..helpers import journal_output, systemctl_show, wait_for
 from .common import as_user_cmd, jobrun, raw_start_as

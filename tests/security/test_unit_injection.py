@@ -22,7 +22,8 @@ import pytest
 
 from jobrun.errors import InvalidArgument
 from jobrun.model import unit_name
-from jobrun.properties import build_spec, describe
+from jobrun.properties import build_spec
+from jobrun.unit import describe
 
 from ..helpers import journal_output, systemctl_show, wait_for
 from .common import jobrun as _jobrun
