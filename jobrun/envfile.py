@@ -26,7 +26,7 @@ def quote(value: str) -> str:
     """A value as systemd's environment-file parser reads it back exactly: double-quoted, with
     the four characters it unescapes there (" \\ ` $) escaped; a newline inside the quotes is
     part of the value. (Not single quotes: after one closes, the parser takes a quote as text.)
-    Values hold no other control character than tab and newline (properties.py)."""
+    Values hold no other control character than tab and newline (inputs.py)."""
     return '"' + value.translate(_ESCAPED) + '"'
 
 

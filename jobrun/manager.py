@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import signal
 from collections.abc import AsyncGenerator, Callable
@@ -34,24 +35,23 @@ from .model import (
     new_job_id,
     unit_name,
 )
+from .output import job_batches
 from .profiles import RELAXED_HINT, check_tmp, home_properties
 from .store import Store
+from .systemd import SERVICE, UNIT, Systemd
+from .unit import unit_properties
 
 if TYPE_CHECKING:
     from .journal import Record
 
     Batch = list[Record]  # `list` is a method name in the classes below
-from .systemd import Systemd
-from .unit import unit_properties
 
 _UNIT_PATH = "/org/freedesktop/systemd1/unit/" + UNIT_PREFIX.replace("-", "_2d")
-UNIT_INTERFACE = "org.freedesktop.systemd1.Unit"
-SERVICE_INTERFACE = "org.freedesktop.systemd1.Service"
 
 log = logging.getLogger(__name__)
 
 # Errors from the bus itself, not from systemd: the call may or may not have been carried out.
-# (The load test saw "Message recipient disconnected from message bus without replying".)
+# (Under load the bus answers "Message recipient disconnected from message bus without replying".)
 _NO_ANSWER = (
     "org.freedesktop.DBus.Error.NoReply",
     "org.freedesktop.DBus.Error.Disconnected",
@@ -60,9 +60,6 @@ _NO_ANSWER = (
 )
 
 RECENT = timedelta(hours=24)  # `list` without --all: running jobs and those created since
-RECORD_WAIT = (
-    3.0  # seconds to wait for PID 1's records of a just-unloaded unit to reach the journal
-)
 
 
 class Manager:
@@ -184,7 +181,7 @@ class Manager:
         path = msg.path or ""
         if msg.member != "PropertiesChanged" or not path.startswith(_UNIT_PATH):
             return
-        if len(msg.body) != 3 or msg.body[0] not in (UNIT_INTERFACE, SERVICE_INTERFACE):
+        if len(msg.body) != 3 or msg.body[0] not in (UNIT, SERVICE):
             return
         changed = msg.body[1]
         value = changed.get("InvocationID")
@@ -222,7 +219,8 @@ class Manager:
             return replace(job, outcome=Outcome(JobState.RUNNING), usage=oc.usage(props))
         if props and props.get("LoadState") == "loaded":
             stopped = stop_requested or (await asyncio.to_thread(oc.read_pid1_records, job.unit))[1]
-            outcome = oc.from_unit(job.spec, props, stopped, self._oom(job, props, stopped))
+            oom = oc.unit_oom(job.unit, job.spec, props, stopped)
+            outcome = oc.from_unit(job.spec, props, stopped, oom)
         else:
             job, outcome = await self._outcome_from_journal(job, stop_requested)
         if outcome.state.finished:
@@ -237,55 +235,12 @@ class Manager:
             self._cache(self.store.set_started, job.id, inv, started or job.started_at)
         return replace(job, invocation_id=inv, started_at=started or job.started_at)
 
-    def _oom(self, job: Job, props: dict[str, object], stopped: bool) -> bool:
-        if stopped or job.spec.memory_max is None:
-            return False
-        if props.get("Result") == "oom-kill":
-            return True
-        return (
-            props.get("ExecMainCode") == oc.CLD_KILLED
-            and props.get("ExecMainStatus") == 9
-            and oc.kernel_oom_killed(job.unit)
-        )
-
     async def _outcome_from_journal(self, job: Job, stop_requested: bool) -> tuple[Job, Outcome]:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + RECORD_WAIT
-        while True:
-            records, _ = await asyncio.to_thread(oc.read_pid1_records, job.unit)
-            if job.started_at is None:
-                for r in records:
-                    if oc.message_id(r) == oc.MSG_UNIT_STARTING:
-                        job = self._record_start(
-                            job, r.get("INVOCATION_ID"), r.get("__REALTIME_TIMESTAMP")
-                        )
-                        break
-            killed9 = any(
-                oc.message_id(r) == oc.MSG_PROCESS_EXIT and str(r.get("EXIT_STATUS")) == "9"
-                for r in records
-            )
-            oom = (
-                killed9
-                and not stop_requested
-                and job.spec.memory_max is not None
-                and oc.kernel_oom_killed(job.unit)
-            )
-            outcome = oc.from_journal_records(job.spec, records, stop_requested, oom)
-            if outcome is not None:
-                return job, outcome
-            # PID 1's records of a unit unloaded a moment ago may not be in the journal yet.
-            if loop.time() > deadline:
-                if stop_requested and not any(
-                    oc.message_id(r) == oc.MSG_UNIT_STARTING for r in records
-                ):
-                    # Stopped while its start job was still queued: it never ran.
-                    return job, Outcome(JobState.STOPPED, reason="stopped before it started")
-                return job, Outcome(
-                    JobState.FAILED,
-                    reason="systemd has no record of how this job ended "
-                    "(the journal lost it, or the host went down while it ran)",
-                )
-            await asyncio.sleep(0.02)
+        outcome, starting = await oc.from_journal(job.unit, job.spec, stop_requested)
+        if job.started_at is None and starting is not None:
+            started = starting.get("__REALTIME_TIMESTAMP")
+            job = self._record_start(job, starting.get("INVOCATION_ID"), started)
+        return job, outcome
 
     async def list(self, caller: Caller | None = None, all: bool = False) -> list[Job]:
         caller = caller or Caller.current()
@@ -390,37 +345,12 @@ class Manager:
     ) -> AsyncGenerator[Batch, None]:
         """As `logs`, in lists of records (never empty). Followers of one job share one journal
         reader and one watcher of its unit (fanout.py)."""
-        from .journal import JobOutput
-
         job = await self.status(job_id, caller)
-        output = JobOutput(job.id, started_at=job.started_at, finished_at=job.outcome.finished_at)
-        if not follow and job.state.finished:
-            # journald may still be writing what a finished job wrote (a chatty job's output
-            # lags behind by seconds): read up to the exact end, as a follower does, not up to
-            # the journal's current end.
-            done = asyncio.Event()
-            done.set()
-            batches = output.batches(
-                after_cursor=after_cursor, tail=tail, since=since, follow=True, ended=done
-            )
-        elif not follow:
-            batches = output.batches(after_cursor=after_cursor, tail=tail, since=since)
-        else:
-
-            def watch(ended: asyncio.Event) -> asyncio.Task[object] | None:
-                if job.state.finished:
-                    ended.set()
-                    return None
-                # Access was checked above; the watcher serves every follower of the job.
-                watcher: asyncio.Task[object] = asyncio.create_task(
-                    self.wait(job.id, Caller(0, "root", admin=True))
-                )
-                watcher.add_done_callback(lambda _: ended.set())
-                return watcher
-
-            batches = self.feeds.follow(
-                output, watch, after_cursor=after_cursor, tail=tail, since=since
-            )
+        # Access was checked here; the watcher of the job's end serves every follower.
+        wait = functools.partial(self.wait, job.id, Caller(0, "root", admin=True))
+        batches = job_batches(
+            self.feeds, job, wait, follow=follow, after_cursor=after_cursor, tail=tail, since=since
+        )
         async with contextlib.aclosing(batches):
             async for batch in batches:
                 yield batch

@@ -4,11 +4,12 @@ While the unit is loaded, D-Bus has it (Result, ExecMainCode, ExecMainStatus). A
 that succeeded is unloaded at once, and nothing on D-Bus remembers it; PID 1's own records in the
 system journal do (trusted `_PID=1`, keyed by `UNIT=`, which is unique per job since job IDs are
 never reused). jobs run as Type=oneshot, for which systemd counts only exit status 0 as success,
-so every other ending is logged at notice level with its exit code or signal (see properties.py).
+so every other ending is logged at notice level with its exit code or signal (see unit.py).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal as signals
@@ -108,7 +109,7 @@ def from_exit(
         elif result == "timeout":
             reason = "timed out"
         elif result == "exit-code" and spec.writable:
-            # The command never ran: the check of its --writable paths failed (properties.py).
+            # The command never ran: the check of its --writable paths failed (unit.py).
             reason = (
                 "a --writable path does not exist, or the job's user cannot reach it: "
                 + ", ".join(spec.writable)
@@ -245,6 +246,59 @@ def kernel_oom_killed(unit: str) -> bool:
                 return True
     finally:
         os.close(fd)
+
+
+def unit_oom(unit: str, spec: JobSpec, props: Mapping[str, Any], stopped: bool) -> bool:
+    """Whether the job of a loaded unit was killed for going over its --memory-max."""
+    if stopped or spec.memory_max is None:
+        return False
+    if props.get("Result") == "oom-kill":
+        return True
+    return (
+        props.get("ExecMainCode") == CLD_KILLED
+        and props.get("ExecMainStatus") == 9
+        and kernel_oom_killed(unit)
+    )
+
+
+RECORD_WAIT = (
+    3.0  # seconds to wait for PID 1's records of a just-unloaded unit to reach the journal
+)
+
+
+async def from_journal(
+    unit: str, spec: JobSpec, stop_requested: bool
+) -> tuple[Outcome, Mapping[str, Any] | None]:
+    """How the job of an unloaded `unit` ended, from PID 1's records, and PID 1's record of its
+    start (None if there is none): the unit's InvocationID and start time."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + RECORD_WAIT
+    while True:
+        records, _ = await asyncio.to_thread(read_pid1_records, unit)
+        starting = next((r for r in records if message_id(r) == MSG_UNIT_STARTING), None)
+        killed9 = any(
+            message_id(r) == MSG_PROCESS_EXIT and str(r.get("EXIT_STATUS")) == "9" for r in records
+        )
+        oom = (
+            killed9
+            and not stop_requested
+            and spec.memory_max is not None
+            and kernel_oom_killed(unit)
+        )
+        outcome = from_journal_records(spec, records, stop_requested, oom)
+        if outcome is not None:
+            return outcome, starting
+        # PID 1's records of a unit unloaded a moment ago may not be in the journal yet.
+        if loop.time() > deadline:
+            if stop_requested and starting is None:
+                # Stopped while its start job was still queued: it never ran.
+                return Outcome(JobState.STOPPED, reason="stopped before it started"), None
+            return Outcome(
+                JobState.FAILED,
+                reason="systemd has no record of how this job ended "
+                "(the journal lost it, or the host went down while it ran)",
+            ), starting
+        await asyncio.sleep(0.02)
 
 
 def usage(props: Mapping[str, Any]) -> Usage:

@@ -1,0 +1,53 @@
+"""A job's output for `logs`: its journal records in batches, read up to the job's end or
+followed until it has ended (followers of one job share one reader, fanout.py)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator, Callable, Coroutine
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from .model import Job
+
+if TYPE_CHECKING:
+    from .fanout import Feeds
+    from .journal import Record
+
+
+def job_batches(
+    feeds: Feeds,
+    job: Job,
+    wait: Callable[[], Coroutine[Any, Any, object]],
+    *,
+    follow: bool,
+    after_cursor: str | None,
+    tail: int | None,
+    since: datetime | None,
+) -> AsyncGenerator[list[Record], None]:
+    """The batches of `job`'s output (never empty); with `follow`, until `wait` (the job's end,
+    awaited once for all of its followers) has returned and all of its output has been read."""
+    from .journal import JobOutput
+
+    output = JobOutput(job.id, started_at=job.started_at, finished_at=job.outcome.finished_at)
+    if not follow and job.state.finished:
+        # journald may still be writing what a finished job wrote (a chatty job's output lags
+        # behind by seconds): read up to the exact end, as a follower does, not up to the
+        # journal's current end.
+        done = asyncio.Event()
+        done.set()
+        return output.batches(
+            after_cursor=after_cursor, tail=tail, since=since, follow=True, ended=done
+        )
+    if not follow:
+        return output.batches(after_cursor=after_cursor, tail=tail, since=since)
+
+    def watch(ended: asyncio.Event) -> asyncio.Task[object] | None:
+        if job.state.finished:
+            ended.set()
+            return None
+        watcher: asyncio.Task[object] = asyncio.create_task(wait())
+        watcher.add_done_callback(lambda _: ended.set())
+        return watcher
+
+    return feeds.follow(output, watch, after_cursor=after_cursor, tail=tail, since=since)
