@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InvalidArgument
-from .tls import utc_time
+from .trust import utc_time
 
 DAYS = 365
 
