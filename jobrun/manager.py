@@ -38,7 +38,7 @@ from .model import (
 from .output import job_batches
 from .profiles import RELAXED_HINT, check_tmp, home_properties
 from .store import Store
-from .systemd import SERVICE, UNIT, Systemd
+from .systemd import NO_SUCH_PROCESS, NO_SUCH_UNIT, SERVICE, UNIT, Systemd
 from .unit import unit_properties
 
 if TYPE_CHECKING:
@@ -280,7 +280,7 @@ class Manager:
         try:
             sd_job = await self.systemd.stop_unit(job.unit)
         except SystemdError as e:
-            if e.dbus_error != "org.freedesktop.systemd1.NoSuchUnit":
+            if e.dbus_error != NO_SUCH_UNIT:
                 raise
         else:
             done = self.systemd.expect_job(sd_job)
@@ -307,10 +307,7 @@ class Manager:
         try:
             await self.systemd.kill_unit(job.unit, signum)
         except SystemdError as e:
-            if e.dbus_error not in (
-                "org.freedesktop.systemd1.NoSuchUnit",
-                "org.freedesktop.systemd1.NoSuchProcess",
-            ):
+            if e.dbus_error not in (NO_SUCH_UNIT, NO_SUCH_PROCESS):
                 raise
             return await self.status(job.id, caller), False
         return job, True

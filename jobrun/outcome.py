@@ -26,7 +26,6 @@ MSG_PROCESS_EXIT = "98e322203f7a4ed290d09fe03c09fe15"
 MSG_UNIT_RESULT = "d9b373ed55a64feb8242e02dbe79a49c"
 MSG_UNIT_SUCCESS = "7ad2d189f7e94e70a38c781354912448"
 MSG_UNIT_STOPPED = "9d1aaa27d60140bd96365438aad20286"
-MSG_UNIT_FAILED = "be02cf6855d2428ba40df7e9d022f03d"
 MSG_UNIT_STARTING = "7d4958e842da4a758f6c1cdc7b36dcc5"
 
 CLD_EXITED, CLD_KILLED, CLD_DUMPED = 1, 2, 3
@@ -119,8 +118,8 @@ def from_exit(
     return Outcome(state, result, exit_code, sig, reason, finished_at)
 
 
-# The unit properties a job's status is made of (running, from_unit, usage, and the manager's
-# record of the start and its check for the OOM killer); the rest of systemd's are not fetched.
+# The unit properties a job's status is made of (running, from_unit, unit_oom, usage, and the
+# manager's record of the start); the rest of systemd's are not fetched.
 STATUS_PROPERTIES = frozenset(
     {
         # org.freedesktop.systemd1.Unit
@@ -261,9 +260,8 @@ def unit_oom(unit: str, spec: JobSpec, props: Mapping[str, Any], stopped: bool) 
     )
 
 
-RECORD_WAIT = (
-    3.0  # seconds to wait for PID 1's records of a just-unloaded unit to reach the journal
-)
+# Seconds to wait for PID 1's records of a just-unloaded unit to reach the journal.
+RECORD_WAIT = 3.0
 
 
 async def from_journal(

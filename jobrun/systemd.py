@@ -27,12 +27,13 @@ PROPS = "org.freedesktop.DBus.Properties"
 BUS_NAME = "org.freedesktop.DBus"  # the sender of the bus's own signals (dbus-daemon sets it)
 
 NO_SUCH_UNIT = "org.freedesktop.systemd1.NoSuchUnit"
+NO_SUCH_PROCESS = "org.freedesktop.systemd1.NoSuchProcess"
 MAX_PENDING_CALLS = 64
 # systemd jobs (start, stop) this connection has queued and systemd has not finished. For each,
 # PID 1 tracks the requester with a match rule of its own on the bus, and dbus-daemon allows it
 # 512 (max_match_rules_per_connection): past that PID 1's AddMatch fails, sd-bus drops its bus
 # connection ("Got disconnect on API bus"), and every call in flight fails with "Message recipient
-# disconnected from message bus without replying". Seen with ~2,000 starts queued (the load test).
+# disconnected from message bus without replying" (some 2,000 queued starts get there).
 MAX_QUEUED_JOBS = 256
 # With every slot taken this long, ask systemd which of our jobs it still has (ListJobs): a
 # JobRemoved lost (a bus reconnect) must not keep a slot forever.
@@ -60,8 +61,8 @@ class Systemd:
         # JobRemoved can arrive before the caller of StartTransientUnit or StopUnit has handled
         # the reply naming the job: while such calls are in flight (`_queuing`), results of jobs
         # nobody waits for yet are kept here until their caller takes them (the last 1,024 at
-        # most: jobs of other clients are never taken). Not every result: kept for good after a
-        # load, the last 1,024 were some 500 of the 3,900 memory blocks that outlived it.
+        # most: jobs of other clients are never taken, and every result kept for good would hold
+        # memory that outlives a load).
         self._removed: collections.OrderedDict[str, str] = collections.OrderedDict()
         self._queuing = 0
         self._listeners: list[Callable[[Message], None]] = []
