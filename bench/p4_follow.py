@@ -301,7 +301,7 @@ async def daemon(cfg: Config, count: int, n: int) -> Result:
         await b.list(False)  # jobrund is up and has answered once
 
         async def start(argv: list[str]) -> str:
-            return str((await b.start(argv, None, {}))["id"])
+            return str((await b.start(argv, None, {})).id)
 
         opening = asyncio.Semaphore(32)
         return await measure(
