@@ -98,6 +98,9 @@ def introspection_xml() -> str:
 # Kinds 0..4 are records (their LineBreak's code, wire/logs.py LINE_BREAKS); END says the
 # stream is complete; ERROR carries "<D-Bus error name>\0<text>". A pipe that ends without END or
 # ERROR means jobrund went away: the client asks again, after the last cursor it got.
+# With the option `batch_cursors`, only the last record of each write carries its cursor (the
+# others an empty one): a reader that prints no cursors gets half the bytes, and resumes after the
+# last cursor it got, holding back what came after it until that record's cursor arrives.
 FRAME = struct.Struct("!BQHI")
 FRAME_END = 100
 FRAME_ERROR = 101
@@ -107,11 +110,19 @@ def pack_frame(kind: int, usec: int = 0, cursor: bytes = b"", message: bytes = b
     return FRAME.pack(kind, usec, len(cursor), len(message)) + cursor + message
 
 
-def pack_records(records: Sequence[Record], codes: Mapping[LineBreak, int]) -> bytes:
-    """The frames of many records at once, as one bytes."""
+def pack_records(
+    records: Sequence[Record], codes: Mapping[LineBreak, int], batch_cursors: bool = False
+) -> bytes:
+    """The frames of many records at once, as one bytes; with batch_cursors, only the last record
+    carries its cursor."""
     pack = FRAME.pack
     parts: list[bytes] = []
     append = parts.append
+    if batch_cursors and records:
+        for r in records[:-1]:
+            append(pack(codes[r.line_break], r.usec, 0, len(r.message)))
+            append(r.message)
+        records = records[-1:]
     for r in records:
         cursor = r.cursor.encode()
         append(pack(codes[r.line_break], r.usec, len(cursor), len(r.message)))

@@ -28,7 +28,7 @@ import os
 import random
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -68,6 +68,9 @@ class ReaderPlan:
     pause_for: float = 0.0
     # and once reader i has had n records: (i, n)
     after_reader: tuple[int, int] | None = None
+    # False: through jobrund, a reader that prints no cursors (`jobrun logs` without --json, or
+    # the library with cursors=False): jobrund sends one cursor per batch
+    cursors: bool = True
 
 
 @dataclass(frozen=True)
@@ -79,9 +82,11 @@ class Plan:
     # and then only once every reader that joined by then has had its first records
     rotate_after_joined: bool = False
     restart_jobrund_at: tuple[int, ...] = ()  # records in the journal: `systemctl restart jobrund`
+    kill_jobrund: bool = False  # SIGKILL instead (systemd starts it again: Restart=on-failure)
 
     def __str__(self) -> str:
-        restarts = f"jobrund restarts at {list(self.restart_jobrund_at)}, " * bool(
+        how = "kills" if self.kill_jobrund else "restarts"
+        restarts = f"jobrund {how} at {list(self.restart_jobrund_at)}, " * bool(
             self.restart_jobrund_at
         )
         return f"seed {self.seed}: {self.shape.name} ~{self.shape.approx} records, " + (
@@ -150,6 +155,7 @@ def reader(rng: random.Random, approx: int) -> ReaderPlan:
         rate=rate,
         pause_at=pause_at,
         pause_for=rng.choice([0.2, 0.5, 1.5]),
+        cursors=rng.random() < 0.5,
     )
 
 
@@ -218,8 +224,31 @@ JOBRUND_RESTARTS = Plan(
         ReaderPlan("follow", 0, rate=10_000.0),
         ReaderPlan("since", 5_000, rate=20_000.0),
         ReaderPlan("follow", 8_000, pause_at=1, pause_for=1.0),
+        ReaderPlan("follow", 0, rate=10_000.0, cursors=False),
+        ReaderPlan("since", 5_000, rate=20_000.0, cursors=False),
     ),
     restart_jobrund_at=(12_000, 29_000),
+)
+
+
+# jobrund killed while slow readers without cursors have full pipes: a reader gets part of a
+# batch whose cursor never comes, and must ask again after the last cursor it had, not repeat.
+JOBRUND_KILLED = Plan(
+    "jobrund-killed",
+    Shape(
+        "two bursts of 20000 100-byte lines",
+        ("/bin/sh", "-c", f"seq -f {WIDE} 1 20000; sleep 2; seq -f {WIDE} 20001 40000"),
+        40_000,
+    ),
+    (
+        ReaderPlan("follow", 0, rate=5_000.0, cursors=False),
+        ReaderPlan("follow", 0, rate=2_000.0, pause_at=100, pause_for=1.5, cursors=False),
+        ReaderPlan("since", 1_000, rate=5_000.0, cursors=False),
+        ReaderPlan("after_cursor", 3_000, rate=2_000.0, pause_at=10, pause_for=1.5, cursors=False),
+        ReaderPlan("follow", 0, rate=5_000.0),
+    ),
+    restart_jobrund_at=(10_000, 30_000),
+    kill_jobrund=True,
 )
 
 
@@ -325,6 +354,7 @@ class Outcome:
     since_usec: int = 0  # since: the time it asked for (that of a record it had seen)
     seen_before: int = 0  # records in the journal before it joined (a lower bound)
     seconds: float = 0.0
+    raw: bytes | None = None  # `jobrun logs` without --json: its stdout
     started: asyncio.Event = field(default_factory=asyncio.Event)  # has records, or has ended
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -370,8 +400,10 @@ def _entry(line: bytes) -> Entry:
 
 
 async def cli_reader(job_id: str, out: Outcome, kw: dict[str, Any]) -> None:
-    """`jobrun logs --json` through jobrund, its stdout read at the schedule's pace."""
-    args = ["logs", "--json"]
+    """`jobrun logs --json` through jobrund, its stdout read at the schedule's pace; or, for a
+    reader without cursors, `jobrun logs` and its bytes."""
+    cursors = kw.get("cursors", True)
+    args = ["logs", "--json"] if cursors else ["logs"]
     if kw.get("follow"):
         args.append("--follow")
     if kw.get("tail") is not None:
@@ -386,7 +418,15 @@ async def cli_reader(job_id: str, out: Outcome, kw: dict[str, Any]) -> None:
     errors = asyncio.create_task(proc.stderr.read())
     pace = Pace(out.plan)
     rest = b""
+    raw = bytearray()
+    lines_seen = 0
     while chunk := await proc.stdout.read(1 << 16):
+        if not cursors:
+            raw += chunk
+            lines_seen += chunk.count(b"\n")
+            out.started.set()
+            await pace.took(lines_seen)
+            continue
         lines = (rest + chunk).split(b"\n")
         rest = lines.pop()
         out.entries += [_entry(line) for line in lines]
@@ -394,6 +434,8 @@ async def cli_reader(job_id: str, out: Outcome, kw: dict[str, Any]) -> None:
             out.started.set()
         await pace.took(len(out.entries))
     assert rest == b""
+    if not cursors:
+        out.raw = bytes(raw)
     err = await errors
     assert await proc.wait() == 0, err.decode()
 
@@ -426,7 +468,11 @@ async def run_plan(p: Plan, backend: Any, *, daemon: bool) -> None:
             for o in outcomes:  # every follower that joined by then is streaming
                 if o.plan.join_at is not None and o.plan.join_at <= n:
                     await o.started.wait()
-            proc = await asyncio.create_subprocess_exec("systemctl", "restart", "jobrund.service")
+            if p.kill_jobrund:
+                args = ("kill", "-s", "KILL", "jobrund.service")
+            else:
+                args = ("restart", "jobrund.service")
+            proc = await asyncio.create_subprocess_exec("systemctl", *args)
             assert await proc.wait() == 0
 
     async def one(out: Outcome) -> None:
@@ -459,6 +505,8 @@ async def run_plan(p: Plan, backend: Any, *, daemon: bool) -> None:
                 )
         elif rp.mode == "tail":
             kw["tail"] = rp.tail
+        if daemon and not rp.cursors:
+            kw["cursors"] = False
         t0 = time.monotonic()
         if daemon and rp.mode not in ("after_cursor", "since"):
             await cli_reader(job_id, out, kw)
@@ -484,6 +532,28 @@ def _first_difference(a: list[Entry], b: list[Entry]) -> str:
     return f"{len(a)} records vs the journal's {len(b)}"
 
 
+def _suffix_of(truth: list[Entry], raw: bytes) -> list[Entry] | None:
+    """The last records of the journal whose bytes are raw, if there are such."""
+    from jobrun.journal import LineBreak, Record
+
+    size = 0
+    for start in range(len(truth), -1, -1):
+        if size == len(raw):
+            data = b"".join(Record(0, c, m, LineBreak(b)).data for c, m, b in truth[start:])
+            return truth[start:] if data == raw else None
+        if size > len(raw) or start == 0:
+            return None
+        c, m, b = truth[start - 1]
+        size += len(Record(0, c, m, LineBreak(b)).data)
+    return None
+
+
+def _padded(want: list[Entry]) -> Iterator[Entry | None]:
+    yield from want
+    while True:
+        yield None
+
+
 def check(
     p: Plan, truth: list[Entry], monitor: list[Entry], outcomes: list[Outcome], times: list[int]
 ) -> None:
@@ -492,6 +562,11 @@ def check(
         problems.append(f"the monitor: {_first_difference(monitor, truth)}")
     for i, out in enumerate(outcomes):
         rp, got = out.plan, out.entries
+        if out.raw is not None:
+            got = _suffix_of(truth, out.raw)
+            if got is None:
+                problems.append(f"reader {i} ({rp}): its {len(out.raw)} bytes are not the job's")
+                continue
         if rp.mode == "after_cursor":
             want = truth[out.cursor_index :]
         elif rp.mode == "since" and out.since_usec:
@@ -508,6 +583,9 @@ def check(
                 problems.append(f"reader {i} ({rp}): {len(got)} records, not the last {rp.tail}")
         else:
             want = truth
+        if not rp.cursors:  # records without a cursor take the journal's, the rest must match it
+            pairs = zip(got, _padded(want), strict=False)
+            got = [(c or (w[0] if w else ""), m, b) for (c, m, b), w in pairs]
         if got != want:
             problems.append(
                 f"reader {i} ({rp}): {len(got)} of {len(want)} records; "
@@ -563,7 +641,7 @@ async def test_regression_through_jobrund(p: Plan, daemon_backend: Any) -> None:
 
 
 @pytest.mark.daemon
-@pytest.mark.parametrize("p", [JOBRUND_RESTARTS], ids=lambda p: str(p.seed))
+@pytest.mark.parametrize("p", [JOBRUND_RESTARTS, JOBRUND_KILLED], ids=lambda p: str(p.seed))
 async def test_followers_resume_across_jobrund_restarts(p: Plan, daemon_backend: Any) -> None:
     await run_plan(p, daemon_backend, daemon=True)
 
@@ -572,3 +650,36 @@ async def test_followers_resume_across_jobrund_restarts(p: Plan, daemon_backend:
 @pytest.mark.parametrize("seed", seeds(daemon=True))
 async def test_schedules_through_jobrund(seed: int, daemon_backend: Any) -> None:
     await run_plan(plan(seed, daemon=True), daemon_backend, daemon=True)
+
+
+# Over the remote API: the same schedules through gRPC (an admin's client reading a job it
+# started), and followers resuming across jobrund restarts.
+@pytest.fixture(scope="module")
+def remote_api() -> Iterator[Any]:
+    from .remote_helpers import remote_jobrund
+
+    with remote_jobrund() as r:
+        yield r
+
+
+@pytest.fixture
+async def remote_backend(remote_api: Any) -> AsyncIterator[Any]:
+    from .remote_helpers import backend
+
+    b = await backend(remote_api, "carol")
+    try:
+        yield b
+    finally:
+        await b.close()
+
+
+@pytest.mark.daemon
+@pytest.mark.parametrize("seed", seeds(daemon=True))
+async def test_schedules_over_the_remote_api(seed: int, remote_backend: Any) -> None:
+    await run_plan(plan(seed, daemon=True), remote_backend, daemon=False)
+
+
+@pytest.mark.daemon
+@pytest.mark.parametrize("p", [TWO_FOLLOWERS_DAEMON, JOBRUND_RESTARTS], ids=lambda p: str(p.seed))
+async def test_followers_over_the_remote_api(p: Plan, remote_backend: Any) -> None:
+    await run_plan(p, remote_backend, daemon=False)

@@ -57,7 +57,9 @@ def run(**values: Any) -> None:
             interrupts.forward_to(b, job.id)
             out = sys.stdout.buffer
             # aclosing: the reader's own clean-up runs now, not after the bus is gone
-            async with contextlib.aclosing(b.log_batches(job.id, follow=True)) as batches:
+            async with contextlib.aclosing(
+                b.log_batches(job.id, follow=True, cursors=False)
+            ) as batches:
                 async for batch in batches:
                     out.write(b"".join([rec.data for rec in batch]))
                     if batch[-1].line_break != "line-max":

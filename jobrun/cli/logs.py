@@ -63,7 +63,9 @@ def logs(
         b = await common.open_backend()
         out = sys.stdout.buffer
         try:
-            batches = b.log_batches(job_id, follow=follow, tail=tail, since=since_dt)
+            batches = b.log_batches(
+                job_id, follow=follow, tail=tail, since=since_dt, cursors=as_json
+            )
             async with contextlib.aclosing(batches):  # clean up before the bus goes
                 async for batch in batches:
                     # One write per batch of records: the per-line cost is the journal's.

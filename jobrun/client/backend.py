@@ -25,7 +25,9 @@ RESUME_DELAY_MAX = 3.0
 
 
 class Backend(Protocol):
-    """A backend subclasses this for `logs`; the rest each implements."""
+    """A backend subclasses this for `logs`; the rest each implements. In `logs` and
+    `log_batches`, cursors=False lets a backend leave out the cursor of records but the last of
+    each batch (as "")."""
 
     mode: str
 
@@ -44,6 +46,7 @@ class Backend(Protocol):
         after_cursor: str | None = None,
         tail: int | None = None,
         since: datetime | None = None,
+        cursors: bool = True,
     ) -> AsyncGenerator[Batch, None]: ...
     async def close(self) -> None: ...
 
@@ -55,11 +58,17 @@ class Backend(Protocol):
         after_cursor: str | None = None,
         tail: int | None = None,
         since: datetime | None = None,
+        cursors: bool = True,
     ) -> AsyncGenerator[Record, None]:
         """The job's records one by one (see `log_batches`)."""
         return flatten(
             self.log_batches(
-                job_id, follow=follow, after_cursor=after_cursor, tail=tail, since=since
+                job_id,
+                follow=follow,
+                after_cursor=after_cursor,
+                tail=tail,
+                since=since,
+                cursors=cursors,
             )
         )
 

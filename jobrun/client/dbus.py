@@ -149,17 +149,19 @@ class DaemonBackend(Backend):
         after_cursor: str | None = None,
         tail: int | None = None,
         since: datetime | None = None,
+        cursors: bool = True,
     ) -> AsyncGenerator[Batch, None]:
         """Frames from jobrund's pipe as lists of Records, as many as each read of the pipe
         brought; resumed after the last cursor if jobrund goes away mid-stream (restart,
-        crash)."""
+        crash). Without `cursors`, jobrund sends a cursor with the last record of each of its
+        writes only, and records carry "" as theirs."""
 
         def read(
             after_cursor: str | None, tail: int | None, since: datetime | None
         ) -> AsyncGenerator[Batch | None, None]:
             from ..wire.dbus import logs_options
 
-            return self._read_logs(job_id, logs_options(follow, after_cursor, tail, since))
+            return self._read_logs(job_id, logs_options(follow, after_cursor, tail, since, cursors))
 
         return resume_after(
             read, SystemdUnavailable, after_cursor=after_cursor, tail=tail, since=since
@@ -187,6 +189,9 @@ class DaemonBackend(Backend):
             batch: Batch = []
             at = 0
             end = len(buf)
+            # Records after the last one with a cursor wait in buf for theirs: what is yielded
+            # always ends at a cursor to resume after.
+            done_at, done_len = 0, 0
             while end - at >= header:
                 kind, usec, clen, mlen = unpack(buf, at)
                 stop = at + header + clen + mlen
@@ -200,7 +205,7 @@ class DaemonBackend(Backend):
                     text = buf[at + header + clen : stop].decode(errors="replace")
                     name, _, text = text.partition("\0")
                     raise error_from_name(name, text)
-                cursor = buf[at + header : at + header + clen].decode()
+                cursor = buf[at + header : at + header + clen].decode() if clen else ""
                 batch.append(
                     Record(
                         usec,
@@ -210,8 +215,11 @@ class DaemonBackend(Backend):
                     )
                 )
                 at = stop
-            buf = buf[at:]
-            if batch:
+                if clen:
+                    done_at, done_len = at, len(batch)
+            buf = buf[done_at:]
+            if done_len:
+                del batch[done_len:]
                 yield batch
 
     async def _open_logs(self, job_id: str, options: dict[str, Variant]) -> asyncio.StreamReader:

@@ -86,6 +86,7 @@ class LocalBackend(Backend):
         after_cursor: str | None = None,
         tail: int | None = None,
         since: datetime | None = None,
+        cursors: bool = True,
     ) -> AsyncGenerator[Batch, None]:
         m = await self._m()
         batches = m.log_batches(

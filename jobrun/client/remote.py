@@ -201,6 +201,7 @@ class RemoteBackend(Backend):
         after_cursor: str | None = None,
         tail: int | None = None,
         since: datetime | None = None,
+        cursors: bool = True,
     ) -> AsyncGenerator[Batch, None]:
         """The job's records, one list per message; resumed after the last cursor if the
         connection drops mid-stream (jobrund restarted)."""

@@ -191,10 +191,11 @@ class Daemon(FairShare):
         try:
             try:
                 # One write per batch of records (the frames are the same as one per record).
+                batch_cursors = kwargs.pop("batch_cursors", False)
                 batches = self.manager.log_batches(job_id, caller, **kwargs)
                 async with contextlib.aclosing(batches):
                     async for batch in batches:
-                        writer.write(api.pack_records(batch, LINE_BREAK_CODES))
+                        writer.write(api.pack_records(batch, LINE_BREAK_CODES, batch_cursors))
                         if transport.get_write_buffer_size() > 1 << 20:
                             await writer.drain()
                 writer.write(api.pack_frame(api.FRAME_END))

@@ -19,7 +19,13 @@ if TYPE_CHECKING:
 # Start's option for the job's standard input: a descriptor ("h", sent with the message).
 STDIN_OPTION = "stdin"
 # Logs' options and their D-Bus types.
-LOGS_OPTIONS = {"follow": "b", "tail": "x", "after_cursor": "s", "since_usec": "x"}
+LOGS_OPTIONS = {
+    "follow": "b",
+    "tail": "x",
+    "after_cursor": "s",
+    "since_usec": "x",
+    "batch_cursors": "b",
+}
 MAX_CURSOR = 4096  # journal cursors are ~150 characters
 MAX_SINCE_USEC = 253402300799999999  # 9999-12-31T23:59:59.999999Z: datetime's own limit
 
@@ -55,13 +61,19 @@ def start_options(name: str | None, values: dict[str, Any], stdin: bool) -> dict
 
 
 def logs_options(
-    follow: bool, after_cursor: str | None, tail: int | None, since: datetime | None
+    follow: bool,
+    after_cursor: str | None,
+    tail: int | None,
+    since: datetime | None,
+    cursors: bool = True,
 ) -> dict[str, Variant]:
-    """Logs' options: where to start (after a cursor, the last N, or since a time), and
-    whether to follow."""
+    """Logs' options: where to start (after a cursor, the last N, or since a time), whether to
+    follow, and whether every record needs its cursor (else one per batch: batch_cursors)."""
     from dbus_fast import Variant
 
     options: dict[str, Variant] = {"follow": Variant("b", follow)}
+    if not cursors:
+        options["batch_cursors"] = Variant("b", True)
     if after_cursor is not None:
         options["after_cursor"] = Variant("s", after_cursor)
     elif tail is not None:
@@ -109,7 +121,8 @@ def decode_start(command: Any, options: Any) -> JobSpec:
 
 
 def decode_logs_options(options: Any) -> dict[str, Any]:
-    """Logs' options: keyword arguments of Manager.logs (follow, tail, after_cursor, since)."""
+    """Logs' options: keyword arguments of Manager.logs (follow, tail, after_cursor, since) and
+    batch_cursors (how jobrund frames them, see dbus_api.pack_records)."""
     if not isinstance(options, dict) or not all(isinstance(k, str) for k in options):
         raise InvalidArgument("Logs options must be a dictionary")
     unknown = set(options) - set(LOGS_OPTIONS)
@@ -141,4 +154,5 @@ def decode_logs_options(options: Any) -> dict[str, Any]:
         "tail": tail,
         "after_cursor": cursor,
         "since": since_dt,
+        "batch_cursors": bool(opts.get("batch_cursors", False)),
     }

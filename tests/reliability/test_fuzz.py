@@ -173,7 +173,7 @@ def test_logs_options_decode_or_are_refused(options: Any) -> None:
         kwargs = dbus_wire.decode_logs_options(options)
     except InvalidArgument:
         return
-    assert set(kwargs) == {"follow", "tail", "after_cursor", "since"}
+    assert set(kwargs) == {"follow", "tail", "after_cursor", "since", "batch_cursors"}
     assert kwargs["tail"] is None or kwargs["tail"] >= 0
 
 
