@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from ..errors import JobrunError, RemoteUnavailable, error_from_name
-from .backend import Backend, resume_after
+from .backend import RESUME_RETRIES, Backend, resume_after
 
 if TYPE_CHECKING:
     from grpclib.client import Channel
@@ -185,13 +185,22 @@ class RemoteBackend(Backend):
         return [job_from_proto(j) for j in reply.jobs]
 
     async def wait(self, job_id: str) -> Job:
+        """Poll the job's status until it has ended. Once jobrund has answered, a dropped
+        connection (jobrund restarted) is asked again, as a follower resumes: the job goes on."""
         delay = 0.05
-        while True:
-            job = await self.status(job_id)
-            if job.state.finished:
-                return job
+        job = await self.status(job_id)
+        lost = 0
+        while not job.state.finished:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 1.0)
+            try:
+                job = await self.status(job_id)
+                lost = 0
+            except RemoteUnavailable:
+                lost += 1
+                if lost > RESUME_RETRIES:
+                    raise
+        return job
 
     def log_batches(
         self,
