@@ -8,13 +8,7 @@ for the CLI and D-Bus, and trivially introspectable.
 
 from __future__ import annotations
 
-import struct
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from .journal import LineBreak, Record
 
 BUS_NAME = "org.jobrun.Manager1"
 PATH = "/org/jobrun/Manager1"
@@ -50,7 +44,7 @@ METHODS: dict[str, Method] = {
         Method("Status", "status", (("id", "s"),), (_JOB,)),
         # all → JSON list of jobs
         Method("List", "list_jobs", (("all", "b"),), (("jobs", "s"),)),
-        # id, options (wire/dbus.py LOGS_OPTIONS) → the read end of a pipe of frames
+        # id, options (wire/dbus.py LOGS_OPTIONS) → the read end of a pipe of frames (wire/logs.py)
         Method("Logs", "logs", (("id", "s"), ("options", "a{sv}")), (("fd", "h"),)),
         # JobChanged signals for the caller's jobs, until it disconnects
         Method("Subscribe", "subscribe"),
@@ -90,42 +84,3 @@ def introspection_xml() -> str:
         "</node>",
     ]
     return "\n".join(lines) + "\n"
-
-
-# -- Logs: the pipe protocol ----------------------------------------------------------------
-# Logs answers with the read end of a pipe. jobrund writes frames to it: a header
-# (kind, realtime µs, cursor length, message length) followed by the cursor and the message.
-# Kinds 0..4 are records (their LineBreak's code, wire/logs.py LINE_BREAKS); END says the
-# stream is complete; ERROR carries "<D-Bus error name>\0<text>". A pipe that ends without END or
-# ERROR means jobrund went away: the client asks again, after the last cursor it got.
-# With the option `batch_cursors`, only the last record of each write carries its cursor (the
-# others an empty one): a reader that prints no cursors gets half the bytes, and resumes after the
-# last cursor it got, holding back what came after it until that record's cursor arrives.
-FRAME = struct.Struct("!BQHI")
-FRAME_END = 100
-FRAME_ERROR = 101
-
-
-def pack_frame(kind: int, usec: int = 0, cursor: bytes = b"", message: bytes = b"") -> bytes:
-    return FRAME.pack(kind, usec, len(cursor), len(message)) + cursor + message
-
-
-def pack_records(
-    records: Sequence[Record], codes: Mapping[LineBreak, int], batch_cursors: bool = False
-) -> bytes:
-    """The frames of many records at once, as one bytes; with batch_cursors, only the last record
-    carries its cursor."""
-    pack = FRAME.pack
-    parts: list[bytes] = []
-    append = parts.append
-    if batch_cursors and records:
-        for r in records[:-1]:
-            append(pack(codes[r.line_break], r.usec, 0, len(r.message)))
-            append(r.message)
-        records = records[-1:]
-    for r in records:
-        cursor = r.cursor.encode()
-        append(pack(codes[r.line_break], r.usec, len(cursor), len(r.message)))
-        append(cursor)
-        append(r.message)
-    return b"".join(parts)

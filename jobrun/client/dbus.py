@@ -172,55 +172,23 @@ class DaemonBackend(Backend):
     ) -> AsyncGenerator[Batch | None, None]:
         """One Logs call's pipe: None once it is open, then lists of Records;
         SystemdUnavailable if it ends before jobrund said the stream is complete."""
-        from ..journal import Record
-        from ..wire.logs import LINE_BREAKS as breaks
+        from ..wire.logs import FrameReader
 
         reader = await self._open_logs(job_id, options)
         yield None
-        header = api.FRAME.size
-        unpack = api.FRAME.unpack_from
-        buf = b""
+        frames = FrameReader()
         while True:
             data = await reader.read(1 << 20)
             if not data:
                 # (what the caller sees once resume_after gives up)
                 raise SystemdUnavailable("jobrund went away while sending output, and stays away")
-            buf = buf + data if buf else data
-            batch: Batch = []
-            at = 0
-            end = len(buf)
-            # Records after the last one with a cursor wait in buf for theirs: what is yielded
-            # always ends at a cursor to resume after.
-            done_at, done_len = 0, 0
-            while end - at >= header:
-                kind, usec, clen, mlen = unpack(buf, at)
-                stop = at + header + clen + mlen
-                if stop > end:
-                    break
-                if kind == api.FRAME_END or kind == api.FRAME_ERROR:
-                    if batch:
-                        yield batch
-                    if kind == api.FRAME_END:
-                        return
-                    text = buf[at + header + clen : stop].decode(errors="replace")
-                    name, _, text = text.partition("\0")
-                    raise error_from_name(name, text)
-                cursor = buf[at + header : at + header + clen].decode() if clen else ""
-                batch.append(
-                    Record(
-                        usec,
-                        cursor,
-                        buf[at + header + clen : stop],
-                        breaks[kind],
-                    )
-                )
-                at = stop
-                if clen:
-                    done_at, done_len = at, len(batch)
-            buf = buf[done_at:]
-            if done_len:
-                del batch[done_len:]
+            batch = frames.feed(data)
+            if batch:
                 yield batch
+            if frames.error is not None:
+                raise frames.error
+            if frames.ended:
+                return
 
     async def _open_logs(self, job_id: str, options: dict[str, Variant]) -> asyncio.StreamReader:
         from dbus_fast import Message, MessageType

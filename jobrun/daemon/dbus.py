@@ -32,7 +32,7 @@ from ..manager import Caller, Manager
 from ..model import UNIT_PREFIX
 from ..wire import dbus as wire
 from ..wire.jobs import job_json, jobs_json
-from ..wire.logs import LINE_BREAK_CODES
+from ..wire.logs import pack_end, pack_error, pack_records
 from .admission import admit, authorize, dbus_caller
 from .fairshare import MAX_STREAMS, PER_UID_STREAMS, FairShare
 
@@ -145,7 +145,7 @@ class Daemon(FairShare):
         return [jobs_json(jobs)]
 
     async def logs(self, msg: Message, caller: Caller) -> list[Any]:
-        """The read end of a pipe carrying the job's output as frames (dbus_api.FRAME).
+        """The read end of a pipe carrying the job's output as frames (wire/logs.py).
 
         A pipe rather than signals or a method per batch: the kernel buffers and paces it, the
         client reads at its own speed, and its closing the pipe ends our work."""
@@ -195,23 +195,18 @@ class Daemon(FairShare):
                 batches = self.manager.log_batches(job_id, caller, **kwargs)
                 async with contextlib.aclosing(batches):
                     async for batch in batches:
-                        writer.write(api.pack_records(batch, LINE_BREAK_CODES, batch_cursors))
+                        writer.write(pack_records(batch, batch_cursors))
                         if transport.get_write_buffer_size() > 1 << 20:
                             await writer.drain()
-                writer.write(api.pack_frame(api.FRAME_END))
+                writer.write(pack_end())
             except OSError as e:  # e.g. EMFILE: out of inotify instances or file descriptors
-                err = JournalUnavailable(f"cannot read the journal: {e}", "try again later")
                 writer.write(
-                    api.pack_frame(
-                        api.FRAME_ERROR, message=f"{err.dbus_name}\0{error_text(err)}".encode()
+                    pack_error(
+                        JournalUnavailable(f"cannot read the journal: {e}", "try again later")
                     )
                 )
             except JobrunError as e:
-                writer.write(
-                    api.pack_frame(
-                        api.FRAME_ERROR, message=f"{e.dbus_name}\0{error_text(e)}".encode()
-                    )
-                )
+                writer.write(pack_error(e))
             await writer.drain()
         except (BrokenPipeError, ConnectionResetError):
             pass  # the reader went away: nothing more to do

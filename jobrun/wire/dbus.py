@@ -122,7 +122,7 @@ def decode_start(command: Any, options: Any) -> JobSpec:
 
 def decode_logs_options(options: Any) -> dict[str, Any]:
     """Logs' options: keyword arguments of Manager.logs (follow, tail, after_cursor, since) and
-    batch_cursors (how jobrund frames them, see dbus_api.pack_records)."""
+    batch_cursors (how jobrund frames them, see wire/logs.py pack_records)."""
     if not isinstance(options, dict) or not all(isinstance(k, str) for k in options):
         raise InvalidArgument("Logs options must be a dictionary")
     unknown = set(options) - set(LOGS_OPTIONS)
