@@ -15,7 +15,7 @@ class Caller:
     """Who asks. `admin` callers see and manage every job; others only their own.
 
     A local caller owns the jobs of its uid, which run as that user (root's with the profile's
-    DynamicUser=). A `remote` caller (remote.py: a client certificate's identity, `user` being
+    DynamicUser=). A `remote` caller (daemon/grpc.py: a client certificate's identity, `user` being
     "remote:NAME") owns the jobs it started by that name; they run as the local user `run_as`, or
     with DynamicUser= when that is None, never as root, and `uid` is run_as's uid (-1 if dynamic).
     """

@@ -13,7 +13,7 @@
     [groups.students]         # …or for members of a group (a user's entry wins over a group's)
     memory_max = "512M"
 
-    [remote]                  # the gRPC API (remote.py, docs/REMOTE.md); off without this section
+    [remote]                  # the gRPC API (daemon/grpc.py, docs/REMOTE.md); off without it
     listen = "0.0.0.0:7443"
     certificate = "/etc/jobrun/remote/server.crt"
     key = "/etc/jobrun/remote/server.key"

@@ -156,7 +156,7 @@ async def _call_as(user: str, member: str, body: list[Any]) -> tuple[str | None,
         "    if len(body) == 2 and isinstance(body[1], dict):\n"
         "        body[1] = {k: Variant('s', v) for k, v in body[1].items()}\n"
         f"    r = await bus.call(Message(destination=api.BUS_NAME, path=api.PATH, "
-        f"interface=api.INTERFACE, member={member!r}, signature=api.METHODS[{member!r}][0], "
+        f"interface=api.INTERFACE, member={member!r}, signature=api.METHODS[{member!r}].sig_in, "
         "body=body))\n"
         "    err = r.error_name if r.message_type == MessageType.ERROR else None\n"
         "    print(json.dumps([err, r.body]))\n"
@@ -420,7 +420,7 @@ async def test_followers_through_jobrund_catching_up_across_a_rotation_get_every
     # their own when journald started a new journal file. Here: followers that join after the
     # buffer dropped the first lines, and whose own reader waits (their stdout is not read) while
     # journald rotates and the job writes more than the buffer holds.
-    from jobrun.client import DaemonBackend
+    from jobrun.client.dbus import DaemonBackend
 
     gate = tmp_path / "gate"
     first, n = 25_000, 50_000
@@ -442,7 +442,7 @@ async def test_followers_through_jobrund_catching_up_across_a_rotation_get_every
         async def keep_up() -> bytes:
             nonlocal got
             out = bytearray()
-            async for batch in b.log_batches(job["id"], follow=True):
+            async for batch in b.log_batches(job.id, follow=True):
                 out += b"".join(r.data for r in batch)
                 got += len(batch)
             return bytes(out)
@@ -460,7 +460,7 @@ async def test_followers_through_jobrund_catching_up_across_a_rotation_get_every
                 "jobrun",
                 "logs",
                 "-f",
-                job["id"],
+                job.id,
                 stdout=subprocess.PIPE,
                 env=env,
                 cwd="/",
@@ -501,7 +501,7 @@ def test_admin_caps_the_loosest_profile(config: Path) -> None:
 
 
 async def test_many_followers_through_jobrund_share_one_journal_reader(tmp_path: Path) -> None:
-    from jobrun.client import DaemonBackend
+    from jobrun.client.dbus import DaemonBackend
 
     gate = tmp_path / "gate"
     n = 5000
@@ -521,7 +521,7 @@ async def test_many_followers_through_jobrund_share_one_journal_reader(tmp_path:
         async def follow() -> bytes:
             nonlocal first_lines
             out = bytearray()
-            async for batch in b.log_batches(job["id"], follow=True):
+            async for batch in b.log_batches(job.id, follow=True):
                 if not out:
                     first_lines += 1
                     if first_lines == followers:

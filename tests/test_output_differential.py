@@ -442,7 +442,7 @@ async def cli_reader(job_id: str, out: Outcome, kw: dict[str, Any]) -> None:
 
 async def run_plan(p: Plan, backend: Any, *, daemon: bool) -> None:
     job = await backend.start(list(p.shape.argv), None, {"profile": "relaxed"})
-    job_id = job["id"]
+    job_id = job.id
     ended = asyncio.Event()
     waiter = asyncio.create_task(backend.wait(job_id))
     waiter.add_done_callback(lambda _: ended.set())
@@ -600,7 +600,7 @@ def check(
 
 @pytest.fixture
 async def local_backend(state_dir: Path) -> AsyncIterator[Any]:
-    from jobrun.client import LocalBackend
+    from jobrun.client.local import LocalBackend
     from jobrun.manager import Manager
     from jobrun.store import Store
 
@@ -625,7 +625,7 @@ async def test_schedules_in_process(seed: int, local_backend: Any) -> None:
 @pytest.fixture
 async def daemon_backend() -> AsyncIterator[Any]:
     from jobrun.bus import connect_system_bus
-    from jobrun.client import DaemonBackend
+    from jobrun.client.dbus import DaemonBackend
 
     b = DaemonBackend(await connect_system_bus())
     try:

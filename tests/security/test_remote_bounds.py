@@ -10,8 +10,8 @@ import asyncio
 
 import pytest
 
+from jobrun.daemon.grpc import CallerBounds
 from jobrun.errors import Busy
-from jobrun.remote import CallerBounds
 
 pytestmark = pytest.mark.unit
 
