@@ -12,7 +12,7 @@ from dbus_fast.signature import SignatureTree
 from jobrun.errors import InvalidArgument
 from jobrun.inputs import parse_size
 from jobrun.model import JobSpec
-from jobrun.properties import SETTINGS, build_spec, limits
+from jobrun.properties import SETTINGS, as_input, build_spec, limits
 from jobrun.unit import UnitContext, fixed_properties, unit_properties
 
 
@@ -161,3 +161,19 @@ def test_sizes() -> None:
 def test_limits_lists_what_the_user_set() -> None:
     spec = build_spec(["true"], cpu_weight="7", env=["A=1"])
     assert limits(spec) == {"cpu_weight": 7, "env": ["A=1"]}
+
+
+def test_a_specs_values_build_the_same_spec_again_through_as_input() -> None:
+    # What gRPC's JobOptions carry: parsed values, as `limits` gives them. Each row's to_input
+    # turns its value back into one its parser takes, so no front end special-cases a setting.
+    spec = build_spec(
+        ["true"], cpu_weight="5", memory_high="1G", memory_max="2G", io_weight="7",
+        tasks_max="9", cpu_quota="150%", cpu_affinity="0,2-3", network=True, private_tmp=True,
+        env=["A=1"], workdir="/srv", stop_timeout="2.5", profile="default", writable=["/srv"],
+    )  # fmt: skip
+    values = limits(spec)
+    assert set(values) == {s.field for s in SETTINGS}
+    assert build_spec(["true"], **as_input(values)) == spec
+    assert {s.field for s in SETTINGS if s.is_list} == {"cpu_affinity", "env", "writable"}
+    with pytest.raises(InvalidArgument, match="unknown setting"):
+        build_spec(["true"], **as_input({"user": "root"}))
