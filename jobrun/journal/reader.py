@@ -263,15 +263,13 @@ class JobJournal:
                 break
             # _get (the C level under Reader.get_next) returns the raw field bytes; get_next would
             # decode every field and turn MESSAGE into str when it happens to be valid UTF-8.
-            t = realtime()
-            c = cursor()
+            add_time(realtime())
+            add_cursor(cursor())
             try:
                 add_message(get("MESSAGE"))
             except KeyError:
-                self._missing = (t, c)
+                self._missing = (times.pop(), cursors.pop())
                 break
-            add_time(t)
-            add_cursor(c)
         if not cursors:
             return []
         breaks = self._breaks.between(cursors[0], cursors[-1])
