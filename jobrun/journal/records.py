@@ -42,7 +42,7 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 class LineBreak(StrEnum):
     """Why journald ended a record (its `_LINE_BREAK` field; absent means newline).
 
-    The order is part of jobrund's output pipe (daemon.py and client.py send the index): append.
+    Its codes on the wire are those of `jobrun.wire.logs.LINE_BREAKS`.
     """
 
     NEWLINE = "newline"
