@@ -64,7 +64,7 @@ RECENT = timedelta(hours=24)  # `list` without --all: running jobs and those cre
 
 class Manager:
     def __init__(self, systemd: Systemd, store: Store) -> None:
-        from .fanout import Feeds
+        from .journal.fanout import Feeds
 
         self.systemd = systemd
         self.store = store

@@ -31,7 +31,7 @@ from jobrun import systemd as systemd_module
 from jobrun.config import Config
 from jobrun.daemon import fairshare as daemon_module
 from jobrun.daemon.dbus import Daemon
-from jobrun.journal import _Streams
+from jobrun.journal.streams import Streams
 from jobrun.manager import Caller
 from jobrun.model import Job, JobState
 from jobrun.outcome import Outcome
@@ -304,10 +304,10 @@ def test_reading_journald_stream_files_interns_none_of_their_names(
         interned.append(s)
         return real(s)
 
-    streams = _Streams("jobrun")
+    streams = Streams("jobrun")
     streams.runtime_dir = tmp_path
     monkeypatch.setattr(sys, "intern", spy)
-    texts = list(streams._state_files())
+    texts = list(streams.state_files())
     monkeypatch.setattr(sys, "intern", real)
     assert len(texts) == 200 and all(t.startswith("UNIT=jobrun-") for t in texts)
     assert not names & set(interned)

@@ -36,8 +36,8 @@ from typing import Any
 
 import pytest
 
-from jobrun.fanout import Feeds
 from jobrun.journal import JobOutput
+from jobrun.journal.fanout import Feeds
 
 from .reliability.common import FULL
 
