@@ -341,7 +341,7 @@ class Manager:
         since: datetime | None = None,
     ) -> AsyncGenerator[Batch, None]:
         """As `logs`, in lists of records (never empty). Followers of one job share one journal
-        reader and one watcher of its unit (fanout.py)."""
+        reader and one watcher of its unit (journal/fanout.py)."""
         job = await self.status(job_id, caller)
         # Access was checked here; the watcher of the job's end serves every follower.
         wait = functools.partial(self.wait, job.id, Caller(0, "root", admin=True))

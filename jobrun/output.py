@@ -1,5 +1,5 @@
 """A job's output for `logs`: its journal records in batches, read up to the job's end or
-followed until it has ended (followers of one job share one reader, fanout.py)."""
+followed until it has ended (followers of one job share one reader, journal/fanout.py)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any
 from .model import Job
 
 if TYPE_CHECKING:
-    from .fanout import Feeds
     from .journal import Record
+    from .journal.fanout import Feeds
 
 
 def job_batches(
