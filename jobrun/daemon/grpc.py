@@ -28,7 +28,7 @@ from grpclib.const import Cardinality, Handler, Status
 from .. import tls
 from ..errors import Busy, InvalidArgument, JobrunError, error_text
 from ..manager import Caller, Manager
-from ..properties import build_spec
+from ..properties import as_input, build_spec
 from ..v1 import jobrun_pb2 as pb
 from ..wire.proto import ERROR_KEY, SERVICE, job_to_proto, options_from_proto, record_to_proto
 from .admission import admit
@@ -185,9 +185,7 @@ class JobsService:
     async def start(
         self, req: pb.StartRequest, caller: Caller, stdin: int | None = None
     ) -> pb.StartResponse:
-        values = options_from_proto(req.options)
-        if "cpu_affinity" in values:  # the setting parses text, as on the command line
-            values["cpu_affinity"] = ",".join(str(c) for c in values["cpu_affinity"])
+        values = as_input(options_from_proto(req.options))
         name = req.name if req.HasField("name") else None
         spec = build_spec(list(req.command), name=name, **values)
         spec, slice_limits = await admit(self.config, self.manager, spec, caller)
@@ -244,7 +242,7 @@ class JobsService:
     async def logs(self, stream: Stream[Any, Any], req: pb.LogsRequest, caller: Caller) -> None:
         """Records in batches as the reader has them at hand (at most MAX_BATCH per message), so
         a finished job streams at the journal's speed and a follower still gets each line at
-        once. Followers of one job share its reader (fanout.py)."""
+        once. Followers of one job share its reader (journal/fanout.py)."""
         job = await self.manager.status(req.id, caller)  # not found → an error before any data
         batches = self.manager.log_batches(
             job.id,

@@ -64,7 +64,7 @@ def options_from_proto(opts: pb.JobOptions) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for s in SETTINGS:
         value = getattr(opts, s.field)
-        if s.field == "cpu_affinity" or s.repeat:
+        if s.is_list:
             if value:
                 out[s.field] = list(value)
         elif opts.HasField(s.field):
