@@ -328,11 +328,14 @@ def test_a_users_job_cannot_read_another_users_job_output() -> None:
     )
     # (the sleep keeps alice's unit loaded for systemctl show below)
     alices = _as_user("alice", "--", "sh", "-c", read + "; sleep 10")
-    show = systemctl_show(unit_name(alices), "User", "DynamicUser", "ProtectSystem")
-    alice_uid = subprocess.check_output(["id", "-u", "alice"], text=True).strip()
-    assert show == {"User": alice_uid, "DynamicUser": "no", "ProtectSystem": "strict"}
-    out = wait_for(lambda: (o := journal_output(alices)) and "END" in o and o, what="output")
-    assert f"secret-{token}" not in out, out
+    try:
+        show = systemctl_show(unit_name(alices), "User", "DynamicUser", "ProtectSystem")
+        alice_uid = subprocess.check_output(["id", "-u", "alice"], text=True).strip()
+        assert show == {"User": alice_uid, "DynamicUser": "no", "ProtectSystem": "strict"}
+        out = wait_for(lambda: (o := journal_output(alices)) and "END" in o and o, what="output")
+        assert f"secret-{token}" not in out, out
+    finally:  # alice logged in would keep later tests from changing her account (usermod)
+        subprocess.run(["systemctl", "stop", unit_name(alices)], check=False)
     # Control: the same reader as root (relaxed) finds it.
     _, out = run_job("--profile", "relaxed", "--", "sh", "-c", read)
     assert f"secret-{token}" in out, out
