@@ -2,30 +2,72 @@
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import json
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar, overload
 
 T = TypeVar("T")
+# What a condition returns while it is not met yet (besides T's own falsy values: 0, "", []).
+NotYet = None | Literal[False]
 
 
 def wait_for(
-    condition: Callable[[], T], timeout: float = 10.0, interval: float = 0.02, what: str = ""
+    condition: Callable[[], T | NotYet],
+    *,
+    what: str,
+    timeout: float = 10.0,
+    interval: float = 0.02,
 ) -> T:
-    """Poll `condition` until it returns something truthy; fail after `timeout` seconds."""
+    """Poll `condition` every `interval` seconds until it returns something truthy, and return
+    that; fail saying `what` was awaited after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while True:
         value = condition()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what or condition}")
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)
+
+
+@overload
+async def wait_for_async(
+    condition: Callable[[], Awaitable[T | NotYet]],
+    *,
+    what: str,
+    timeout: float = 10.0,
+    interval: float = 0.02,
+) -> T: ...
+@overload
+async def wait_for_async(
+    condition: Callable[[], T | NotYet],
+    *,
+    what: str,
+    timeout: float = 10.0,
+    interval: float = 0.02,
+) -> T: ...
+async def wait_for_async(
+    condition: Callable[[], Any], *, what: str, timeout: float = 10.0, interval: float = 0.02
+) -> Any:
+    """`wait_for` inside an event loop: `condition` may be a coroutine function, or a plain one
+    whose answer other tasks of this loop change (the loop runs them between polls)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(interval)
 
 
 def jobrun(

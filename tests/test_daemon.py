@@ -21,7 +21,7 @@ from dbus_fast import Message, MessageType
 from jobrun import dbus_api as api
 from jobrun.bus import connect_system_bus
 
-from .helpers import inotify_instances, systemctl_show, wait_for
+from .helpers import inotify_instances, systemctl_show, wait_for, wait_for_async
 
 pytestmark = [pytest.mark.integration, pytest.mark.daemon]
 
@@ -86,7 +86,9 @@ def test_a_users_job_runs_as_that_user() -> None:
     # As a UID: systemd would read an all-digit user name as one (tests/security).
     alice_uid = subprocess.check_output(["id", "-u", "alice"], text=True).strip()
     assert systemctl_show(unit, "User")["User"] == alice_uid
-    done = wait_for(lambda: (s := status_as("alice", job))["state"] != "running" and s)
+    done = wait_for(
+        lambda: (s := status_as("alice", job))["state"] != "running" and s, what="the job to end"
+    )
     assert done["state"] == "succeeded" and done["owner"] == "alice"
     out = subprocess.run(
         ["journalctl", "--namespace=jobrun", "-o", "cat", f"JOBRUN_JOB={job}"],
@@ -240,7 +242,11 @@ def test_kill_9_of_jobrund_loses_nothing() -> None:
     assert systemctl_show("jobrund.service", "MainPID")["MainPID"] != pid
     proc = as_user("alice", "run", "--", "sh", "-c", "exit 4")
     assert proc.returncode == 4
-    done = wait_for(lambda: (s := status_as("alice", job))["state"] != "running" and s, timeout=20)
+    done = wait_for(
+        lambda: (s := status_as("alice", job))["state"] != "running" and s,
+        timeout=20,
+        what="the job to end",
+    )
     assert done["state"] == "succeeded"
 
 
@@ -346,7 +352,7 @@ def test_doctor_says_which_mode_and_checks_the_host() -> None:
 
 def test_output_only_for_who_may_see_the_job() -> None:
     job = start_as("alice", "--", "sh", "-c", "echo secret-of-alice")
-    wait_for(lambda: status_as("alice", job)["state"] == "succeeded")
+    wait_for(lambda: status_as("alice", job)["state"] == "succeeded", what="the job to succeed")
     assert as_user("alice", "logs", job).stdout == "secret-of-alice\n"
     assert as_user("carol", "logs", job).stdout == "secret-of-alice\n"
     bob = as_user("bob", "logs", job)
@@ -379,6 +385,7 @@ def test_follower_resumes_across_kill_9_of_jobrund_without_gap_or_duplicate() ->
         wait_for(
             lambda p=pid: systemctl_show("jobrund.service", "MainPID")["MainPID"] not in (p, "0"),
             timeout=20,
+            what="jobrund to be restarted",
         )
     # read() on the same buffered reader: communicate() would skip what readline() buffered
     rest = follower.stdout.read()
@@ -448,9 +455,9 @@ async def test_followers_through_jobrund_catching_up_across_a_rotation_get_every
             return bytes(out)
 
         fast = asyncio.create_task(keep_up())
-        async with asyncio.timeout(60):
-            while got < first:  # noqa: ASYNC110 (polling, as the helpers do)
-                await asyncio.sleep(0.01)
+        await wait_for_async(
+            lambda: got >= first, what="the first part to be read", timeout=60, interval=0.01
+        )
         env = {k: v for k, v in os.environ.items() if k != "JOBRUN_STATE_DIR"}
         env["JOBRUN_MODE"] = "daemon"
         late = [

@@ -39,6 +39,7 @@ import pytest
 from jobrun.fanout import Feeds
 from jobrun.journal import JobOutput
 
+from .helpers import wait_for_async
 from .reliability.common import FULL
 
 pytestmark = pytest.mark.integration
@@ -475,6 +476,8 @@ async def run_plan(p: Plan, backend: Any, *, daemon: bool) -> None:
             proc = await asyncio.create_subprocess_exec("systemctl", *args)
             assert await proc.wait() == 0
 
+    timeout = 600 if FULL else 120
+
     async def one(out: Outcome) -> None:
         rp = out.plan
         if rp.join_at is None or rp.mode == "read":
@@ -483,8 +486,12 @@ async def run_plan(p: Plan, backend: Any, *, daemon: bool) -> None:
             await monitor.reached(rp.join_at)
         if rp.after_reader is not None:
             other, n = outcomes[rp.after_reader[0]], rp.after_reader[1]
-            while len(other.entries) < n and not other.done.is_set():  # noqa: ASYNC110
-                await asyncio.sleep(0.01)
+            await wait_for_async(
+                lambda: len(other.entries) >= n or other.done.is_set(),
+                what=f"reader {rp.after_reader[0]} to have {n} lines",
+                timeout=timeout,
+                interval=0.01,
+            )
         out.seen_before = len(monitor.entries)
         kw: dict[str, Any] = {"follow": rp.mode != "read"}
         if rp.mode == "after_cursor":
@@ -516,7 +523,6 @@ async def run_plan(p: Plan, backend: Any, *, daemon: bool) -> None:
         out.started.set()
         out.done.set()
 
-    timeout = 600 if FULL else 120
     async with asyncio.timeout(timeout):
         await asyncio.gather(rotations(), restarts(), *(one(o) for o in outcomes))
         await monitor.task

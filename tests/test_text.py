@@ -436,6 +436,8 @@ async def test_kill_is_authorized_as_stop_is() -> None:
     err, body = await _call_as("carol", "Kill", [job, int(signal.SIGINT)])
     assert err is None and body[1] is True
     done = await asyncio.to_thread(
-        wait_for, lambda: (s := status_as("alice", job))["state"] != "running" and s
+        wait_for,
+        lambda: (s := status_as("alice", job))["state"] != "running" and s,
+        what="the job to end",
     )
     assert (done["state"], done["signal"]) == ("failed", "SIGINT")
