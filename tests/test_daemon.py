@@ -274,14 +274,14 @@ async def test_job_changed_signals_go_only_to_those_who_may_see_the_job() -> Non
         "    await asyncio.sleep(float(sys.argv[1]))\n"
         "asyncio.run(main())\n"
     )
-    procs = {}
+    procs: dict[str, asyncio.subprocess.Process] = {}
     for user in ("alice", "bob"):
-        procs[user] = await asyncio.create_subprocess_exec(
+        proc = procs[user] = await asyncio.create_subprocess_exec(
             "setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups",
             sys.executable, "-c", listener, "4", stdout=subprocess.PIPE, cwd="/",
         )  # fmt: skip
-        assert procs[user].stdout is not None
-        assert (await procs[user].stdout.readline()).strip() == b"ready"
+        assert proc.stdout is not None
+        assert (await proc.stdout.readline()).strip() == b"ready"
     job = await asyncio.to_thread(start_as, "alice", "--", "sh", "-c", "sleep 0.5")
     outs = {u: (await p.communicate())[0].decode() for u, p in procs.items()}
     assert f"{job} succeeded" in outs["alice"]
@@ -382,11 +382,11 @@ def test_follower_resumes_across_kill_9_of_jobrund_without_gap_or_duplicate() ->
         pid = systemctl_show("jobrund.service", "MainPID")["MainPID"]
         subprocess.run(["kill", "-9", pid], check=True)
         kills += 1
-        wait_for(
-            lambda p=pid: systemctl_show("jobrund.service", "MainPID")["MainPID"] not in (p, "0"),
-            timeout=20,
-            what="jobrund to be restarted",
-        )
+
+        def restarted(p: str = pid) -> bool:
+            return systemctl_show("jobrund.service", "MainPID")["MainPID"] not in (p, "0")
+
+        wait_for(restarted, timeout=20, what="jobrund to be restarted")
     # read() on the same buffered reader: communicate() would skip what readline() buffered
     rest = follower.stdout.read()
     follower.wait(timeout=60)

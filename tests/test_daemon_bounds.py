@@ -33,8 +33,7 @@ from jobrun.config import Config
 from jobrun.daemon import Daemon
 from jobrun.journal import _Streams
 from jobrun.manager import Caller
-from jobrun.model import Job, JobState
-from jobrun.outcome import Outcome
+from jobrun.model import Job, JobState, Outcome
 from jobrun.properties import build_spec
 from jobrun.systemd import Systemd
 

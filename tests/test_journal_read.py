@@ -7,11 +7,11 @@ read failed with an internal error. The entry is looked at again; a line is neve
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
 
-from jobrun import journal
 from jobrun.journal import JournalUnavailable, _Journal
 
 
@@ -55,7 +55,7 @@ def reader(missing: dict[str, int], monkeypatch: pytest.MonkeyPatch) -> _Journal
     j._job_id = "abc"
     j._on_entry = False
     monkeypatch.setattr(j, "_breaks", lambda first, last: {})
-    monkeypatch.setattr(journal.time, "sleep", lambda s: None)
+    monkeypatch.setattr(time, "sleep", lambda s: None)  # the module the reader's retries sleep in
     result: _Journal = j
     return result
 

@@ -171,10 +171,11 @@ def test_status_outlives_the_unit() -> None:
     # A succeeded transient unit is unloaded at once; a failed one is, after reset-failed.
     subprocess.run(["systemctl", "reset-failed", unit_name(bad)], check=True)
     for job in (ok, bad):
-        wait_for(
-            lambda j=job: systemctl_show(unit_name(j), "LoadState")["LoadState"] == "not-found",
-            what="unit unloaded",
-        )
+
+        def unloaded(j: str = job) -> bool:
+            return systemctl_show(unit_name(j), "LoadState")["LoadState"] == "not-found"
+
+        wait_for(unloaded, what="unit unloaded")
     # Nothing cached: re-derive from the journal (what a fresh machine with this DB would do).
     assert status(ok)["state"] == "succeeded" and status(ok)["exit_code"] == 0
     s = status(bad)

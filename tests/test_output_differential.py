@@ -469,6 +469,7 @@ async def run_plan(p: Plan, backend: Any, *, daemon: bool) -> None:
             for o in outcomes:  # every follower that joined by then is streaming
                 if o.plan.join_at is not None and o.plan.join_at <= n:
                     await o.started.wait()
+            args: tuple[str, ...]
             if p.kill_jobrund:
                 args = ("kill", "-s", "KILL", "jobrund.service")
             else:
@@ -569,10 +570,11 @@ def check(
     for i, out in enumerate(outcomes):
         rp, got = out.plan, out.entries
         if out.raw is not None:
-            got = _suffix_of(truth, out.raw)
-            if got is None:
+            suffix = _suffix_of(truth, out.raw)
+            if suffix is None:
                 problems.append(f"reader {i} ({rp}): its {len(out.raw)} bytes are not the job's")
                 continue
+            got = suffix
         if rp.mode == "after_cursor":
             want = truth[out.cursor_index :]
         elif rp.mode == "since" and out.since_usec:

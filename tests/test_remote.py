@@ -168,6 +168,8 @@ async def test_two_remote_followers_get_the_whole_output(remote: Remote) -> None
     assert a == want and b == want
 
 
+@pytest.mark.integration
+@pytest.mark.daemon
 async def test_a_remote_follower_resumes_without_gap_after_jobrund_is_killed(
     remote: Remote,
 ) -> None:

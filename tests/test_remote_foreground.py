@@ -214,6 +214,11 @@ else:
     jobs = jobs_running_command(marker)
     assert len(jobs) == started, jobs
     for job in jobs:  # what was started gets its end of file, and ends
-        wait_for(lambda j=job: remote.cli("alice", "status", "--json", j).stdout.count(
-            '"state": "succeeded"') == 1, timeout=60, what=f"job {job} to end")  # fmt: skip
+
+        def succeeded(j: str = job) -> bool:
+            return (
+                remote.cli("alice", "status", "--json", j).stdout.count('"state": "succeeded"') == 1
+            )
+
+        wait_for(succeeded, timeout=60, what=f"job {job} to end")
     assert remote.cli("alice", "list").returncode == 0  # still serving

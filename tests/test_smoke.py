@@ -110,7 +110,7 @@ async def test_transient_service_runs_and_its_output_reaches_the_journal() -> No
             if reply.error_name == "org.freedesktop.systemd1.NoSuchUnit":
                 return True  # a transient service that succeeded is unloaded at once
             (path,) = body_of(reply)
-            state = body_of(
+            state: str = body_of(
                 await call(
                     bus,
                     "Get",
@@ -126,7 +126,7 @@ async def test_transient_service_runs_and_its_output_reaches_the_journal() -> No
         await wait_for_async(finished, what=f"{unit} to finish", timeout=30)
     finally:
         bus.disconnect()
-        await bus.wait_for_disconnect()
+        await bus.wait_for_disconnect()  # type: ignore[no-untyped-call]  # dbus-fast: unannotated
 
     output = journal.Reader()
     output.data_threshold = 0

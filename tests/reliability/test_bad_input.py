@@ -258,7 +258,12 @@ async def test_dbus_start_bad_input(
 @pytest.mark.parametrize(("job_id", "want"), [c[1:] for c in ID_CASES],
                          ids=[c[0] for c in ID_CASES])  # fmt: skip
 async def test_dbus_job_id_injection(job_id: str, want: str, unchanged: None) -> None:
-    for member, body in [("Status", [job_id]), ("Stop", [job_id, 1.0]), ("Logs", [job_id, {}])]:
+    calls: list[tuple[str, list[Any]]] = [
+        ("Status", [job_id]),
+        ("Stop", [job_id, 1.0]),
+        ("Logs", [job_id, {}]),
+    ]
+    for member, body in calls:
         err, reply = await _root_call(member, body)
         _clear(err, reply, want)
 
@@ -327,7 +332,7 @@ def test_count_of_bad_inputs_tried() -> None:
 
 
 @pytest.fixture(scope="module")
-def remote() -> Iterator[grpc.Remote]:
+def remote() -> Iterator[remote_helpers.Remote]:
     """jobrund with its remote API on (as tests/test_remote.py's fixture)."""
     with remote_helpers.remote_jobrund() as r:
         yield r
@@ -336,7 +341,7 @@ def remote() -> Iterator[grpc.Remote]:
 @pytest.mark.parametrize(("job_id", "want"), [c[1:] for c in ID_CASES],
                          ids=[c[0] for c in ID_CASES])  # fmt: skip
 async def test_grpc_bad_job_ids(
-    remote: grpc.Remote, job_id: str, want: str, unchanged: None
+    remote: remote_helpers.Remote, job_id: str, want: str, unchanged: None
 ) -> None:
     """ID_CASES through the remote API (Status, Stop, Logs): the same clear error as on D-Bus.
     The gRPC request shapes (malformed messages, out-of-range options) are BAD_GRPC in

@@ -74,10 +74,12 @@ def test_each_users_jobs_run_in_a_slice_of_their_own_with_the_admins_limits(
     root = start_as("root", "--", "sleep", "300")
     for job, user in ((alice, "alice"), (alice2, "alice"), (bob, "bob"), (root, "root")):
         unit = f"jobrun-{job}.service"
-        show = wait_for(
-            lambda u=unit: (s := systemctl_show(u, "Slice", "ControlGroup"))["ControlGroup"] and s,
-            what=f"{user}'s job to run",
-        )
+
+        def running(u: str = unit) -> dict[str, str] | None:
+            s = systemctl_show(u, "Slice", "ControlGroup")
+            return s if s["ControlGroup"] else None
+
+        show = wait_for(running, what=f"{user}'s job to run")
         assert show["Slice"] == slice_of(user)
         assert show["ControlGroup"] == f"/jobrun.slice/{slice_of(user)}/jobrun-{job}.service"
     assert systemctl_show(slice_of("alice"), "MemoryMax", "TasksMax", "CPUWeight") == {
