@@ -101,6 +101,53 @@ def status(job_id: str) -> dict[str, Any]:
     return data
 
 
+def as_user_cmd(user: str, *cmd: str) -> list[str]:
+    """`cmd` run as `user` with the user's groups (root's runs as it is)."""
+    if user == "root":
+        return list(cmd)
+    return ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups", *cmd]
+
+
+def jobrun_cmd(user: str, *args: str) -> list[str]:
+    """`jobrun ARGS` as `user`, in a fresh interpreter."""
+    return as_user_cmd(user, sys.executable, "-m", "jobrun", *args)
+
+
+def daemon_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a CLI that goes through jobrund (no test's private state directory)."""
+    env = {k: v for k, v in os.environ.items() if k != "JOBRUN_STATE_DIR"}
+    env["JOBRUN_MODE"] = "daemon"
+    env.update(extra or {})
+    return env
+
+
+def as_user(
+    user: str, *args: str, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """The CLI through jobrund, as `user`, from / (a fresh process, as a user would run it)."""
+    return subprocess.run(
+        jobrun_cmd(user, *args),
+        capture_output=True,
+        text=True,
+        env=daemon_env(env),
+        timeout=timeout,
+        cwd="/",
+    )
+
+
+def start_as(user: str, *args: str) -> str:
+    proc = as_user(user, "start", *args)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.strip()
+
+
+def status_as(user: str, job_id: str) -> dict[str, Any]:
+    proc = as_user(user, "status", job_id, "--json")
+    assert proc.returncode == 0, proc.stderr
+    data: dict[str, Any] = json.loads(proc.stdout)
+    return data
+
+
 def wait_finished(job_id: str, timeout: float = 30) -> dict[str, Any]:
     return wait_for(
         lambda: (s := status(job_id))["state"] != "running" and s,

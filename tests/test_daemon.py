@@ -21,36 +21,20 @@ from dbus_fast import Message, MessageType
 from jobrun import dbus_api as api
 from jobrun.bus import connect_system_bus
 
-from .helpers import inotify_instances, systemctl_show, wait_for, wait_for_async
+from .helpers import (
+    as_user,
+    as_user_cmd,
+    inotify_instances,
+    start_as,
+    status_as,
+    systemctl_show,
+    wait_for,
+    wait_for_async,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.daemon]
 
 CONFIG = Path("/etc/jobrun/jobrund.toml")
-
-
-def as_user(
-    user: str, *args: str, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-m", "jobrun", *args]
-    if user != "root":
-        cmd = ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups", *cmd]
-    full_env = {k: v for k, v in os.environ.items() if k not in ("JOBRUN_STATE_DIR",)}
-    full_env["JOBRUN_MODE"] = "daemon"
-    full_env.update(env or {})
-    return subprocess.run(cmd, capture_output=True, text=True, env=full_env, timeout=120, cwd="/")
-
-
-def start_as(user: str, *args: str) -> str:
-    proc = as_user(user, "start", *args)
-    assert proc.returncode == 0, proc.stderr
-    return proc.stdout.strip()
-
-
-def status_as(user: str, job_id: str) -> dict[str, Any]:
-    proc = as_user(user, "status", job_id, "--json")
-    assert proc.returncode == 0, proc.stderr
-    data: dict[str, Any] = json.loads(proc.stdout)
-    return data
 
 
 def restart_jobrund() -> None:
@@ -164,9 +148,7 @@ async def _call_as(user: str, member: str, body: list[Any]) -> tuple[str | None,
         "    print(json.dumps([err, r.body]))\n"
         "asyncio.run(main())\n"
     )
-    cmd = [sys.executable, "-c", code]
-    if user != "root":
-        cmd = ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups", *cmd]
+    cmd = as_user_cmd(user, sys.executable, "-c", code)
     proc = await asyncio.create_subprocess_exec(*cmd, stdout=subprocess.PIPE, cwd="/")
     out, _ = await proc.communicate()
     err, reply = json.loads(out)

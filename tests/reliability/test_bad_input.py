@@ -24,13 +24,12 @@ from jobrun.errors import JobrunError
 
 from .. import remote_helpers
 from .. import test_remote as grpc
+from ..helpers import as_user, as_user_cmd, start_as
 from .common import (
-    as_user,
     job_units,
     jobrund_answers,
     jobrund_pid,
     report,
-    start_as,
     store_ids,
     wait_final,
 )
@@ -232,7 +231,7 @@ def _alice_call(member: str, body_code: str) -> tuple[str | None, list[Any]]:
         "    print(json.dumps([err, r.body]))\n"
         "asyncio.run(main())\n"
     )
-    cmd = ["setpriv", "--reuid=alice", "--regid=alice", "--init-groups", sys.executable, "-c", code]
+    cmd = as_user_cmd("alice", sys.executable, "-c", code)
     out = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd="/").stdout
     err, body = json.loads(out)
     return err, body

@@ -7,16 +7,12 @@ import subprocess
 import sys
 from typing import Any
 
-
-def as_user_cmd(user: str, *cmd: str) -> list[str]:
-    if user == "root":
-        return list(cmd)
-    return ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups", *cmd]
+from ..helpers import as_user_cmd, jobrun_cmd
 
 
 def jobrun(*args: str, user: str = "root", cwd: str = "/") -> subprocess.CompletedProcess[str]:
     """The CLI in a fresh interpreter, as `user` (jobrund for a plain user, as users get it)."""
-    cmd = as_user_cmd(user, sys.executable, "-m", "jobrun", *args)
+    cmd = jobrun_cmd(user, *args)
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=cwd)
 
 
@@ -44,8 +40,7 @@ asyncio.run(main())
 def raw_start_as(user: str, command: list[str], options: dict[str, Any]) -> dict[str, Any]:
     """jobrund's Start called directly over D-Bus as `user` (no CLI-side checks)."""
     proc = subprocess.run(
-        ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups",
-         sys.executable, "-c", _RAW_START, json.dumps([command, options])],
+        as_user_cmd(user, sys.executable, "-c", _RAW_START, json.dumps([command, options])),
         capture_output=True, text=True, timeout=60, cwd="/",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr

@@ -27,8 +27,8 @@ from jobrun.config import BUILTIN_LIMITS, Config
 from jobrun.daemon import Daemon
 from jobrun.manager import Caller
 
-from ..helpers import systemctl_show, wait_for
-from ..test_daemon import CONFIG, as_user, restart_jobrund, start_as
+from ..helpers import as_user, as_user_cmd, start_as, systemctl_show, wait_for
+from ..test_daemon import CONFIG, restart_jobrund
 from ..test_daemon import config as config
 from ..test_daemon_bounds import FakeBus
 
@@ -45,8 +45,7 @@ def slice_of(user: str) -> str:
 
 def run_as(user: str, *args: str, **kw: Any) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups",
-         sys.executable, str(FLOOD), *args],
+        as_user_cmd(user, sys.executable, str(FLOOD), *args),
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         cwd="/", **kw,
     )  # fmt: skip

@@ -23,8 +23,7 @@ from dbus_fast import Message, MessageType
 
 from jobrun.systemd import Systemd
 
-from ..helpers import systemctl_show, wait_for
-from ..test_daemon import as_user, start_as, status_as
+from ..helpers import as_user, start_as, status_as, systemctl_show, wait_for
 
 FORGE = Path(__file__).with_name("forge.py")
 FAKE_INVOCATION = "aa" * 16
