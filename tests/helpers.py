@@ -148,6 +148,48 @@ def status_as(user: str, job_id: str) -> dict[str, Any]:
     return data
 
 
+_DBUS_CALL = """
+import asyncio, json
+from dbus_fast import Message, MessageType, Variant as V
+from jobrun.bus import connect_system_bus
+from jobrun import dbus_api as api
+
+async def main(member, body):
+    bus = await connect_system_bus()
+    r = await bus.call(Message(destination=api.BUS_NAME, path=api.PATH, interface=api.INTERFACE,
+                               member=member, signature=api.METHODS[member][0], body=body))
+    err = r.error_name if r.message_type == MessageType.ERROR else None
+    print(json.dumps([err, r.body]))
+
+asyncio.run(main(%r, %s))
+"""
+
+
+def dbus_call_as(user: str, member: str, body_code: str) -> tuple[str | None, list[Any]]:
+    """One raw D-Bus call to jobrund as `user` (a child process, so the bus sees that uid):
+    its error name or None, and the reply's body. `body_code` is Python that builds the body
+    (`V` is dbus-fast's Variant)."""
+    code = _DBUS_CALL % (member, body_code)
+    proc = subprocess.run(
+        as_user_cmd(user, sys.executable, "-c", code),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd="/",
+    )
+    assert proc.returncode == 0, proc.stderr
+    err, reply = json.loads(proc.stdout)
+    return err, reply
+
+
+def options_code(options: dict[str, Any]) -> str:
+    """Python for an a{sv} of options as dbus_call_as takes it: a list is an `as`, else `s`."""
+    items = (
+        f"{k!r}: V({'as' if isinstance(v, list) else 's'!r}, {v!r})" for k, v in options.items()
+    )
+    return "{" + ", ".join(items) + "}"
+
+
 def wait_finished(job_id: str, timeout: float = 30) -> dict[str, Any]:
     return wait_for(
         lambda: (s := status(job_id))["state"] != "running" and s,

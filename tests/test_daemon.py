@@ -23,8 +23,9 @@ from jobrun.bus import connect_system_bus
 
 from .helpers import (
     as_user,
-    as_user_cmd,
+    dbus_call_as,
     inotify_instances,
+    options_code,
     start_as,
     status_as,
     systemctl_show,
@@ -130,29 +131,11 @@ def test_prefix_of_another_users_job_is_not_found() -> None:
 
 
 async def _call_as(user: str, member: str, body: list[Any]) -> tuple[str | None, list[Any]]:
-    """One raw D-Bus call to jobrund as `user` (a child process, so the bus sees that uid)."""
-    code = (
-        "import asyncio, json, sys\n"
-        "from dbus_fast import Message, MessageType, Variant\n"
-        "from jobrun.bus import connect_system_bus\n"
-        "from jobrun import dbus_api as api\n"
-        "async def main():\n"
-        "    bus = await connect_system_bus()\n"
-        f"    body = {body!r}\n"
-        "    if len(body) == 2 and isinstance(body[1], dict):\n"
-        "        body[1] = {k: Variant('s', v) for k, v in body[1].items()}\n"
-        f"    r = await bus.call(Message(destination=api.BUS_NAME, path=api.PATH, "
-        f"interface=api.INTERFACE, member={member!r}, signature=api.METHODS[{member!r}][0], "
-        "body=body))\n"
-        "    err = r.error_name if r.message_type == MessageType.ERROR else None\n"
-        "    print(json.dumps([err, r.body]))\n"
-        "asyncio.run(main())\n"
-    )
-    cmd = as_user_cmd(user, sys.executable, "-c", code)
-    proc = await asyncio.create_subprocess_exec(*cmd, stdout=subprocess.PIPE, cwd="/")
-    out, _ = await proc.communicate()
-    err, reply = json.loads(out)
-    return err, reply
+    """dbus_call_as with `body` as values; a dictionary second in it is options, each a string."""
+    code = repr(body)
+    if len(body) == 2 and isinstance(body[1], dict):
+        code = f"[{body[0]!r}, {options_code(body[1])}]"
+    return await asyncio.to_thread(dbus_call_as, user, member, code)
 
 
 @pytest.mark.parametrize(

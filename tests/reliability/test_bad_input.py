@@ -7,10 +7,7 @@ gRPC request shapes are BAD_GRPC in tests/test_remote.py.
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -24,7 +21,7 @@ from jobrun.errors import JobrunError
 
 from .. import remote_helpers
 from .. import test_remote as grpc
-from ..helpers import as_user, as_user_cmd, start_as
+from ..helpers import as_user, dbus_call_as, start_as
 from .common import (
     job_units,
     jobrund_answers,
@@ -214,29 +211,6 @@ async def _root_call(member: str, body: list[Any]) -> tuple[str | None, list[Any
         bus.disconnect()
 
 
-def _alice_call(member: str, body_code: str) -> tuple[str | None, list[Any]]:
-    """The same call as alice (polkit's path), from a child process; `body_code` builds it."""
-    code = (
-        "import asyncio, json\n"
-        "from dbus_fast import Message, MessageType, Variant as V\n"
-        "from jobrun.bus import connect_system_bus\n"
-        "from jobrun import dbus_api as api\n"
-        "async def main():\n"
-        "    bus = await connect_system_bus()\n"
-        f"    body = {body_code}\n"
-        f"    r = await bus.call(Message(destination=api.BUS_NAME, path=api.PATH, "
-        f"interface=api.INTERFACE, member={member!r}, signature=api.METHODS[{member!r}][0], "
-        "body=body))\n"
-        "    err = r.error_name if r.message_type == MessageType.ERROR else None\n"
-        "    print(json.dumps([err, r.body]))\n"
-        "asyncio.run(main())\n"
-    )
-    cmd = as_user_cmd("alice", sys.executable, "-c", code)
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd="/").stdout
-    err, body = json.loads(out)
-    return err, body
-
-
 def _clear(err: str | None, body: list[Any], want: str) -> None:
     assert err is not None, f"accepted: {body}"
     assert err in PROJECT_ERRORS, (err, body)
@@ -300,7 +274,8 @@ async def test_dbus_wrong_shapes(
     ids=["affinity-huge-range", "raw-User", "field-command", "env-10000"],
 )
 def test_dbus_bad_start_as_a_plain_user(body_code: str, unchanged: None) -> None:
-    err, body = _alice_call("Start", body_code)
+    # the same call as alice (polkit's path)
+    err, body = dbus_call_as("alice", "Start", body_code)
     _clear(err, body, "InvalidArgument")
 
 
