@@ -30,7 +30,7 @@ from jobrun.manager import Caller
 from ..helpers import as_user, as_user_cmd, start_as, systemctl_show, wait_for
 from ..test_daemon import CONFIG, restart_jobrund
 from ..test_daemon import config as config
-from ..test_daemon_bounds import FakeBus
+from ..test_daemon_bounds import FakeBus, settle
 
 FLOOD = Path(__file__).with_name("flood.py")
 
@@ -196,11 +196,6 @@ def whoami(sender: str, serial: int) -> Message:
         serial=serial,
         sender=sender,
     )
-
-
-async def settle() -> None:
-    for _ in range(50):
-        await asyncio.sleep(0)
 
 
 async def test_workers_serve_users_in_turn_and_each_user_within_a_share(
