@@ -1,4 +1,5 @@
-"""Small helpers shared by the tests: poll until a deadline (never sleep to wait), run the CLI."""
+"""Small helpers shared by the tests: poll until a deadline (never sleep to wait), run the CLI
+(in-process state or through jobrund, as root or as a local user), call jobrund raw over D-Bus."""
 
 from __future__ import annotations
 
