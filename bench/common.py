@@ -240,15 +240,15 @@ async def restart_jobrund() -> int:
 async def daemon_backend() -> Any:
     """jobrun's own client of jobrund (the CLI's JOBRUN_MODE=daemon backend), as this user."""
     from jobrun.bus import connect_system_bus
-    from jobrun.client import DaemonBackend
+    from jobrun.client.dbus import DaemonBackend
 
     return DaemonBackend(await connect_system_bus())
 
 
-async def wait_finished(backend: Any, job_id: str, timeout: float = 600) -> dict[str, Any]:
+async def wait_finished(backend: Any, job_id: str, timeout: float = 600) -> Any:
+    """The job (a jobrun.model.Job) once it has ended."""
     async with asyncio.timeout(timeout):
-        job: dict[str, Any] = await backend.wait(job_id)
-    return job
+        return await backend.wait(job_id)
 
 
 # -- machine ----------------------------------------------------------------------------------

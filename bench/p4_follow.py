@@ -146,6 +146,7 @@ async def daemon_follower(
     from dbus_fast import Message, MessageType, Variant
 
     from jobrun import dbus_api as api
+    from jobrun.wire.logs import FRAME, FRAME_END, FRAME_ERROR
 
     async with opening:
         reply = await bus.call(
@@ -170,7 +171,7 @@ async def daemon_follower(
     done: asyncio.Future[None] = loop.create_future()
     buf = bytearray()
     ready = False
-    header = api.FRAME.size
+    header = FRAME.size
 
     def readable() -> None:
         nonlocal ready
@@ -185,15 +186,15 @@ async def daemon_follower(
             return
         buf.extend(data)
         while len(buf) >= header:
-            kind, _, clen, mlen = api.FRAME.unpack_from(buf)
+            kind, _, clen, mlen = FRAME.unpack_from(buf)
             if len(buf) < header + clen + mlen:
                 break
             message = bytes(buf[header + clen : header + clen + mlen])
             del buf[: header + clen + mlen]
-            if kind == api.FRAME_END:
+            if kind == FRAME_END:
                 done.set_result(None)
                 return
-            if kind == api.FRAME_ERROR:
+            if kind == FRAME_ERROR:
                 seen.failed(message.decode(errors="replace").replace("\0", ": "), ready)
                 done.set_result(None)
                 return
@@ -301,7 +302,7 @@ async def daemon(cfg: Config, count: int, n: int) -> Result:
         await b.list(False)  # jobrund is up and has answered once
 
         async def start(argv: list[str]) -> str:
-            return str((await b.start(argv, None, {}))["id"])
+            return str((await b.start(argv, None, {})).id)
 
         opening = asyncio.Semaphore(32)
         return await measure(

@@ -72,7 +72,7 @@ async def big_job(cfg: Config) -> dict[str, Any]:
     """The N-line job (made once per run, P5's measurement): id, lines, ingestion numbers."""
     if "big_job" in cfg.shared:
         return dict(cfg.shared["big_job"])
-    from jobrun.journal import _Streams
+    from jobrun.journal.streams import Streams
     from jobrun.model import LOG_NAMESPACE, unit_name
 
     n = cfg.size(1_000_000, 20_000)
@@ -81,17 +81,17 @@ async def big_job(cfg: Config) -> dict[str, Any]:
     try:
         t0 = time.perf_counter()
         job = await b.start(command(n), "bench-p5", {})
-        done = await wait_finished(b, job["id"])
+        done = await wait_finished(b, job.id)
         t_exit = time.perf_counter()
-        if done["state"] != "succeeded":
-            raise BenchError(f"the P5 job ended {done['state']}: {done['reason']}")
-        if not await _Streams(LOG_NAMESPACE).drained(unit_name(job["id"])):
+        if done.state != "succeeded":
+            raise BenchError(f"the P5 job ended {done.state}: {done.outcome.reason}")
+        if not await Streams(LOG_NAMESPACE).drained(unit_name(job.id)):
             raise BenchError("cannot see journald's stream state files (not root?)")
         t_drained = time.perf_counter()
     finally:
         await b.close()
     info = {
-        "id": job["id"],
+        "id": job.id,
         "lines": n,
         "seconds": t_drained - t0,
         "job_seconds": t_exit - t0,

@@ -60,7 +60,7 @@ async def finished_jobs(cfg: Config) -> tuple[str, str]:
         await m.wait(local)
     b = await daemon_backend()
     try:
-        remote = str((await b.start(["true"], None, {}))["id"])
+        remote = (await b.start(["true"], None, {})).id
         await b.wait(remote)
     finally:
         await b.close()

@@ -75,8 +75,8 @@ def internal_errors_check() -> Check:
 
 
 async def run_checks() -> tuple[str, list[Check]]:
-    from . import client
     from .bus import connect_system_bus
+    from .client import target
     from .systemd import Systemd
 
     checks: list[Check] = []
@@ -96,7 +96,7 @@ async def run_checks() -> tuple[str, list[Check]]:
             checks.append(Check("systemd", True, f"version {await sd.version()}"))
         except JobrunError as e:
             checks.append(Check("systemd", False, str(e)))
-        reachable = await client._daemon_reachable(bus)
+        reachable = await target.daemon_reachable(bus)
         checks.append(
             Check(
                 "jobrund",
@@ -104,13 +104,12 @@ async def run_checks() -> tuple[str, list[Check]]:
                 "reachable (running or bus-activatable)" if reachable else "not installed",
             )
         )
-        wanted = client.mode()
-        if wanted == "local" or (wanted == "auto" and not reachable):
+        if target.through_daemon(target.mode(), reachable):
+            mode = "jobrund"
+        else:
             mode = (
                 "in-process (root)" if os.geteuid() == 0 else "unavailable (not root, no jobrund)"
             )
-        else:
-            mode = "jobrund"
         bus.disconnect()
     checks.append(cgroup_check())
     checks.append(journal_check())

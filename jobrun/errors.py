@@ -1,7 +1,9 @@
 """One error hierarchy for the whole of jobrun.
 
 Library code raises these; front ends map them once, through the class attributes here, to a
-D-Bus error name (jobrund), a gRPC status (the remote API) and a process exit code (the CLI).
+D-Bus error name (jobrund), a gRPC status (the remote API) and a process exit code (the CLI);
+clients map a D-Bus-style name back to its class with `error_from_name` (the gRPC API sends the
+same names in its trailing metadata).
 Anything that is not a JobrunError is a bug: front ends report it as an internal error and log it,
 they never ship a Python traceback to a caller.
 """
@@ -85,13 +87,6 @@ class SystemdError(JobrunError):
         self.dbus_error = dbus_error  # systemd's own error name, e.g. ...systemd1.NoSuchUnit
 
 
-class JobFailedToStart(JobrunError):
-    """The job was created but its command could not be started."""
-
-    dbus_name = "org.jobrun.Error.StartFailed"
-    grpc_status = "FAILED_PRECONDITION"
-
-
 class StateError(JobrunError):
     """jobrun's own state (the job database) cannot be read or written."""
 
@@ -127,3 +122,32 @@ class RemoteUnavailable(JobrunError):
     dbus_name = "org.jobrun.Error.RemoteUnavailable"
     grpc_status = "UNAVAILABLE"
     exit_code = EXIT_UNAVAILABLE
+
+
+HINT_SEPARATOR = "\n\nhint: "  # between message and hint in an error reply's text
+
+
+def error_text(e: JobrunError) -> str:
+    """The text of an error reply (D-Bus) or status message (gRPC): message and hint."""
+    return e.message + (HINT_SEPARATOR + e.hint if e.hint else "")
+
+
+def error_classes() -> dict[str, type[JobrunError]]:
+    """Every error class by its D-Bus name (a subclass never takes over its base's name)."""
+    out: dict[str, type[JobrunError]] = {}
+    todo: list[type[JobrunError]] = [JobrunError]
+    while todo:
+        cls = todo.pop()
+        out.setdefault(cls.dbus_name, cls)
+        todo.extend(cls.__subclasses__())
+    return out
+
+
+def error_from_name(name: str | None, text: str) -> JobrunError:
+    """The JobrunError an error reply named `name` stands for (JobrunError itself for unknown
+    names; a foreign name is kept in the message)."""
+    cls = error_classes().get(name or "", JobrunError)
+    message, _, hint = text.partition(HINT_SEPARATOR)
+    if cls is JobrunError and name and not name.startswith("org.jobrun."):
+        message = f"{message} ({name})"
+    return cls(message, hint)

@@ -112,7 +112,7 @@ def _scope(caller: Caller) -> tuple[int | None, str | None]:
 
 class Manager:
     def __init__(self, systemd: Systemd, store: Store) -> None:
-        from .fanout import Feeds
+        from .journal.fanout import Feeds
 
         self.systemd = systemd
         self.store = store

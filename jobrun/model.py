@@ -125,36 +125,6 @@ class Job:
         return self.outcome.state
 
 
-def _iso(dt: datetime | None) -> str | None:
-    return dt.isoformat() if dt else None
-
-
-def job_to_dict(job: Job) -> dict[str, Any]:
-    """The job as scripts see it (`--json`): stable field names, ISO 8601 times, nulls."""
-    from .properties import limits  # properties imports this module
-
-    o = job.outcome
-    return {
-        "id": job.id,
-        "name": job.spec.name,
-        "unit": job.unit,
-        "state": o.state.value,
-        "exit_code": o.exit_code,
-        "signal": o.signal,
-        "result": o.result,
-        "reason": o.reason,
-        "command": list(job.spec.command),
-        "owner": job.owner,
-        "uid": job.uid,
-        "created_at": _iso(job.created_at),
-        "started_at": _iso(job.started_at),
-        "finished_at": _iso(o.finished_at),
-        "invocation_id": job.invocation_id,
-        "limits": limits(job.spec),
-        "usage": dataclasses.asdict(job.usage) if job.usage and not o.state.finished else None,
-    }
-
-
 async def flatten(batches: AsyncGenerator[list[T], None]) -> AsyncGenerator[T, None]:
     """The items of a generator of lists, one by one (the log readers read in batches, some
     callers want records); the source is closed with the result, even when left early."""

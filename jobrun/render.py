@@ -1,11 +1,12 @@
-"""Human output of the CLI (rich tables). JSON output is model.job_to_dict as it is."""
+"""Human output of the CLI: `status` and `list` for people (JSON for scripts is wire/jobs.py)."""
 
 from __future__ import annotations
 
 import os
 import re
 import sys
-from typing import Any
+
+from .model import Job, JobState
 
 _STATE_STYLE = {"running": "cyan", "succeeded": "green", "failed": "red", "stopped": "yellow"}
 
@@ -21,17 +22,18 @@ def _bytes(n: int | None) -> str:
     return str(n)
 
 
-def _ended(d: dict[str, Any]) -> str:
-    if d["state"] == "running":
+def _ended(job: Job) -> str:
+    o = job.outcome
+    if not o.state.finished:
         return ""
-    if d["signal"]:
-        return str(d["signal"])
-    if d["exit_code"] is not None:
-        return f"exit {d['exit_code']}"
+    if o.signal:
+        return o.signal
+    if o.exit_code is not None:
+        return f"exit {o.exit_code}"
     return ""
 
 
-def _status_rows(d: dict[str, Any], width: int | None = None) -> list[tuple[str, str, str]]:
+def _status_rows(job: Job, width: int | None = None) -> list[tuple[str, str, str]]:
     """(label, text, the text with rich markup) of each row of `status`; with a `width`, the
     command is shortened with … to fit one line of it (the label column is at most 8 wide)."""
     rows: list[tuple[str, str, str]] = []
@@ -39,31 +41,35 @@ def _status_rows(d: dict[str, Any], width: int | None = None) -> list[tuple[str,
     def add(label: str, text: str, markup: str | None = None) -> None:
         rows.append((label, text, text if markup is None else markup))
 
-    style = _STATE_STYLE.get(d["state"], "")
-    ended = f"  {_ended(d)}" if _ended(d) else ""
-    add("ID", d["id"])
-    if d["name"]:
-        add("Name", d["name"])
-    add("State", d["state"] + ended, f"[{style}]{d['state']}[/]" + ended)
-    if d["reason"]:
-        add("Reason", d["reason"])
-    command = " ".join(d["command"])
+    from .properties import limits
+
+    state = job.state.value
+    style = _STATE_STYLE.get(state, "")
+    ended = f"  {_ended(job)}" if _ended(job) else ""
+    add("ID", job.id)
+    if job.spec.name:
+        add("Name", job.spec.name)
+    add("State", state + ended, f"[{style}]{state}[/]" + ended)
+    if job.outcome.reason:
+        add("Reason", job.outcome.reason)
+    command = " ".join(job.spec.command)
     add("Command", command if width is None else fit(command, width - 10))
-    add("Owner", d["owner"])
-    add("Unit", d["unit"])
-    for key, label in (("created_at", "Created"), ("started_at", "Started"),
-                       ("finished_at", "Finished")):  # fmt: skip
-        if d[key]:
-            add(label, d[key])
-    if d["limits"]:
-        add("Limits", ", ".join(f"{k}={v}" for k, v in d["limits"].items()))
-    u = d.get("usage")
+    add("Owner", job.owner)
+    add("Unit", job.unit)
+    for label, dt in (("Created", job.created_at), ("Started", job.started_at),
+                      ("Finished", job.outcome.finished_at)):  # fmt: skip
+        if dt:
+            add(label, dt.isoformat())
+    settings = limits(job.spec)
+    if settings:
+        add("Limits", ", ".join(f"{k}={v}" for k, v in settings.items()))
+    u = job.usage if not job.state.finished else None  # as `--json` shows it
     if u:
-        cpu = "-" if u["cpu_seconds"] is None else f"{u['cpu_seconds']:.2f}s"
+        cpu = "-" if u.cpu_seconds is None else f"{u.cpu_seconds:.2f}s"
         add(
             "Usage",
-            f"cpu {cpu}, memory {_bytes(u['memory_bytes'])}, tasks {u['tasks'] or '-'}, "
-            f"io read {_bytes(u['io_read_bytes'])} write {_bytes(u['io_write_bytes'])}",
+            f"cpu {cpu}, memory {_bytes(u.memory_bytes)}, tasks {u.tasks or '-'}, "
+            f"io read {_bytes(u.io_read_bytes)} write {_bytes(u.io_write_bytes)}",
         )
     return rows
 
@@ -116,8 +122,8 @@ def _print_plain(rows: list[tuple[str, str, str]]) -> bool:
     return True
 
 
-def status_table(d: dict[str, Any], wide: bool = False) -> None:
-    rows = _status_rows(d, None if wide else terminal_width())
+def status_table(job: Job, wide: bool = False) -> None:
+    rows = _status_rows(job, None if wide else terminal_width())
     if _print_plain(rows):
         return
     from rich.console import Console
@@ -188,26 +194,27 @@ def _paint(text: str, style: str, colour: bool) -> str:
     return f"\x1b[{_ANSI[style]}m{text}\x1b[0m" if colour and style else text
 
 
-def _created(d: dict[str, Any], wide: bool) -> str:
-    text = (d["created_at"] or "")[:19].replace("T", " ")
+def _created(job: Job, wide: bool) -> str:
+    text = job.created_at.isoformat()[:19].replace("T", " ")
     return text if wide else text[5:16]  # MM-DD HH:MM
 
 
-def list_lines(rows: list[dict[str, Any]], width: int | None, colour: bool = False) -> list[str]:
+def list_lines(jobs: list[Job], width: int | None, colour: bool = False) -> list[str]:
     """`jobrun list`: a header and one line per job. With a `width`, every line fits it: IDs,
     states and times whole, names and owners shortened, the command given what is left and
     shortened with …; `width` None (--wide): everything in full."""
     wide = width is None
     table = [
         [
-            d["id"],
-            d["name"] or "",
-            d["state"] + (f" {_ended(d)}" if _ended(d) and d["state"] != "succeeded" else ""),
-            d["owner"],
-            _created(d, wide),
-            " ".join(" ".join(d["command"]).split("\n")),
+            job.id,
+            job.spec.name or "",
+            job.state.value
+            + (f" {_ended(job)}" if _ended(job) and job.state != JobState.SUCCEEDED else ""),
+            job.owner,
+            _created(job, wide),
+            " ".join(" ".join(job.spec.command).split("\n")),
         ]
-        for d in rows
+        for job in jobs
     ]
     head = ["ID", "NAME", "STATE", "OWNER", "CREATED", "COMMAND"]
     show = [True, any(r[1] for r in table), True, len({r[3] for r in table}) > 1, True, True]
@@ -231,9 +238,7 @@ def list_lines(rows: list[dict[str, Any]], width: int | None, colour: bool = Fal
                 continue
             text = r[i] if wide else fit(r[i], widths[i])
             pad = " " * (widths[i] - cells(text))
-            style = (
-                "bold" if n == 0 else _STATE_STYLE.get(rows[n - 1]["state"], "") if i == 2 else ""
-            )
+            style = "bold" if n == 0 else _STATE_STYLE[jobs[n - 1].state] if i == 2 else ""
             parts.append(_paint(text, style, colour) + pad)
         command = r[5] if room is None else fit(r[5], room)
         parts.append(_paint(command, "bold", colour) if n == 0 else command)
@@ -241,9 +246,9 @@ def list_lines(rows: list[dict[str, Any]], width: int | None, colour: bool = Fal
     return lines
 
 
-def list_table(rows: list[dict[str, Any]], wide: bool = False) -> None:
-    if not rows:
+def list_table(jobs: list[Job], wide: bool = False) -> None:
+    if not jobs:
         print("no jobs (jobrun list --all shows older ones)")
         return
-    lines = list_lines(rows, None if wide else terminal_width(), colour_wanted())
+    lines = list_lines(jobs, None if wide else terminal_width(), colour_wanted())
     sys.stdout.write("".join(line + "\n" for line in lines))

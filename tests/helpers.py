@@ -158,7 +158,7 @@ from jobrun import dbus_api as api
 async def main(member, body):
     bus = await connect_system_bus()
     r = await bus.call(Message(destination=api.BUS_NAME, path=api.PATH, interface=api.INTERFACE,
-                               member=member, signature=api.METHODS[member][0], body=body))
+                               member=member, signature=api.METHODS[member].sig_in, body=body))
     err = r.error_name if r.message_type == MessageType.ERROR else None
     print(json.dumps([err, r.body]))
 

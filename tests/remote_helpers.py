@@ -19,7 +19,8 @@ from typing import Any
 import pytest
 
 from jobrun import certs
-from jobrun.remote_client import RemoteBackend, Target
+from jobrun.client.remote import RemoteBackend
+from jobrun.client.target import Remote as Target
 
 from .helpers import wait_for
 

@@ -6,6 +6,7 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from jobrun import cli
+from jobrun.cli import common
 from jobrun.properties import SETTINGS
 
 
@@ -31,7 +32,7 @@ def no_manager(monkeypatch: pytest.MonkeyPatch) -> None:
     async def refuse() -> None:
         raise AssertionError("bad input must not reach the manager")
 
-    monkeypatch.setattr(cli, "open_backend", refuse)
+    monkeypatch.setattr(common, "open_backend", refuse)
 
 
 @pytest.mark.parametrize(

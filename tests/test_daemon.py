@@ -392,7 +392,7 @@ async def test_followers_through_jobrund_catching_up_across_a_rotation_get_every
     # their own when journald started a new journal file. Here: followers that join after the
     # buffer dropped the first lines, and whose own reader waits (their stdout is not read) while
     # journald rotates and the job writes more than the buffer holds.
-    from jobrun.client import DaemonBackend
+    from jobrun.client.dbus import DaemonBackend
 
     gate = tmp_path / "gate"
     first, n = 25_000, 50_000
@@ -414,7 +414,7 @@ async def test_followers_through_jobrund_catching_up_across_a_rotation_get_every
         async def keep_up() -> bytes:
             nonlocal got
             out = bytearray()
-            async for batch in b.log_batches(job["id"], follow=True):
+            async for batch in b.log_batches(job.id, follow=True):
                 out += b"".join(r.data for r in batch)
                 got += len(batch)
             return bytes(out)
@@ -432,7 +432,7 @@ async def test_followers_through_jobrund_catching_up_across_a_rotation_get_every
                 "jobrun",
                 "logs",
                 "-f",
-                job["id"],
+                job.id,
                 stdout=subprocess.PIPE,
                 env=env,
                 cwd="/",
@@ -473,7 +473,7 @@ def test_admin_caps_the_loosest_profile(config: Path) -> None:
 
 
 async def test_many_followers_through_jobrund_share_one_journal_reader(tmp_path: Path) -> None:
-    from jobrun.client import DaemonBackend
+    from jobrun.client.dbus import DaemonBackend
 
     gate = tmp_path / "gate"
     n = 5000
@@ -493,7 +493,7 @@ async def test_many_followers_through_jobrund_share_one_journal_reader(tmp_path:
         async def follow() -> bytes:
             nonlocal first_lines
             out = bytearray()
-            async for batch in b.log_batches(job["id"], follow=True):
+            async for batch in b.log_batches(job.id, follow=True):
                 if not out:
                     first_lines += 1
                     if first_lines == followers:

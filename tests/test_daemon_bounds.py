@@ -26,12 +26,12 @@ from typing import Any
 import pytest
 from dbus_fast import Message, MessageType, Variant
 
-from jobrun import daemon as daemon_module
 from jobrun import dbus_api as api
 from jobrun import systemd as systemd_module
 from jobrun.config import Config
-from jobrun.daemon import Daemon
-from jobrun.journal import _Streams
+from jobrun.daemon import fairshare as daemon_module
+from jobrun.daemon.dbus import Daemon
+from jobrun.journal.streams import Streams
 from jobrun.manager import Caller
 from jobrun.model import Job, JobState, Outcome
 from jobrun.properties import build_spec
@@ -199,11 +199,11 @@ async def test_waiting_requests_are_messages_served_in_order_by_a_bounded_set_of
     async def caller(msg: Message) -> Caller:
         return Caller(0, "root", admin=True)
 
-    async def status(msg: Message, caller: Caller) -> tuple[str, list[Any]]:
+    async def status(msg: Message, caller: Caller) -> list[Any]:
         begun.append(msg.body[0])
         await gate.wait()
         served.append(msg.body[0])
-        return "s", [msg.body[0]]
+        return [msg.body[0]]
 
     monkeypatch.setattr(daemon, "_caller", caller)
     daemon._handlers["Status"] = status
@@ -303,10 +303,10 @@ def test_reading_journald_stream_files_interns_none_of_their_names(
         interned.append(s)
         return real(s)
 
-    streams = _Streams("jobrun")
+    streams = Streams("jobrun")
     streams.runtime_dir = tmp_path
     monkeypatch.setattr(sys, "intern", spy)
-    texts = list(streams._state_files())
+    texts = list(streams.state_files())
     monkeypatch.setattr(sys, "intern", real)
     assert len(texts) == 200 and all(t.startswith("UNIT=jobrun-") for t in texts)
     assert not names & set(interned)

@@ -1,4 +1,4 @@
-"""jobrun.fanout: one journal reader per followed job, fanned out to all of its followers.
+"""jobrun.journal.fanout: one journal reader per followed job, fanned out to all of its followers.
 
 Jobs are started as in test_journal.py (systemd-run with jobrun's output properties); the feed's
 "job ended" event is systemd-run --wait returning.
@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from jobrun.fanout import Feeds
 from jobrun.journal import Record
+from jobrun.journal.fanout import Feeds
 
 from .helpers import inotify_instances, wait_for_async
 from .test_journal import Job, collect, data, journalctl, numbers, sh, start_job
@@ -78,7 +78,7 @@ async def test_many_followers_share_one_reader_and_each_get_every_line(tmp_path:
         return len(feeds) == 1 and inotify_instances() > before
 
     await wait_for_async(attached, what="the feed watching the journal", interval=0.01)
-    # One reader for all of them, woken by the one watch of the journal (journal._Watch).
+    # One reader for all of them, woken by the one watch of the journal (journal.watch.Watch).
     assert inotify_instances() - before <= 1
     gate.touch()
     results = await asyncio.gather(*tasks)

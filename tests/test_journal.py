@@ -10,21 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import io
 import statistics
 import sys
-import threading
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from jobrun import journal as journal_module
 from jobrun.errors import InvalidArgument, OutputLost
 from jobrun.journal import JobOutput, LineBreak, Record
+from jobrun.journal import watch as watch_module
 from jobrun.model import new_job_id
 
 from .helpers import inotify_instances, wait_for_async
@@ -44,7 +42,6 @@ class Job:
     started_at: datetime
     ended: asyncio.Event
     process: asyncio.subprocess.Process
-    ended_sync: threading.Event = field(default_factory=threading.Event)
     _waiter: asyncio.Task[int] | None = None
 
     @property
@@ -71,12 +68,8 @@ async def start_job(*command: str, props: tuple[str, ...] = ()) -> Job:
     proc = await asyncio.create_subprocess_exec(*args, "--", *command)
     job = Job(job_id, started_at, asyncio.Event(), proc)
 
-    def done(_: object) -> None:
-        job.ended.set()
-        job.ended_sync.set()
-
     job._waiter = asyncio.create_task(proc.wait())
-    job._waiter.add_done_callback(done)
+    job._waiter.add_done_callback(lambda _: job.ended.set())
     return job
 
 
@@ -456,22 +449,6 @@ async def test_follow_latency_while_a_job_writes() -> None:
 
 
 @integration
-async def test_the_blocking_file_reader_gives_the_bytes() -> None:
-    job = await start_job("printf", "first\\nsecond\\0third\\nno newline")
-
-    def read() -> tuple[bytes, bytes, str | None]:
-        raw = job.output().open(follow=True, ended=job.ended_sync)
-        with io.BufferedReader(raw) as f:
-            return f.readline(), f.read(), raw.cursor
-
-    line, rest, cursor = await asyncio.to_thread(read)
-    assert line == b"first\n"
-    assert rest == b"second\0third\nno newline"
-    # The cursor of the last record read out in full: resuming after it gives nothing more.
-    assert cursor == (await collect(job.output().records()))[-1].cursor
-
-
-@integration
 async def test_without_root_follow_still_ends() -> None:
     # journald's stream state files are root's: a reader in group systemd-journal reads the
     # journal but ends after a quiet spell instead of exactly.
@@ -614,7 +591,7 @@ async def test_without_inotify_following_polls_and_loses_nothing(
     def no_inotify(reader: object) -> int:
         raise OSError(errno.EMFILE, "Too many open files")
 
-    monkeypatch.setattr(journal_module, "_watch_fd", no_inotify)
+    monkeypatch.setattr(watch_module, "_watch_fd", no_inotify)
     gate = tmp_path / "gate"
     job = await start_job(
         *sh(f"seq 1 100; while [ ! -e {gate} ]; do sleep 0.01; done; seq 101 200")

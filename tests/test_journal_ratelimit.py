@@ -1,9 +1,10 @@
 """journald's rate limit never drops job output silently.
 
 In-process as root, jobrun makes sure the namespace's journald has no rate limit before it starts
-a job (journald_conf.py), and readers report the lines journald says it suppressed (journal.py,
-`_suppressed`). The integration tests change the sandbox's /etc/systemd/journald@jobrun.conf (an
-overlay of the sandbox's own) and put it back afterwards, journald restarted both times.
+a job (journald_conf.py), and readers report the lines journald says it suppressed
+(`jobrun.journal.loss.suppressed`). The integration tests change the sandbox's
+/etc/systemd/journald@jobrun.conf (an overlay of the sandbox's own) and put it back afterwards,
+journald restarted both times.
 """
 
 from __future__ import annotations

@@ -36,8 +36,8 @@ from typing import Any
 
 import pytest
 
-from jobrun.fanout import Feeds
 from jobrun.journal import JobOutput
+from jobrun.journal.fanout import Feeds
 
 from .helpers import wait_for_async
 from .reliability.common import FULL
@@ -443,7 +443,7 @@ async def cli_reader(job_id: str, out: Outcome, kw: dict[str, Any]) -> None:
 
 async def run_plan(p: Plan, backend: Any, *, daemon: bool) -> None:
     job = await backend.start(list(p.shape.argv), None, {"profile": "relaxed"})
-    job_id = job["id"]
+    job_id = job.id
     ended = asyncio.Event()
     waiter = asyncio.create_task(backend.wait(job_id))
     waiter.add_done_callback(lambda _: ended.set())
@@ -608,7 +608,7 @@ def check(
 
 @pytest.fixture
 async def local_backend(state_dir: Path) -> AsyncIterator[Any]:
-    from jobrun.client import LocalBackend
+    from jobrun.client.local import LocalBackend
     from jobrun.manager import Manager
     from jobrun.store import Store
 
@@ -633,7 +633,7 @@ async def test_schedules_in_process(seed: int, local_backend: Any) -> None:
 @pytest.fixture
 async def daemon_backend() -> AsyncIterator[Any]:
     from jobrun.bus import connect_system_bus
-    from jobrun.client import DaemonBackend
+    from jobrun.client.dbus import DaemonBackend
 
     b = DaemonBackend(await connect_system_bus())
     try:
@@ -658,3 +658,36 @@ async def test_followers_resume_across_jobrund_restarts(p: Plan, daemon_backend:
 @pytest.mark.parametrize("seed", seeds(daemon=True))
 async def test_schedules_through_jobrund(seed: int, daemon_backend: Any) -> None:
     await run_plan(plan(seed, daemon=True), daemon_backend, daemon=True)
+
+
+# Over the remote API: the same schedules through gRPC (an admin's client reading a job it
+# started), and followers resuming across jobrund restarts.
+@pytest.fixture(scope="module")
+def remote_api() -> Iterator[Any]:
+    from .remote_helpers import remote_jobrund
+
+    with remote_jobrund() as r:
+        yield r
+
+
+@pytest.fixture
+async def remote_backend(remote_api: Any) -> AsyncIterator[Any]:
+    from .remote_helpers import backend
+
+    b = await backend(remote_api, "carol")
+    try:
+        yield b
+    finally:
+        await b.close()
+
+
+@pytest.mark.daemon
+@pytest.mark.parametrize("seed", seeds(daemon=True))
+async def test_schedules_over_the_remote_api(seed: int, remote_backend: Any) -> None:
+    await run_plan(plan(seed, daemon=True), remote_backend, daemon=False)
+
+
+@pytest.mark.daemon
+@pytest.mark.parametrize("p", [TWO_FOLLOWERS_DAEMON, JOBRUND_RESTARTS], ids=lambda p: str(p.seed))
+async def test_followers_over_the_remote_api(p: Plan, remote_backend: Any) -> None:
+    await run_plan(p, remote_backend, daemon=False)

@@ -13,6 +13,10 @@ import pytest
 from typer.testing import CliRunner
 
 from jobrun import cli, render
+from jobrun.cli import common
+from jobrun.cli import jobs as job_commands
+from jobrun.model import Job
+from jobrun.wire.jobs import job_from_dict
 
 from .test_render import BASE
 
@@ -27,11 +31,11 @@ JOBS: list[dict[str, Any]] = [
 
 
 class Backend:
-    async def list(self, all: bool) -> list[dict[str, Any]]:
-        return [dict(j) for j in JOBS]
+    async def list(self, all: bool) -> list[Job]:
+        return [job_from_dict(j) for j in JOBS]
 
-    async def status(self, job_id: str) -> dict[str, Any]:
-        return next(j for j in JOBS if j["id"].startswith(job_id))
+    async def status(self, job_id: str) -> Job:
+        return next(job_from_dict(j) for j in JOBS if j["id"].startswith(job_id))
 
     async def close(self) -> None:
         pass
@@ -42,7 +46,7 @@ def fake_backend(monkeypatch: pytest.MonkeyPatch) -> None:
     async def open_backend() -> Backend:
         return Backend()
 
-    monkeypatch.setattr(cli, "open_backend", open_backend)
+    monkeypatch.setattr(common, "open_backend", open_backend)
 
 
 def test_list_fits_80_columns_one_line_per_job(
@@ -88,7 +92,7 @@ def test_colours_only_for_a_terminal_without_no_color(
         monkeypatch.setenv(k, v)
     monkeypatch.setattr(os, "isatty", lambda fd: True)
     assert render.colour_wanted() is colour
-    lines = render.list_lines(JOBS, 80, render.colour_wanted())
+    lines = render.list_lines([job_from_dict(j) for j in JOBS], 80, render.colour_wanted())
     assert ("\x1b[31mfailed SIGKILL\x1b[0m" in lines[2]) is colour
     monkeypatch.setattr(os, "isatty", lambda fd: False)  # piped
     assert render.colour_wanted() is False
@@ -100,7 +104,8 @@ def test_list_piped_through_the_real_cli_has_no_colour_codes() -> None:
     env.pop("FORCE_COLOR", None)
     code = (
         "import sys; from jobrun import render; from tests.test_output_for_people import JOBS;"
-        "render.list_table(JOBS)"
+        "from jobrun.wire.jobs import job_from_dict;"
+        "render.list_table(list(map(job_from_dict, JOBS)))"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
@@ -111,9 +116,9 @@ def test_list_piped_through_the_real_cli_has_no_colour_codes() -> None:
 def test_job_ids_complete_for_stop_status_logs_and_wait(
     fake_backend: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert cli.complete_job_id("aaaa") == ["aaaa111111", "aaaa222222"]
-    assert cli.complete_job_id("bb") == ["bbbb333333"]
-    assert cli.complete_job_id("zz") == []
+    assert job_commands.complete_job_id("aaaa") == ["aaaa111111", "aaaa222222"]
+    assert job_commands.complete_job_id("bb") == ["bbbb333333"]
+    assert job_commands.complete_job_id("zz") == []
     for verb in ("stop", "status", "logs", "wait"):
         command = next(
             c
@@ -123,12 +128,12 @@ def test_job_ids_complete_for_stop_status_logs_and_wait(
         assert command.callback is not None
         params = inspect.signature(command.callback).parameters
         first = next(iter(params.values())).default
-        assert getattr(first, "autocompletion", None) is cli.complete_job_id, verb
+        assert getattr(first, "autocompletion", None) is job_commands.complete_job_id, verb
 
 
 def test_completion_never_prints_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
     async def broken() -> Backend:
         raise RuntimeError("no bus")
 
-    monkeypatch.setattr(cli, "open_backend", broken)
-    assert cli.complete_job_id("a") == []
+    monkeypatch.setattr(common, "open_backend", broken)
+    assert job_commands.complete_job_id("a") == []

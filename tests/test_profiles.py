@@ -10,6 +10,7 @@ from dbus_fast.signature import SignatureTree
 from typer.testing import CliRunner
 
 from jobrun import cli, profiles
+from jobrun.cli import common
 from jobrun.errors import InvalidArgument
 from jobrun.properties import build_spec, check_paths, limits, unit_properties
 from jobrun.store import spec_from_json, spec_to_json
@@ -204,7 +205,7 @@ def test_cli_offers_and_validates_the_profile(monkeypatch: pytest.MonkeyPatch) -
     async def refuse() -> None:
         raise AssertionError("bad input must not reach the manager")
 
-    monkeypatch.setattr(cli, "open_backend", refuse)
+    monkeypatch.setattr(common, "open_backend", refuse)
     runner = CliRunner()
     help_text = runner.invoke(cli.app, ["start", "--help"], terminal_width=200).output
     assert "--profile" in help_text and "--writable" in help_text

@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 from grpclib.encoding.base import CodecBase
 
+from jobrun.client.remote import close_channel
 from jobrun.errors import (
     InvalidArgument,
     JobNotFound,
@@ -29,7 +30,6 @@ from jobrun.errors import (
     RemoteUnavailable,
     Unauthenticated,
 )
-from jobrun.remote_client import close_channel
 
 from .helpers import systemctl_show, wait_for, wait_for_async
 from .remote_helpers import (
@@ -116,7 +116,7 @@ async def test_a_user_cannot_see_stop_or_stream_anothers_job_and_an_admin_can(
     remote: Remote,
 ) -> None:
     job = await call(remote, "alice", "start", ["sh", "-c", "echo secret; sleep 600"], None, {})
-    jid = job["id"]
+    jid = job.id
     with pytest.raises(JobNotFound) as nothing:
         await call(remote, "bob", "status", "zzzzzzzzzz")
     for fn, args in (("status", (jid,)), ("stop", (jid, None)), ("status", (jid[:4],))):
@@ -126,18 +126,18 @@ async def test_a_user_cannot_see_stop_or_stream_anothers_job_and_an_admin_can(
         assert str(e.value) == str(nothing.value).replace("zzzzzzzzzz", args[0])
     with pytest.raises(JobNotFound):
         await output(remote, "bob", jid, follow=False)
-    assert jid not in [j["id"] for j in await call(remote, "bob", "list", True)]
-    assert (await call(remote, "alice", "status", jid))["state"] == "running"  # untouched
+    assert jid not in [j.id for j in await call(remote, "bob", "list", True)]
+    assert (await call(remote, "alice", "status", jid)).state == "running"  # untouched
     # carol, an admin, sees, streams and stops it
-    assert jid in [j["id"] for j in await call(remote, "carol", "list", True)]
-    assert (await call(remote, "carol", "status", jid))["owner"] == "remote:alice"
+    assert jid in [j.id for j in await call(remote, "carol", "list", True)]
+    assert (await call(remote, "carol", "status", jid)).owner == "remote:alice"
 
     async def secret_shown() -> bool:
         return await output(remote, "carol", jid, follow=False) == b"secret\n"
 
     await wait_for_async(secret_shown, what="the job's output", timeout=30, interval=0.05)
     job, was_running = await call(remote, "carol", "stop", jid, None)
-    assert was_running and job["state"] == "stopped"
+    assert was_running and job.state == "stopped"
 
 
 @pytest.mark.integration
@@ -150,7 +150,7 @@ async def test_a_local_user_and_a_remote_one_of_the_same_name_do_not_share_jobs(
     env["JOBRUN_MODE"] = "daemon"
     proc = await asyncio.create_subprocess_exec(
         "setpriv", "--reuid=bob", "--regid=bob", "--init-groups",
-        sys.executable, "-m", "jobrun", "status", job["id"],
+        sys.executable, "-m", "jobrun", "status", job.id,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd="/",
     )  # fmt: skip
     assert await proc.wait() == 3  # local bob: not found
@@ -161,9 +161,7 @@ async def test_a_local_user_and_a_remote_one_of_the_same_name_do_not_share_jobs(
 async def test_two_remote_followers_get_the_whole_output(remote: Remote) -> None:
     script = "seq 1 20000; sleep 0.5; seq 20001 40000"
     job = await call(remote, "bob", "start", ["sh", "-c", script], None, {})
-    a, b = await asyncio.gather(
-        output(remote, "bob", job["id"]), output(remote, "carol", job["id"])
-    )
+    a, b = await asyncio.gather(output(remote, "bob", job.id), output(remote, "carol", job.id))
     want = "".join(f"{i}\n" for i in range(1, 40001)).encode()
     assert a == want and b == want
 
@@ -186,7 +184,7 @@ async def test_a_remote_follower_resumes_without_gap_after_jobrund_is_killed(
         streaming = asyncio.Event()
 
         async def follow() -> None:
-            async for batch in b.log_batches(job["id"], follow=True):
+            async for batch in b.log_batches(job.id, follow=True):
                 got.extend(r.message for r in batch)
                 streaming.set()
 
@@ -206,12 +204,12 @@ async def test_a_remote_follower_resumes_without_gap_after_jobrund_is_killed(
         )
         async with asyncio.timeout(180):
             await task
-        status = await b.status(job["id"])
+        status = await b.status(job.id)
     finally:
         await b.close()
     assert 0 < at_kill < n  # the kill came mid-stream
     assert [m.decode() for m in got] == [f"r{i}" for i in range(1, n + 1)]
-    assert status["state"] == "succeeded"
+    assert status.state == "succeeded"
 
 
 # -- what the TLS layer must refuse ---------------------------------------------------------------
@@ -443,7 +441,8 @@ def test_job_options_have_one_field_per_setting_of_the_table() -> None:
 
 
 def test_a_job_dict_survives_the_wire_exactly() -> None:
-    from jobrun.remote_wire import job_from_proto, proto_job
+    from jobrun.wire.jobs import job_from_dict, job_to_dict
+    from jobrun.wire.proto import job_from_proto, job_to_proto
 
     job: dict[str, Any] = {
         "id": "abc0000001", "name": "n", "unit": "jobrun-abc0000001.service", "state": "failed",
@@ -453,11 +452,17 @@ def test_a_job_dict_survives_the_wire_exactly() -> None:
         "finished_at": "2026-11-29T07:00:01+00:00", "invocation_id": "ab" * 16,
         "limits": {"cpu_weight": 50, "memory_max": 1 << 30, "cpu_affinity": [0, 1],
                    "network": False, "env": ["A=1"], "stop_timeout": 2.5, "profile": "strict"},
-        "usage": {"cpu_seconds": 0.5, "memory_bytes": None, "tasks": 2, "io_read_bytes": 0,
-                  "io_write_bytes": None},
+        "usage": None,
     }  # fmt: skip
-    assert job_from_proto(proto_job(job)) == job
-    assert list(job_from_proto(proto_job(job))) == list(job)  # same key order: same --json
+    running = {**job, "state": "running", "exit_code": None, "result": None, "reason": None,
+               "finished_at": None,
+               "usage": {"cpu_seconds": 0.5, "memory_bytes": None, "tasks": 2, "io_read_bytes": 0,
+                         "io_write_bytes": None}}  # fmt: skip
+    for d in (job, running):  # usage is shown only while a job runs
+        assert job_to_dict(job_from_dict(d)) == d
+        back = job_to_dict(job_from_proto(job_to_proto(job_from_dict(d))))
+        assert back == d
+        assert list(back) == list(d)  # same key order: same --json
 
 
 def test_committed_protobuf_code_is_what_gen_proto_makes(tmp_path: Path) -> None:
@@ -525,8 +530,8 @@ def test_certs_cli_makes_a_ca_server_and_client_with_private_keys_0600(tmp_path:
 def test_errors_map_to_grpc_statuses_once() -> None:
     from grpclib.const import Status
 
-    from jobrun.dbus_api import _all_error_classes
+    from jobrun.errors import error_classes
 
-    for cls in _all_error_classes().values():
+    for cls in error_classes().values():
         assert Status[cls.grpc_status]  # every class names a real status
     assert JobrunError.grpc_status == "INTERNAL"

@@ -59,19 +59,19 @@ def test_ctrl_c_over_remote_sends_sigint_and_run_exits_130(remote: Remote, tmp_p
 @pytest.mark.daemon
 async def test_remote_kill_is_authorized_as_stop_is(remote: Remote) -> None:
     job = await call(remote, "alice", "start", ["sleep", "30"], None, {})
-    jid = job["id"]
+    jid = job.id
     with pytest.raises(JobNotFound):
         await call(remote, "bob", "kill", jid, int(signal.SIGINT))  # another's: as if none
     for sig in (0, 99):
         with pytest.raises(InvalidArgument):
             await call(remote, "alice", "kill", jid, sig)
-    assert (await call(remote, "alice", "status", jid))["state"] == "running"
+    assert (await call(remote, "alice", "status", jid)).state == "running"
     killed, was_running = await call(remote, "carol", "kill", jid, int(signal.SIGINT))  # admin
-    assert was_running and killed["id"] == jid
+    assert was_running and killed.id == jid
 
     async def ended() -> bool:
         s = await call(remote, "alice", "status", jid)
-        return bool(s["state"] == "failed" and s["signal"] == "SIGINT")
+        return bool(s.state == "failed" and s.outcome.signal == "SIGINT")
 
     await wait_for_async(ended, what="the job to end by SIGINT", timeout=30, interval=0.05)
     # a finished job: nothing to signal

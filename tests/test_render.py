@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from jobrun import render
+from jobrun.wire.jobs import job_from_dict
 
 BASE: dict[str, Any] = {
     "id": "abc123defg",
@@ -17,9 +18,12 @@ BASE: dict[str, Any] = {
     "state": "succeeded",
     "signal": None,
     "exit_code": 0,
+    "result": None,
     "reason": None,
     "command": ["sh", "-c", "echo hi"],
     "owner": "root",
+    "uid": 0,
+    "invocation_id": None,
     "unit": "jobrun-abc123defg.service",
     "created_at": "2026-11-29T06:00:00.123456+00:00",
     "started_at": "2026-11-29T06:00:01+00:00",
@@ -50,7 +54,7 @@ def printed(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, d: dict[str, Any], 
     path = tmp_path / "out"
     with open(path, "w", encoding="utf-8") as f:
         monkeypatch.setattr(sys, "stdout", f)
-        render.status_table(d)
+        render.status_table(job_from_dict(d))
         monkeypatch.undo()
     return path.read_text(encoding="utf-8")
 
@@ -83,6 +87,6 @@ def test_the_plain_path_is_taken_for_an_ordinary_job(
         monkeypatch.delenv(var, raising=False)
     with open(tmp_path / "out", "w") as f:
         monkeypatch.setattr(sys, "stdout", f)
-        assert render._print_plain(render._status_rows(VARIANTS[2]))
+        assert render._print_plain(render._status_rows(job_from_dict(VARIANTS[2])))
     monkeypatch.setattr(sys, "stdout", io.StringIO())  # no file descriptor: rich decides
-    assert not render._print_plain(render._status_rows(VARIANTS[2]))
+    assert not render._print_plain(render._status_rows(job_from_dict(VARIANTS[2])))

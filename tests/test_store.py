@@ -12,9 +12,10 @@ from typing import Any
 import pytest
 
 from jobrun.errors import AmbiguousJobId, InvalidArgument, JobNotFound, StateError
-from jobrun.model import Job, JobState, Outcome, job_to_dict
+from jobrun.model import Job, JobState, Outcome
 from jobrun.properties import build_spec
 from jobrun.store import Store, outcome_from_json, spec_from_json
+from jobrun.wire.jobs import job_to_dict
 
 DATA = Path(__file__).parent / "data"
 

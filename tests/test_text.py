@@ -197,9 +197,9 @@ cli.main()
 @pytest.mark.parametrize(
     ("module", "name", "args"),
     [
-        ("jobrun.cli", "open_backend", ["list"]),  # inside a command's event loop
-        ("jobrun.cli", "parse_since", ["logs", "--since", "5min", "abc"]),  # outside it
-        ("jobrun.cli", "build_spec", ["start", "--", "true"]),  # while parsing
+        ("jobrun.cli.common", "open_backend", ["list"]),  # inside a command's event loop
+        ("jobrun.cli.logs", "parse_since", ["logs", "--since", "5min", "abc"]),  # outside it
+        ("jobrun.cli.settings", "build_spec", ["start", "--", "true"]),  # while parsing
     ],
 )
 def test_a_bug_is_one_line_and_exit_70_with_details_in_a_file(
@@ -237,7 +237,7 @@ def test_a_bug_whose_details_cannot_be_saved_is_still_one_line(tmp_path: Path) -
     env = {**os.environ, "XDG_STATE_HOME": str(tmp_path), "JOBRUN_MODE": "local"}
     env.pop("JOBRUN_DEBUG", None)
     proc = subprocess.run(
-        [sys.executable, "-c", BOOM, "jobrun.cli", "open_backend", "list"],
+        [sys.executable, "-c", BOOM, "jobrun.cli.common", "open_backend", "list"],
         capture_output=True, text=True, env=env, timeout=60,
     )  # fmt: skip
     assert proc.returncode == 70
@@ -247,6 +247,7 @@ def test_a_bug_whose_details_cannot_be_saved_is_still_one_line(tmp_path: Path) -
 LOST = """
 import sys
 from jobrun import cli
+from jobrun.cli import common
 
 async def lost():
     # as dbus-fast leaves it: the reader's error also set on a future nobody awaits
@@ -256,7 +257,7 @@ async def lost():
     del orphan
     raise {}("connection reset")
 
-cli.open_backend = lost
+common.open_backend = lost
 sys.argv[:1] = ["jobrun"]
 cli.main()
 """

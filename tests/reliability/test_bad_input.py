@@ -17,7 +17,7 @@ from dbus_fast.aio import MessageBus
 
 from jobrun import dbus_api as api
 from jobrun.bus import connect_system_bus
-from jobrun.errors import JobrunError
+from jobrun.errors import JobrunError, error_classes
 
 from .. import remote_helpers
 from .. import test_remote as grpc
@@ -161,7 +161,7 @@ SHAPE_CASES: list[tuple[str, str, str, list[Any], str]] = [
     ("unknown-method", "Frobnicate", "", [], "org.freedesktop.DBus.Error.UnknownMethod"),
 ]  # fmt: skip
 
-PROJECT_ERRORS = set(api._all_error_classes()) - {"org.jobrun.Error.Failed"}
+PROJECT_ERRORS = set(error_classes()) - {"org.jobrun.Error.Failed"}
 
 
 @pytest.fixture
@@ -206,7 +206,7 @@ async def _call(
 async def _root_call(member: str, body: list[Any]) -> tuple[str | None, list[Any]]:
     bus = await connect_system_bus()
     try:
-        return await _call(bus, member, api.METHODS[member][0], body)
+        return await _call(bus, member, api.METHODS[member].sig_in, body)
     finally:
         bus.disconnect()
 

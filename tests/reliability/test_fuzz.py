@@ -21,10 +21,11 @@ from hypothesis import strategies as st
 
 from jobrun import dbus_api as api
 from jobrun.bus import connect_system_bus
-from jobrun.errors import InvalidArgument
+from jobrun.errors import InvalidArgument, error_classes
 from jobrun.model import JobSpec, JobState
 from jobrun.outcome import from_unit
 from jobrun.properties import SETTINGS, unit_properties
+from jobrun.wire import dbus as dbus_wire
 
 from .common import FULL, jobrund_answers, jobrund_pid, report
 
@@ -91,7 +92,7 @@ COMMANDS: st.SearchStrategy[object] = st.one_of(
     INTS,
 )
 LOGS = st.dictionaries(
-    st.one_of(st.sampled_from(sorted(api.LOGS_OPTIONS)), st.text(max_size=10)),
+    st.one_of(st.sampled_from(sorted(dbus_wire.LOGS_OPTIONS)), st.text(max_size=10)),
     st.one_of(VARIANTS, st.integers(), st.text(max_size=5), st.booleans()),
     max_size=4,
 )
@@ -114,7 +115,7 @@ def _marshals(spec: JobSpec) -> None:
 @given(command=COMMANDS, options=OPTIONS)
 def test_start_decoding_gives_a_spec_or_invalid_argument(command: Any, options: Any) -> None:
     try:
-        spec = api.decode_start(command, options)
+        spec = dbus_wire.decode_start(command, options)
     except InvalidArgument as e:
         assert e.message
         return
@@ -134,7 +135,7 @@ def test_start_messages_off_the_wire_decode_or_are_refused(
         path=api.PATH,
         interface=api.INTERFACE,
         member="Start",
-        signature=api.METHODS["Start"][0],
+        signature=api.METHODS["Start"].sig_in,
         body=[command, options],
         serial=1,
     )
@@ -147,7 +148,7 @@ def test_start_messages_off_the_wire_decode_or_are_refused(
     received = unmarshaller.unmarshall()
     assert received is not None and received.signature == "asa{sv}"
     try:
-        spec = api.decode_start(*received.body)
+        spec = dbus_wire.decode_start(*received.body)
     except InvalidArgument:
         return
     _marshals(spec)
@@ -157,7 +158,7 @@ def test_start_messages_off_the_wire_decode_or_are_refused(
 @given(options=LOGS)
 def test_logs_options_decode_or_are_refused(options: Any) -> None:
     try:
-        kwargs = api.decode_logs_options(options)
+        kwargs = dbus_wire.decode_logs_options(options)
     except InvalidArgument:
         return
     assert set(kwargs) == {"follow", "tail", "after_cursor", "since", "batch_cursors"}
@@ -196,7 +197,7 @@ def test_live_jobrund_answers_random_start_options_clearly() -> None:
     jobrund stays the same process."""
     pid = jobrund_answers()
     outcomes: dict[str, int] = {}
-    project = set(api._all_error_classes()) - {"org.jobrun.Error.Failed"}
+    project = set(error_classes()) - {"org.jobrun.Error.Failed"}
 
     async def call(options: dict[str, Variant]) -> str:
         bus = await connect_system_bus()

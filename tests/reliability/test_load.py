@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from jobrun.bus import connect_system_bus
-from jobrun.client import DaemonBackend
+from jobrun.client.dbus import DaemonBackend
 from jobrun.errors import JobrunError
 from jobrun.model import UNIT_PREFIX
 from jobrun.systemd import MAX_QUEUED_JOBS, Systemd
@@ -137,20 +137,17 @@ async def _one(
         return
     load.last_start = time.monotonic()
     load.start_latency.append(load.last_start - scheduled)
-    load.jobs[i] = job["id"]
+    load.jobs[i] = job.id
     load.running += 1
     load.peak_running = max(load.peak_running, load.running)
     n = load.followers_of(i)
     load.lines_expected += n * load.lines_per_job
     try:
         await asyncio.gather(
-            *(
-                _follow(load, slots, backends[(i + k) % len(backends)], job["id"], i)
-                for k in range(n)
-            )
+            *(_follow(load, slots, backends[(i + k) % len(backends)], job.id, i) for k in range(n))
         )
         if n == 0:
-            await b.wait(job["id"])
+            await b.wait(job.id)
     finally:
         load.running -= 1
 
@@ -182,8 +179,8 @@ async def run_load(load: Load) -> None:
                 except JobrunError as e:
                     load.error("check failed", f"{job_id}: {e}")
                     return
-                if status["state"] != "succeeded":
-                    load.error(f"job {status['state']}", f"{job_id}: {status['reason']}")
+                if status.state != "succeeded":
+                    load.error(f"job {status.state}", f"{job_id}: {status.outcome.reason}")
                 if got != load.expected(i):
                     load.lines_lost += len(set(load.expected(i)) - set(got))
                     load.error("logs short", f"{job_id}: {len(got)} lines")

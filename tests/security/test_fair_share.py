@@ -21,10 +21,10 @@ from typing import Any
 import pytest
 from dbus_fast import Message, MessageType
 
-from jobrun import daemon as daemon_module
 from jobrun import dbus_api as api
 from jobrun.config import BUILTIN_LIMITS, Config
-from jobrun.daemon import Daemon
+from jobrun.daemon import fairshare as daemon_module
+from jobrun.daemon.dbus import Daemon
 from jobrun.manager import Caller
 
 from ..helpers import as_user, as_user_cmd, start_as, systemctl_show, wait_for
@@ -217,10 +217,10 @@ async def test_workers_serve_users_in_turn_and_each_user_within_a_share(
     async def caller(msg: Message) -> Caller:
         return Caller(0, "root", admin=True)
 
-    async def handler(msg: Message, caller: Caller) -> tuple[str, list[Any]]:
+    async def handler(msg: Message, caller: Caller) -> list[Any]:
         served.append(f"{msg.sender}#{msg.serial}")
         await gate.wait()
-        return "sb", ["x", False]
+        return ["x", False]
 
     monkeypatch.setattr(daemon, "_uid_of", uid_of)
     monkeypatch.setattr(daemon, "_caller", caller)

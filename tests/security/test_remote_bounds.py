@@ -1,7 +1,7 @@
 """Issue: over the remote API too, one caller at their limits leaves the others untouched.
 
-The gRPC server wraps every call in `CallerBounds.call` (remote.py `_serve`), keyed by the
-caller's identity: these tests drive that object with calls held at a gate.
+The gRPC server wraps every call in `CallerBounds.call` (jobrun/daemon/grpc.py, `_serve`), keyed
+by the caller's identity: these tests drive that object with calls held at a gate.
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import asyncio
 
 import pytest
 
+from jobrun.daemon.grpc import CallerBounds
 from jobrun.errors import Busy
-from jobrun.remote import CallerBounds
 
 pytestmark = pytest.mark.unit
 

@@ -137,7 +137,7 @@ async def test_a_revoked_client_is_refused_in_the_handshake_and_the_others_are_s
     assert jobs_running_command("revoked-dave-ran") == []
     assert await asyncio.to_thread(_admitted, rev, "erin")
     job = await call(rev, "erin", "start", ["echo", "erin-ran"], None, {})
-    assert job["owner"] == "remote:erin"
+    assert job.owner == "remote:erin"
 
 
 @pytest.mark.integration

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
+from jobrun.client.remote import close_channel
 from jobrun.model import unit_name
-from jobrun.remote_client import close_channel
 
 from ..helpers import systemctl_show
 from ..remote_helpers import Remote, backend, call, jobs_running_command, remote_jobrund

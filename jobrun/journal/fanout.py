@@ -1,12 +1,10 @@
 """One journal reader per followed job, fanned out to all of that job's followers.
 
-A follower used to be a complete reader of its own: sd_journal handles with their own mappings
-of the journal files, its own re-check timer and its own watcher of the job's unit. (No reader has
-an inotify instance of its own any more: `journal._Watch` has one for all readers of a process.)
-Here a job that is followed has one `Feed`: one `JobOutput` reader from the first record,
-following until the job has ended and journald has written all of it (the reader's exact end),
-and one watcher of the unit. Its records go into a bounded buffer that every follower reads at
-its own pace.
+A reader costs sd_journal handles with their own mappings of the journal files and a re-check
+timer, and each follower would need a watcher of the job's unit. So a job that is followed has one
+`Feed`: one `JobOutput` reader from the first record, following until the job has ended and
+journald has written all of it (the reader's exact end), and one watcher of the unit. Its records
+go into a bounded buffer that every follower reads at its own pace.
 
 Each follower gets the whole output it asked for (from the first record, or after a cursor, the
 last N, since a time), in journal order, without a gap or a repeat:
@@ -33,8 +31,10 @@ import contextlib
 from collections.abc import AsyncGenerator, Callable
 from datetime import datetime
 
-from .errors import OutputLost
-from .journal import _BATCH, JobOutput, JournalUnavailable, Record, _cursor_after, _usec
+from ..errors import OutputLost
+from .output import JobOutput
+from .reader import BATCH, JournalUnavailable
+from .records import Record, cursor_after, to_usec
 
 __all__ = ["BUFFER_BYTES", "BUFFER_RECORDS", "CATCH_UP_READERS", "Feed", "Feeds"]
 
@@ -104,7 +104,7 @@ class Feed:
         try:
             output = self.output
             try:
-                output._open(None, None, None).close()
+                output.open_journal().close()
             except OutputLost:
                 # The job's first records are gone (journal files deleted): no follower can have
                 # them. Feed from the present on; followers that start after a cursor, a tail or
@@ -136,7 +136,7 @@ class Feed:
         return self._start_known and not self._head_lost and self.base == 0
 
     def _last_cursor(self) -> str | None:
-        j = self.output._open(None, 0, None)
+        j = self.output.open_journal(tail=0)
         try:
             return j.skipped
         finally:
@@ -172,7 +172,7 @@ class Feed:
 
     def _slice(self, pos: int) -> list[Record]:
         i = pos - self.base
-        return self._buf[i : i + _BATCH]
+        return self._buf[i : i + BATCH]
 
     def _join_point(self, last: str | None, since: datetime | None) -> int | None:
         """Where a follower whose own reader is at its end continues in the buffer (None: not
@@ -220,14 +220,14 @@ class Feed:
                         # opened after the feed's end knows every file the feed read from.
                         complete = self.done
                         if last is not None:
-                            j = self.output._open(last, None, None)
+                            j = self.output.open_journal(after_cursor=last)
                         else:
-                            j = self.output._open(
-                                None, tail, None if since is None else _usec(since)
+                            j = self.output.open_journal(
+                                tail=tail, since_usec=None if since is None else to_usec(since)
                             )
                             last = j.skipped
                         try:
-                            while batch := j.read(_BATCH):
+                            while batch := await j.read(BATCH):
                                 last = batch[-1].cursor
                                 yield batch
                                 seq = self._index.get(last)
@@ -274,7 +274,7 @@ class Feed:
         if last is None:
             return self.base
         for i, r in enumerate(self._buf):
-            if _cursor_after(r.cursor, last):
+            if cursor_after(r.cursor, last):
                 return self.base + i
         return self.end
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dbus_fast import Message, MessageType, Variant
 from dbus_fast.aio import MessageBus
 
-from .errors import PermissionDenied
+from ..errors import PermissionDenied
 
 ACTION_START = "org.jobrun.start"
 ACTION_MANAGE_OWN = "org.jobrun.manage-own"

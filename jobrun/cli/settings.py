@@ -1,0 +1,89 @@
+"""The options of `start` and `run`, generated from the settings table (properties.SETTINGS),
+and what they give: the command, its name and the settings, checked before anything starts."""
+
+from __future__ import annotations
+
+import inspect
+import os
+from collections.abc import Callable
+from typing import Any, Optional
+
+import typer
+
+from ..errors import InvalidArgument, JobrunError
+from ..properties import SETTINGS, build_spec, check_paths
+from .common import fail, is_local
+
+
+def _setting_parameters() -> list[inspect.Parameter]:
+    params = []
+    for s in SETTINGS:
+        if s.signature == "b":
+            option = typer.Option(None, s.flags, help=s.help, show_default=False)
+            annotation: Any = Optional[bool]  # noqa: UP045 - typer 0.7 needs typing.Optional
+        elif s.repeat:
+            option = typer.Option(None, *s.flags.split("/"), help=s.help, metavar=s.metavar)
+            annotation = Optional[list[str]]  # noqa: UP045
+        else:
+            option = typer.Option(None, *s.flags.split("/"), help=s.help, metavar=s.metavar)
+            annotation = Optional[str]  # noqa: UP045
+        params.append(
+            inspect.Parameter(
+                s.field, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=annotation
+            )
+        )
+    params.append(
+        inspect.Parameter(
+            "name",
+            inspect.Parameter.KEYWORD_ONLY,
+            default=typer.Option(None, "--name", help="A label shown in list and status"),
+            annotation=Optional[str],  # noqa: UP045
+        )
+    )
+    params.append(
+        inspect.Parameter(
+            "command",
+            inspect.Parameter.KEYWORD_ONLY,
+            default=typer.Argument(None, help="The command and its arguments (after --)"),
+            annotation=Optional[list[str]],  # noqa: UP045
+        )
+    )
+    return params
+
+
+def with_settings(fn: Callable[..., None]) -> Callable[..., None]:
+    fn.__signature__ = inspect.Signature(_setting_parameters())  # type: ignore[attr-defined]
+    return fn
+
+
+COMMAND_CONTEXT = {"allow_interspersed_args": False}
+
+
+def parse(values: dict[str, Any]) -> tuple[list[str], str | None, dict[str, Any]]:
+    """Validate here, before anything is started; the backend gets the user's own values."""
+    command = list(values.pop("command") or [])
+    name = values.pop("name")
+    if command and "/" in command[0] and not command[0].startswith("/"):
+        command[0] = os.path.abspath(command[0])  # ./build.sh, bin/tool: as a shell finds them
+    local = is_local()
+    try:
+        if local and values.get("workdir") is None:
+            # The job runs where the caller is, as a command in a shell would. (A remote host's
+            # jobrund has no use for this host's current directory: there the default stays.)
+            values["workdir"] = _current_directory()
+        spec = build_spec(command, name=name, **values)
+        if local:
+            # As the caller, where the caller is: jobrund (root) does not look (security model).
+            check_paths(spec, as_root=os.geteuid() == 0)
+    except JobrunError as e:
+        fail(e)
+    return command, name, {k: v for k, v in values.items() if v is not None and v != []}
+
+
+def _current_directory() -> str:
+    try:
+        return os.getcwd()
+    except OSError as e:
+        raise InvalidArgument(
+            f"the current directory is gone ({e.strerror})", "cd to a directory, or give -C DIR"
+        ) from None

@@ -1,0 +1,86 @@
+"""Who may do what, decided once for every front end of jobrund.
+
+`admit`: what a caller's job may have. jobrund's D-Bus API and its gRPC API both start jobs
+through it: a second copy of a security rule is a future hole. Admins (and root) are not capped;
+everyone else gets the caps of /etc/jobrun/jobrund.toml (config.py) applied to the spec, and their
+slice's aggregate limits.
+
+`dbus_caller` and `authorize`: who a D-Bus caller is and whether polkit lets it call a method
+(jobrun's own actions, polkit/). A gRPC caller is who its certificate names and the config maps
+(daemon/grpc.py); its authorization is that mapping.
+"""
+
+from __future__ import annotations
+
+import pwd
+from typing import TYPE_CHECKING
+
+from ..errors import PermissionDenied
+from ..manager import Caller
+from . import polkit
+
+if TYPE_CHECKING:
+    from dbus_fast.aio import MessageBus
+
+    from ..config import Config
+    from ..manager import Manager
+    from ..model import JobSpec
+
+# The polkit action each of jobrund's D-Bus methods (by verb, dbus_api.METHODS) needs of a caller
+# other than root and admins, and what it is for. Methods not named need none.
+_MANAGE = (polkit.ACTION_MANAGE_OWN, "manage jobs")
+ACTIONS: dict[str, tuple[str, str]] = {
+    "start": (polkit.ACTION_START, "start jobs"),  # also of admins: starting is not managing
+    "stop": _MANAGE,
+    "kill": _MANAGE,  # as Stop: the caller's own jobs, or an admin's any
+    "status": _MANAGE,
+    "list_jobs": _MANAGE,
+    "logs": _MANAGE,
+    "subscribe": _MANAGE,
+}
+
+
+async def admit(
+    config: Config, manager: Manager, spec: JobSpec, caller: Caller
+) -> tuple[JobSpec, dict[str, int] | None]:
+    """The spec as the caller may run it (defaults filled in, caps enforced: InvalidArgument or
+    PermissionDenied otherwise), and the aggregate limits of the caller's slice (None: leave the
+    slice as it is, for an admin's)."""
+    if caller.admin:
+        return spec, None
+    # Counting asks systemd, and systemd answers only after the start jobs queued before the
+    # question: only where a cap needs the count.
+    running = 0
+    if config.caps_for(caller.user).running_jobs is not None:
+        running = await manager.running_count(caller)
+    spec = config.apply(spec, caller.user, running)
+    # A remote caller's jobs run in their local user's slice (that user's limits), or in the
+    # DynamicUser jobs' one.
+    return spec, config.slice_limits(caller.run_as if caller.remote else caller.user)
+
+
+async def dbus_caller(bus: MessageBus, sender: str, uid: int) -> Caller:
+    """The Caller of a D-Bus request whose sender the bus says is `uid`."""
+    try:
+        user = pwd.getpwuid(uid).pw_name
+    except KeyError:
+        raise PermissionDenied(f"uid {uid} has no user name on this host") from None
+    if uid == 0:
+        return Caller(0, user, admin=True)
+    admin = await polkit.check(bus, sender, polkit.ACTION_MANAGE_ALL)
+    return Caller(uid, user, admin=admin)
+
+
+async def authorize(
+    bus: MessageBus, sender: str | None, caller: Caller, verb: str, interactive: bool
+) -> None:
+    """PermissionDenied unless polkit lets the caller call the method `verb`; `interactive`:
+    the caller may wait for an authentication dialog."""
+    action = ACTIONS.get(verb)
+    if action is None or caller.uid == 0 or (caller.admin and action is _MANAGE):
+        return
+    if sender is None:
+        raise PermissionDenied("no sender")
+    name, what = action
+    if not await polkit.check(bus, sender, name, interactive):
+        raise PermissionDenied(f"not authorized to {what}", f"polkit action {name}")
