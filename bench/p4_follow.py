@@ -21,7 +21,7 @@ import collections
 import contextlib
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -227,7 +227,7 @@ async def measure(
     count: int,
     n: int,
     start_job: Callable[[list[str]], Awaitable[str]],
-    follower: Callable[[str, Followers], Awaitable[None]],
+    follower: Callable[[str, Followers], Coroutine[Any, Any, None]],  # each one a task
     rss_of: Callable[[], int | None],
 ) -> Result:
     go = cfg.work / f"p4-go-{count}-{time.monotonic_ns()}"

@@ -11,11 +11,12 @@ import os
 import pwd
 import shutil
 import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from .helpers import jobrun_cmd
 
 
 @contextmanager
@@ -57,12 +58,6 @@ def mkdir(path: Path, user: str, mode: int = 0o755) -> Path:
     return path
 
 
-def user_cmd(user: str, *cmd: str) -> list[str]:
-    if user == "root":
-        return list(cmd)
-    return ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups", *cmd]
-
-
 def user_env(user: str, mode: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("JOBRUN_STATE_DIR",)}
     env["JOBRUN_MODE"] = mode
@@ -76,7 +71,7 @@ def jobrun_in(
 ) -> subprocess.CompletedProcess[str]:
     """`jobrun ARGS` as `user`, from the directory `cwd` (a fresh interpreter)."""
     return subprocess.run(
-        user_cmd(user, sys.executable, "-m", "jobrun", *args),
+        jobrun_cmd(user, *args),
         capture_output=True,
         text=True,
         env=user_env(user, mode),

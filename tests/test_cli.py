@@ -14,7 +14,7 @@ def _runner() -> CliRunner:
     """A runner that keeps stdout and stderr apart. click 8.2+ always does; 8.1 (Debian 12's
     8.1.3) mixes stderr into stdout unless told not to, and 8.2 removed that switch."""
     try:
-        return CliRunner(mix_stderr=False)
+        return CliRunner(mix_stderr=False)  # type: ignore[call-arg]  # click 8.1's; typed by 8.2+
     except TypeError:
         return CliRunner()
 

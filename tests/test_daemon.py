@@ -21,36 +21,21 @@ from dbus_fast import Message, MessageType
 from jobrun import dbus_api as api
 from jobrun.bus import connect_system_bus
 
-from .helpers import inotify_instances, systemctl_show, wait_for
+from .helpers import (
+    as_user,
+    dbus_call_as,
+    inotify_instances,
+    options_code,
+    start_as,
+    status_as,
+    systemctl_show,
+    wait_for,
+    wait_for_async,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.daemon]
 
 CONFIG = Path("/etc/jobrun/jobrund.toml")
-
-
-def as_user(
-    user: str, *args: str, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-m", "jobrun", *args]
-    if user != "root":
-        cmd = ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups", *cmd]
-    full_env = {k: v for k, v in os.environ.items() if k not in ("JOBRUN_STATE_DIR",)}
-    full_env["JOBRUN_MODE"] = "daemon"
-    full_env.update(env or {})
-    return subprocess.run(cmd, capture_output=True, text=True, env=full_env, timeout=120, cwd="/")
-
-
-def start_as(user: str, *args: str) -> str:
-    proc = as_user(user, "start", *args)
-    assert proc.returncode == 0, proc.stderr
-    return proc.stdout.strip()
-
-
-def status_as(user: str, job_id: str) -> dict[str, Any]:
-    proc = as_user(user, "status", job_id, "--json")
-    assert proc.returncode == 0, proc.stderr
-    data: dict[str, Any] = json.loads(proc.stdout)
-    return data
 
 
 def restart_jobrund() -> None:
@@ -86,7 +71,9 @@ def test_a_users_job_runs_as_that_user() -> None:
     # As a UID: systemd would read an all-digit user name as one (tests/security).
     alice_uid = subprocess.check_output(["id", "-u", "alice"], text=True).strip()
     assert systemctl_show(unit, "User")["User"] == alice_uid
-    done = wait_for(lambda: (s := status_as("alice", job))["state"] != "running" and s)
+    done = wait_for(
+        lambda: (s := status_as("alice", job))["state"] != "running" and s, what="the job to end"
+    )
     assert done["state"] == "succeeded" and done["owner"] == "alice"
     out = subprocess.run(
         ["journalctl", "--namespace=jobrun", "-o", "cat", f"JOBRUN_JOB={job}"],
@@ -144,31 +131,11 @@ def test_prefix_of_another_users_job_is_not_found() -> None:
 
 
 async def _call_as(user: str, member: str, body: list[Any]) -> tuple[str | None, list[Any]]:
-    """One raw D-Bus call to jobrund as `user` (a child process, so the bus sees that uid)."""
-    code = (
-        "import asyncio, json, sys\n"
-        "from dbus_fast import Message, MessageType, Variant\n"
-        "from jobrun.bus import connect_system_bus\n"
-        "from jobrun import dbus_api as api\n"
-        "async def main():\n"
-        "    bus = await connect_system_bus()\n"
-        f"    body = {body!r}\n"
-        "    if len(body) == 2 and isinstance(body[1], dict):\n"
-        "        body[1] = {k: Variant('s', v) for k, v in body[1].items()}\n"
-        f"    r = await bus.call(Message(destination=api.BUS_NAME, path=api.PATH, "
-        f"interface=api.INTERFACE, member={member!r}, signature=api.METHODS[{member!r}].sig_in, "
-        "body=body))\n"
-        "    err = r.error_name if r.message_type == MessageType.ERROR else None\n"
-        "    print(json.dumps([err, r.body]))\n"
-        "asyncio.run(main())\n"
-    )
-    cmd = [sys.executable, "-c", code]
-    if user != "root":
-        cmd = ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups", *cmd]
-    proc = await asyncio.create_subprocess_exec(*cmd, stdout=subprocess.PIPE, cwd="/")
-    out, _ = await proc.communicate()
-    err, reply = json.loads(out)
-    return err, reply
+    """dbus_call_as with `body` as values; a dictionary second in it is options, each a string."""
+    code = repr(body)
+    if len(body) == 2 and isinstance(body[1], dict):
+        code = f"[{body[0]!r}, {options_code(body[1])}]"
+    return await asyncio.to_thread(dbus_call_as, user, member, code)
 
 
 @pytest.mark.parametrize(
@@ -240,7 +207,11 @@ def test_kill_9_of_jobrund_loses_nothing() -> None:
     assert systemctl_show("jobrund.service", "MainPID")["MainPID"] != pid
     proc = as_user("alice", "run", "--", "sh", "-c", "exit 4")
     assert proc.returncode == 4
-    done = wait_for(lambda: (s := status_as("alice", job))["state"] != "running" and s, timeout=20)
+    done = wait_for(
+        lambda: (s := status_as("alice", job))["state"] != "running" and s,
+        timeout=20,
+        what="the job to end",
+    )
     assert done["state"] == "succeeded"
 
 
@@ -268,14 +239,14 @@ async def test_job_changed_signals_go_only_to_those_who_may_see_the_job() -> Non
         "    await asyncio.sleep(float(sys.argv[1]))\n"
         "asyncio.run(main())\n"
     )
-    procs = {}
+    procs: dict[str, asyncio.subprocess.Process] = {}
     for user in ("alice", "bob"):
-        procs[user] = await asyncio.create_subprocess_exec(
+        proc = procs[user] = await asyncio.create_subprocess_exec(
             "setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups",
             sys.executable, "-c", listener, "4", stdout=subprocess.PIPE, cwd="/",
         )  # fmt: skip
-        assert procs[user].stdout is not None
-        assert (await procs[user].stdout.readline()).strip() == b"ready"
+        assert proc.stdout is not None
+        assert (await proc.stdout.readline()).strip() == b"ready"
     job = await asyncio.to_thread(start_as, "alice", "--", "sh", "-c", "sleep 0.5")
     outs = {u: (await p.communicate())[0].decode() for u, p in procs.items()}
     assert f"{job} succeeded" in outs["alice"]
@@ -346,7 +317,7 @@ def test_doctor_says_which_mode_and_checks_the_host() -> None:
 
 def test_output_only_for_who_may_see_the_job() -> None:
     job = start_as("alice", "--", "sh", "-c", "echo secret-of-alice")
-    wait_for(lambda: status_as("alice", job)["state"] == "succeeded")
+    wait_for(lambda: status_as("alice", job)["state"] == "succeeded", what="the job to succeed")
     assert as_user("alice", "logs", job).stdout == "secret-of-alice\n"
     assert as_user("carol", "logs", job).stdout == "secret-of-alice\n"
     bob = as_user("bob", "logs", job)
@@ -376,10 +347,11 @@ def test_follower_resumes_across_kill_9_of_jobrund_without_gap_or_duplicate() ->
         pid = systemctl_show("jobrund.service", "MainPID")["MainPID"]
         subprocess.run(["kill", "-9", pid], check=True)
         kills += 1
-        wait_for(
-            lambda p=pid: systemctl_show("jobrund.service", "MainPID")["MainPID"] not in (p, "0"),
-            timeout=20,
-        )
+
+        def restarted(p: str = pid) -> bool:
+            return systemctl_show("jobrund.service", "MainPID")["MainPID"] not in (p, "0")
+
+        wait_for(restarted, timeout=20, what="jobrund to be restarted")
     # read() on the same buffered reader: communicate() would skip what readline() buffered
     rest = follower.stdout.read()
     follower.wait(timeout=60)
@@ -448,9 +420,9 @@ async def test_followers_through_jobrund_catching_up_across_a_rotation_get_every
             return bytes(out)
 
         fast = asyncio.create_task(keep_up())
-        async with asyncio.timeout(60):
-            while got < first:  # noqa: ASYNC110 (polling, as the helpers do)
-                await asyncio.sleep(0.01)
+        await wait_for_async(
+            lambda: got >= first, what="the first part to be read", timeout=60, interval=0.01
+        )
         env = {k: v for k, v in os.environ.items() if k != "JOBRUN_STATE_DIR"}
         env["JOBRUN_MODE"] = "daemon"
         late = [

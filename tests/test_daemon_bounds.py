@@ -33,8 +33,7 @@ from jobrun.daemon import fairshare as daemon_module
 from jobrun.daemon.dbus import Daemon
 from jobrun.journal.streams import Streams
 from jobrun.manager import Caller
-from jobrun.model import Job, JobState
-from jobrun.outcome import Outcome
+from jobrun.model import Job, JobState, Outcome
 from jobrun.properties import build_spec
 from jobrun.systemd import Systemd
 

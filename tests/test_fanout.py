@@ -17,8 +17,8 @@ import pytest
 from jobrun.journal import Record
 from jobrun.journal.fanout import Feeds
 
-from .helpers import inotify_instances
-from .test_journal import Job, collect, data, journalctl, numbers, sh, start_job, wait_until
+from .helpers import inotify_instances, wait_for_async
+from .test_journal import Job, collect, data, journalctl, numbers, sh, start_job
 
 pytestmark = pytest.mark.integration
 
@@ -77,7 +77,7 @@ async def test_many_followers_share_one_reader_and_each_get_every_line(tmp_path:
     async def attached() -> bool:
         return len(feeds) == 1 and inotify_instances() > before
 
-    await wait_until(attached, what="the feed watching the journal")
+    await wait_for_async(attached, what="the feed watching the journal", interval=0.01)
     # One reader for all of them, woken by the one watch of the journal (journal.watch.Watch).
     assert inotify_instances() - before <= 1
     gate.touch()
@@ -87,13 +87,9 @@ async def test_many_followers_share_one_reader_and_each_get_every_line(tmp_path:
         assert data(got) == expected
     assert len({tuple(r.cursor for r in got) for got in results}) == 1
     assert feeds.stats["catch_ups"] == 0  # all of them read the feed's buffer
-    await wait_until(lambda: _async(len(feeds) == 0), what="the feed to go away")
+    await wait_for_async(lambda: len(feeds) == 0, what="the feed to go away", interval=0.01)
     assert inotify_instances() == before
     await feeds.close()
-
-
-async def _async(value: bool) -> bool:
-    return value
 
 
 async def test_a_slow_follower_catches_up_from_its_cursor_without_holding_up_others() -> None:
@@ -123,7 +119,7 @@ async def test_followers_that_start_later_or_elsewhere_get_exactly_their_part(
     async def three_hundred() -> bool:
         return len(await collect(job.output().records())) == 300
 
-    await wait_until(three_hundred, what="the first 300 lines")
+    await wait_for_async(three_hundred, what="the first 300 lines", interval=0.01)
     first = await collect(job.output().records())
     feeds = Feeds(buffer_records=100)
     head = asyncio.create_task(collect(records_of(feeds, job), timeout=60))
@@ -139,7 +135,7 @@ async def test_followers_that_start_later_or_elsewhere_get_exactly_their_part(
     async def attached() -> bool:
         return len(feeds) == 1
 
-    await wait_until(attached, what="the feed")
+    await wait_for_async(attached, what="the feed", interval=0.01)
     gate.touch()
     assert data(await head) == numbers(1, 600)
     assert data(await resume) == numbers(151, 600)
@@ -199,7 +195,7 @@ async def test_followers_catching_up_across_a_journal_rotation_get_every_line(
     async def first_part_read() -> bool:
         return len(fast.got) == first
 
-    await wait_until(first_part_read, timeout=60, what="the first part")
+    await wait_for_async(first_part_read, timeout=60, what="the first part", interval=0.01)
     # These two start from the first line after the feed dropped it: each catches up through a
     # reader of its own, opened now, and pauses after its first batch.
     slow = [Reader(feeds, job, pause_at=1) for _ in range(2)]
@@ -207,11 +203,11 @@ async def test_followers_catching_up_across_a_journal_rotation_get_every_line(
     async def paused() -> bool:
         return all(r.got for r in slow)
 
-    await wait_until(paused, what="the slow followers' first batches")
+    await wait_for_async(paused, what="the slow followers' first batches", interval=0.01)
     await journalctl("--rotate")
     gate.touch()
     assert data(await fast.task) == numbers(1, n)
-    await wait_until(lambda: _async(len(feeds) == 0), what="the feed to end")
+    await wait_for_async(lambda: len(feeds) == 0, what="the feed to end", interval=0.01)
     for r in slow:
         r.go.set()
     for r in slow:

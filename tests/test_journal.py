@@ -13,7 +13,7 @@ import errno
 import statistics
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,7 +25,7 @@ from jobrun.journal import JobOutput, LineBreak, Record
 from jobrun.journal import watch as watch_module
 from jobrun.model import new_job_id
 
-from .helpers import inotify_instances
+from .helpers import inotify_instances, wait_for_async
 
 ROOT = Path(__file__).resolve().parent.parent
 JOURNALD_CONF = ROOT / "units" / "journald@jobrun.conf"
@@ -106,17 +106,6 @@ async def follow_all(job: Job, timeout: float = 60) -> list[Record]:
 
 def data(records: list[Record]) -> bytes:
     return b"".join(r.data for r in records)
-
-
-async def wait_until(
-    condition: Callable[[], Awaitable[bool]], timeout: float = 10, what: str = ""
-) -> None:
-    """Poll `await condition()` every 10 ms until it is true; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while not await condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what or condition}")
-        await asyncio.sleep(0.01)
 
 
 def numbers(first: int, last: int) -> bytes:
@@ -364,7 +353,7 @@ async def test_tail_and_since(tmp_path: Path) -> None:
     async def five() -> bool:
         return len(await collect(job.output().records())) == 5
 
-    await wait_until(five, what="the first five lines")
+    await wait_for_async(five, what="the first five lines", interval=0.01)
     # The follower's first two records before the job goes on: touched at once, the gate could
     # let lines 6-8 in before the follower had looked for its tail (seen once in CI: 7, 8).
     records = job.output().records(tail=2, follow=True, ended=job.ended)
@@ -397,7 +386,7 @@ async def test_follow_ends_when_the_job_is_stopped() -> None:
         return bool(seen)
 
     follower = asyncio.create_task(follow())
-    await wait_until(started, what="the job's first line")
+    await wait_for_async(started, what="the job's first line", interval=0.01)
     stop = await asyncio.create_subprocess_exec("systemctl", "stop", job.unit)
     assert await stop.wait() == 0
     async with asyncio.timeout(10):
@@ -551,7 +540,7 @@ async def test_a_follower_notices_when_unread_output_was_deleted(tmp_path: Path)
     async def two_written() -> bool:
         return b"two" in await job_lines(job)
 
-    await wait_until(two_written, what="the second line")
+    await wait_for_async(two_written, what="the second line", interval=0.01)
     await journalctl("--rotate")
     other = await start_job("echo", "other")
     await follow_all(other)

@@ -114,11 +114,12 @@ def test_ensure_installs_the_file_restarts_journald_and_says_so(
 ) -> None:
     ran: list[list[str]] = []
     monkeypatch.setattr(os, "geteuid", lambda: 0)
-    monkeypatch.setattr(
-        subprocess,
-        "run",
-        lambda argv, **kw: ran.append(argv) or subprocess.CompletedProcess(argv, 0),
-    )
+
+    def run(argv: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
+        ran.append(argv)
+        return subprocess.CompletedProcess(argv, 0)
+
+    monkeypatch.setattr(subprocess, "run", run)
     assert journald_conf.ensure() == journald_conf.MAIN_CONF
     assert journald_conf.MAIN_CONF.read_text() == journald_conf.packaged_text()
     assert ran == [["systemctl", "try-restart", SERVICE]]

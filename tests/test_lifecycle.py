@@ -30,6 +30,7 @@ from .helpers import (
     systemctl_show,
     wait_finished,
     wait_for,
+    wait_for_async,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("state_dir")]
@@ -170,10 +171,11 @@ def test_status_outlives_the_unit() -> None:
     # A succeeded transient unit is unloaded at once; a failed one is, after reset-failed.
     subprocess.run(["systemctl", "reset-failed", unit_name(bad)], check=True)
     for job in (ok, bad):
-        wait_for(
-            lambda j=job: systemctl_show(unit_name(j), "LoadState")["LoadState"] == "not-found",
-            what="unit unloaded",
-        )
+
+        def unloaded(j: str = job) -> bool:
+            return systemctl_show(unit_name(j), "LoadState")["LoadState"] == "not-found"
+
+        wait_for(unloaded, what="unit unloaded")
     # Nothing cached: re-derive from the journal (what a fresh machine with this DB would do).
     assert status(ok)["state"] == "succeeded" and status(ok)["exit_code"] == 0
     s = status(bad)
@@ -205,10 +207,11 @@ async def test_a_job_just_started_is_running_and_its_run_is_recorded(state_dir: 
         assert [s.state for s in states] == [JobState.RUNNING] * 16
         assert await m.running_count(Caller.current()) == 16
         # The InvocationID and start time arrive with the unit's PropertiesChanged signal.
-        deadline = time.monotonic() + 10
-        while not all(m.store.get(j.id)[0].invocation_id for j in jobs):
-            assert time.monotonic() < deadline, "InvocationIDs not recorded within 10 s"
-            await asyncio.sleep(0.02)  # polling: the signals arrive in this event loop
+        # Polled in this event loop: the signals arrive in it.
+        await wait_for_async(
+            lambda: all(m.store.get(j.id)[0].invocation_id for j in jobs),
+            what="the InvocationIDs to be recorded",
+        )
         for j in jobs:
             recorded, _ = m.store.get(j.id)
             assert re.fullmatch(r"[0-9a-f]{32}", recorded.invocation_id or "")

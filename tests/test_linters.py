@@ -15,7 +15,7 @@ from .conftest import ROOT
     [
         ["ruff", "check", "jobrun", "tests", "bench"],
         ["ruff", "format", "--check", "jobrun", "tests", "bench"],
-        ["mypy", "--strict", "jobrun"],
+        ["mypy", "--strict", "jobrun", "tests", "bench"],
     ],
     ids=["ruff-check", "ruff-format", "mypy-strict"],
 )

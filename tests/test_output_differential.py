@@ -39,6 +39,7 @@ import pytest
 from jobrun.journal import JobOutput
 from jobrun.journal.fanout import Feeds
 
+from .helpers import wait_for_async
 from .reliability.common import FULL
 
 pytestmark = pytest.mark.integration
@@ -468,12 +469,15 @@ async def run_plan(p: Plan, backend: Any, *, daemon: bool) -> None:
             for o in outcomes:  # every follower that joined by then is streaming
                 if o.plan.join_at is not None and o.plan.join_at <= n:
                     await o.started.wait()
+            args: tuple[str, ...]
             if p.kill_jobrund:
                 args = ("kill", "-s", "KILL", "jobrund.service")
             else:
                 args = ("restart", "jobrund.service")
             proc = await asyncio.create_subprocess_exec("systemctl", *args)
             assert await proc.wait() == 0
+
+    timeout = 600 if FULL else 120
 
     async def one(out: Outcome) -> None:
         rp = out.plan
@@ -483,8 +487,12 @@ async def run_plan(p: Plan, backend: Any, *, daemon: bool) -> None:
             await monitor.reached(rp.join_at)
         if rp.after_reader is not None:
             other, n = outcomes[rp.after_reader[0]], rp.after_reader[1]
-            while len(other.entries) < n and not other.done.is_set():  # noqa: ASYNC110
-                await asyncio.sleep(0.01)
+            await wait_for_async(
+                lambda: len(other.entries) >= n or other.done.is_set(),
+                what=f"reader {rp.after_reader[0]} to have {n} lines",
+                timeout=timeout,
+                interval=0.01,
+            )
         out.seen_before = len(monitor.entries)
         kw: dict[str, Any] = {"follow": rp.mode != "read"}
         if rp.mode == "after_cursor":
@@ -516,7 +524,6 @@ async def run_plan(p: Plan, backend: Any, *, daemon: bool) -> None:
         out.started.set()
         out.done.set()
 
-    timeout = 600 if FULL else 120
     async with asyncio.timeout(timeout):
         await asyncio.gather(rotations(), restarts(), *(one(o) for o in outcomes))
         await monitor.task
@@ -563,10 +570,11 @@ def check(
     for i, out in enumerate(outcomes):
         rp, got = out.plan, out.entries
         if out.raw is not None:
-            got = _suffix_of(truth, out.raw)
-            if got is None:
+            suffix = _suffix_of(truth, out.raw)
+            if suffix is None:
                 problems.append(f"reader {i} ({rp}): its {len(out.raw)} bytes are not the job's")
                 continue
+            got = suffix
         if rp.mode == "after_cursor":
             want = truth[out.cursor_index :]
         elif rp.mode == "since" and out.since_usec:

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from .conftest import ROOT
-from .homes import make, mkdir, scratch_homes, user_cmd, user_env
+from .helpers import as_user_cmd
+from .homes import make, mkdir, scratch_homes, user_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.daemon]
 
@@ -77,7 +78,7 @@ def test_readme_examples_run_as_written(project: Path, user: str) -> None:
     env = user_env(user, "daemon")
     env["PATH"] = f"{project.parent.parent / 'bin'}:{env['PATH']}"  # this checkout's jobrun
     proc = subprocess.run(
-        user_cmd(user, "bash", "-c", script(commands)),
+        as_user_cmd(user, "bash", "-c", script(commands)),
         capture_output=True,
         text=True,
         env=env,

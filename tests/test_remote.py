@@ -31,7 +31,7 @@ from jobrun.errors import (
     Unauthenticated,
 )
 
-from .helpers import systemctl_show, wait_for
+from .helpers import systemctl_show, wait_for, wait_for_async
 from .remote_helpers import (
     Remote,
     backend,
@@ -131,17 +131,13 @@ async def test_a_user_cannot_see_stop_or_stream_anothers_job_and_an_admin_can(
     # carol, an admin, sees, streams and stops it
     assert jid in [j.id for j in await call(remote, "carol", "list", True)]
     assert (await call(remote, "carol", "status", jid)).owner == "remote:alice"
-    await wait_for_async(lambda: output(remote, "carol", jid, follow=False), b"secret\n")
+
+    async def secret_shown() -> bool:
+        return await output(remote, "carol", jid, follow=False) == b"secret\n"
+
+    await wait_for_async(secret_shown, what="the job's output", timeout=30, interval=0.05)
     job, was_running = await call(remote, "carol", "stop", jid, None)
     assert was_running and job.state == "stopped"
-
-
-async def wait_for_async(fn: Any, want: Any, timeout: float = 30) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while (got := await fn()) != want:
-        assert loop.time() < deadline, f"still {got!r}, want {want!r}"
-        await asyncio.sleep(0.05)
 
 
 @pytest.mark.integration
@@ -170,6 +166,8 @@ async def test_two_remote_followers_get_the_whole_output(remote: Remote) -> None
     assert a == want and b == want
 
 
+@pytest.mark.integration
+@pytest.mark.daemon
 async def test_a_remote_follower_resumes_without_gap_after_jobrund_is_killed(
     remote: Remote,
 ) -> None:
@@ -201,7 +199,9 @@ async def test_a_remote_follower_resumes_without_gap_after_jobrund_is_killed(
             now = systemctl_show("jobrund.service", "MainPID")["MainPID"]
             return now not in ("0", pid)
 
-        await asyncio.to_thread(wait_for, back, 60, 0.05, "jobrund to be restarted")
+        await asyncio.to_thread(
+            wait_for, back, timeout=60, interval=0.05, what="jobrund to be restarted"
+        )
         async with asyncio.timeout(180):
             await task
         status = await b.status(job.id)

@@ -3,7 +3,6 @@ the authorization of Stop."""
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import re
 import signal
@@ -16,7 +15,7 @@ import pytest
 
 from jobrun.errors import InvalidArgument, JobNotFound
 
-from .helpers import wait_for
+from .helpers import wait_for, wait_for_async
 from .remote_helpers import Remote, call, jobs_running_command, remote_jobrund
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -74,11 +73,7 @@ async def test_remote_kill_is_authorized_as_stop_is(remote: Remote) -> None:
         s = await call(remote, "alice", "status", jid)
         return bool(s.state == "failed" and s.outcome.signal == "SIGINT")
 
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 30
-    while not await ended():
-        assert loop.time() < deadline, "the job did not end by SIGINT"
-        await asyncio.sleep(0.05)
+    await wait_for_async(ended, what="the job to end by SIGINT", timeout=30, interval=0.05)
     # a finished job: nothing to signal
     _, was_running = await call(remote, "alice", "kill", jid, int(signal.SIGINT))
     assert not was_running
@@ -127,8 +122,9 @@ def test_non_ascii_everywhere_over_the_remote_api(remote: Remote) -> None:
 # -- the Run stream from other clients, and malformed ------------------------------------------
 
 _GRPCIO = """
-import grpc, signal, sys, time
+import grpc, signal, sys
 from jobrun.v1 import jobrun_pb2 as pb
+from tests.helpers import wait_for
 d = {pki!r}
 creds = grpc.ssl_channel_credentials(open(d + "/ca.crt", "rb").read(),
     open(d + "/alice.key", "rb").read(), open(d + "/alice.crt", "rb").read())
@@ -174,10 +170,8 @@ assert output(job).split() == want.encode().split(), output(job)
 # Kill: the job ends by the signal, and it is reported as such
 job = list(run(iter([pb.RunRequest(start=start("sleep", "60"))]), timeout=60))[0].job.id
 assert kill(pb.KillRequest(id=job, signal=int(signal.SIGINT)), timeout=60).was_running
-deadline = time.monotonic() + 30
-while status(pb.StatusRequest(id=job), timeout=60).job.state != pb.JOB_STATE_FAILED:
-    assert time.monotonic() < deadline, "not ended by SIGINT"
-    time.sleep(0.05)
+wait_for(lambda: status(pb.StatusRequest(id=job), timeout=60).job.state == pb.JOB_STATE_FAILED,
+         what="the job to end by SIGINT", timeout=30, interval=0.05)
 """,
     )
 
@@ -220,6 +214,11 @@ else:
     jobs = jobs_running_command(marker)
     assert len(jobs) == started, jobs
     for job in jobs:  # what was started gets its end of file, and ends
-        wait_for(lambda j=job: remote.cli("alice", "status", "--json", j).stdout.count(
-            '"state": "succeeded"') == 1, timeout=60, what=f"job {job} to end")  # fmt: skip
+
+        def succeeded(j: str = job) -> bool:
+            return (
+                remote.cli("alice", "status", "--json", j).stdout.count('"state": "succeeded"') == 1
+            )
+
+        wait_for(succeeded, timeout=60, what=f"job {job} to end")
     assert remote.cli("alice", "list").returncode == 0  # still serving

@@ -6,16 +6,15 @@ started over the system bus with dbus-fast, and its output is read back with pyt
 
 from __future__ import annotations
 
-import asyncio
 import secrets
-import time
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 from dbus_fast import BusType, Message, MessageType, Variant
 from dbus_fast.aio import MessageBus
 from systemd import journal
+
+from .helpers import wait_for_async
 
 pytestmark = pytest.mark.integration
 
@@ -24,21 +23,6 @@ MANAGER_PATH = "/org/freedesktop/systemd1"
 MANAGER = "org.freedesktop.systemd1.Manager"
 # systemd's catalog entry "Unit succeeded" (logged as "<unit>: Deactivated successfully.").
 UNIT_SUCCESS = "7ad2d189f7e94e70a38c781354912448"
-T = TypeVar("T")
-
-
-async def eventually(
-    condition: Callable[[], Awaitable[T]], *, what: str, timeout: float = 30.0
-) -> T:
-    """Await `condition` until it returns something truthy; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await condition()
-        if result:
-            return result
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"gave up after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 async def call(
@@ -119,14 +103,14 @@ async def test_transient_service_runs_and_its_output_reaches_the_journal() -> No
         async def job_removed() -> str | None:
             return removed.get(job)
 
-        assert await eventually(job_removed, what=f"JobRemoved for {job}") == "done"
+        assert await wait_for_async(job_removed, what=f"JobRemoved for {job}", timeout=30) == "done"
 
         async def finished() -> bool:
             reply = await call(bus, "GetUnit", "s", [unit])
             if reply.error_name == "org.freedesktop.systemd1.NoSuchUnit":
                 return True  # a transient service that succeeded is unloaded at once
             (path,) = body_of(reply)
-            state = body_of(
+            state: str = body_of(
                 await call(
                     bus,
                     "Get",
@@ -139,10 +123,10 @@ async def test_transient_service_runs_and_its_output_reaches_the_journal() -> No
             assert state != "failed", f"{unit} failed"
             return state == "inactive"
 
-        await eventually(finished, what=f"{unit} to finish")
+        await wait_for_async(finished, what=f"{unit} to finish", timeout=30)
     finally:
         bus.disconnect()
-        await bus.wait_for_disconnect()
+        await bus.wait_for_disconnect()  # type: ignore[no-untyped-call]  # dbus-fast: unannotated
 
     output = journal.Reader()
     output.data_threshold = 0
@@ -154,7 +138,7 @@ async def test_transient_service_runs_and_its_output_reaches_the_journal() -> No
         lines.extend(entry["MESSAGE"] for entry in output)
         return len(lines) >= 2
 
-    await eventually(both_lines, what=f"the output of {unit} in the journal")
+    await wait_for_async(both_lines, what=f"the output of {unit} in the journal", timeout=30)
     assert lines == [tag, "line2"]
 
     verdict = journal.Reader()
@@ -164,4 +148,4 @@ async def test_transient_service_runs_and_its_output_reaches_the_journal() -> No
         verdict.process()
         return any(True for _ in verdict)
 
-    await eventually(success_logged, what=f"systemd to log that {unit} succeeded")
+    await wait_for_async(success_logged, what=f"systemd to log that {unit} succeeded", timeout=30)

@@ -21,7 +21,7 @@ from jobrun.model import new_job_id
 from jobrun.outcome import STATUS_PROPERTIES
 from jobrun.systemd import Systemd
 
-from .test_journal import wait_until
+from .helpers import wait_for_async
 
 pytestmark = pytest.mark.integration
 
@@ -97,7 +97,7 @@ async def test_a_lost_job_removed_frees_its_slot_after_asking_systemd(
         async def gone() -> bool:
             return await queued(sd, names[:1]) == 0
 
-        await wait_until(gone, timeout=30, what="the first job to finish")
+        await wait_for_async(gone, timeout=30, what="the first job to finish", interval=0.01)
         sd.bus.remove_message_handler(deaf)
         sd.bus.add_message_handler(real)
         # Its slot is still taken (no JobRemoved came); the next start asks systemd.

@@ -30,8 +30,8 @@ from hypothesis import strategies as st
 
 from jobrun import bus, doctor
 
-from .helpers import jobrun, wait_for
-from .test_daemon import _call_as, as_user, start_as, status_as
+from .helpers import as_user, daemon_env, jobrun, jobrun_cmd, start_as, status_as, wait_for
+from .test_daemon import _call_as
 
 TEXT = "héllo wörld ✓"
 NAME = "bâtiment ✓ 名前"
@@ -362,12 +362,8 @@ class Running:
     """`jobrun run` in the background, its stdout and stderr in files to poll."""
 
     def __init__(self, tmp: Path, user: str, *args: str) -> None:
-        cmd = [sys.executable, "-m", "jobrun", "run", *args]
-        env = dict(os.environ)
-        if user != "root":
-            cmd = ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups", *cmd]
-            env["JOBRUN_MODE"] = "daemon"
-            env.pop("JOBRUN_STATE_DIR", None)
+        cmd = jobrun_cmd(user, "run", *args)
+        env = dict(os.environ) if user == "root" else daemon_env()
         self.out, self.err = tmp / "out", tmp / "err"
         with self.out.open("wb") as out, self.err.open("wb") as err:
             self.proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env, cwd="/")
@@ -437,6 +433,8 @@ async def test_kill_is_authorized_as_stop_is() -> None:
     err, body = await _call_as("carol", "Kill", [job, int(signal.SIGINT)])
     assert err is None and body[1] is True
     done = await asyncio.to_thread(
-        wait_for, lambda: (s := status_as("alice", job))["state"] != "running" and s
+        wait_for,
+        lambda: (s := status_as("alice", job))["state"] != "running" and s,
+        what="the job to end",
     )
     assert (done["state"], done["signal"]) == ("failed", "SIGINT")

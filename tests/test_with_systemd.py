@@ -18,28 +18,18 @@ import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
+
+from .helpers import wait_for
 
 pytestmark = pytest.mark.integration
 
 SCRIPT = Path(__file__).resolve().parent / "with-systemd"
 CGROUP_ROOT = Path("/sys/fs/cgroup")
-T = TypeVar("T")
-
-
-def wait_until(condition: Callable[[], T], *, what: str, timeout: float = 30.0) -> T:
-    """Poll `condition` until it returns something truthy; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"gave up after {timeout} s waiting for {what}")
-        time.sleep(0.02)
 
 
 def nested_env(**extra: str) -> dict[str, str]:
@@ -196,7 +186,7 @@ class Held:
                 )
             return self.info.exists()
 
-        wait_until(reported, what="the held sandbox to report in", timeout=60)
+        wait_for(reported, what="the held sandbox to report in", timeout=60)
         self.name, state, self.system_state = self.info.read_text().splitlines()
         self.state = Path(state)
 
@@ -207,7 +197,7 @@ class Held:
             except OSError:  # ENXIO: CMD has not opened its end yet
                 return None
 
-        fd = wait_until(writer, what="CMD to open its release fifo")
+        fd = wait_for(writer, what="CMD to open its release fifo", timeout=30)
         try:
             os.write(fd, b"x")
         finally:
@@ -275,8 +265,10 @@ def lifetime(tmp_path: Path) -> Lifetime:
         processes = [i for i in map(identity, pids_below(cgroups)) if i]
         inits = [i for i in processes if innermost_pid(i[0]) == 1 and comm(i[0]) == "systemd"]
         assert len(inits) == 1, f"the sandbox's cgroups hold {processes}, not one systemd PID 1"
-        (leaked_pid,) = wait_until(
-            lambda: pids_with_cmdline(["sleep", leak]), what="CMD's leftover daemon to start"
+        (leaked_pid,) = wait_for(
+            lambda: pids_with_cmdline(["sleep", leak]),
+            what="CMD's leftover daemon to start",
+            timeout=30,
         )
         leaked = identity(leaked_pid)
         assert leaked
@@ -530,8 +522,10 @@ def held_with_leak(directory: Path, **kwargs: Any) -> tuple[Held, Identity, Iden
         held.wait_booted()
         processes = [i for i in map(identity, pids_below(cgroups_named(held.name))) if i]
         (init,) = [i for i in processes if innermost_pid(i[0]) == 1 and comm(i[0]) == "systemd"]
-        (daemon_pid,) = wait_until(
-            lambda: pids_with_cmdline(["sleep", leak]), what="CMD's leftover daemon to start"
+        (daemon_pid,) = wait_for(
+            lambda: pids_with_cmdline(["sleep", leak]),
+            what="CMD's leftover daemon to start",
+            timeout=30,
         )
         daemon = identity(daemon_pid)
         assert daemon
@@ -571,13 +565,13 @@ def test_sigkill_to_the_script_leaves_no_systemd_running(tmp_path: Path) -> None
     held.proc.wait(timeout=60)
     try:
         # No teardown ran: the kernel has to take the private systemd down.
-        wait_until(lambda: not alive(init), what="the orphaned private systemd to die")
-        wait_until(lambda: not alive(daemon), what="the daemon CMD left behind to die")
+        wait_for(lambda: not alive(init), what="the orphaned private systemd to die", timeout=30)
+        wait_for(lambda: not alive(daemon), what="the daemon CMD left behind to die", timeout=30)
     finally:
         # What a SIGKILL must leave behind, cleared here so the suite's own sandbox stays tidy.
         for cgroup in cgroups_named(held.name):
             for dirpath, _, _ in sorted(os.walk(cgroup), key=lambda w: -len(w[0])):
-                wait_until(lambda d=dirpath: rmdir_if_empty(d), what=f"{dirpath} to empty")
+                wait_for(partial(rmdir_if_empty, dirpath), what=f"{dirpath} to empty", timeout=30)
         shutil.rmtree(held.state, ignore_errors=True)
 
 
@@ -625,8 +619,8 @@ def test_sigterm_during_boot_leaves_nothing(stage: str) -> None:
             stderr=subprocess.DEVNULL,
         )
         try:
-            state = wait_until(lambda p=proc: state_dir_of(p.pid), what="a state directory")
-            wait_until(lambda s=state: BOOT_STAGES[stage](s), what=stage)
+            state = wait_for(partial(state_dir_of, proc.pid), what="a state directory", timeout=30)
+            wait_for(partial(BOOT_STAGES[stage], state), what=stage, timeout=30)
         finally:
             proc.terminate()
             proc.wait(timeout=60)
@@ -641,7 +635,7 @@ def test_sigterm_during_boot_leaves_nothing(stage: str) -> None:
             return not [p for p in all_pids() if n in cgroup_of(p)]
 
         try:
-            wait_until(no_holders, what="the sandbox's processes to be gone", timeout=10)
+            wait_for(no_holders, what="the sandbox's processes to be gone", timeout=10)
         except AssertionError:
             left = [(p, proc_state(p)) for p in all_pids() if name in cgroup_of(p)]
             raise AssertionError(f"attempt {attempt}: processes left in {name}: {left}") from None
@@ -763,9 +757,10 @@ def test_polkitd_is_bus_activated_and_answers() -> None:
         ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "sleep", "60"]
     )
     try:
-        wait_until(
+        wait_for(
             lambda: Path(f"/proc/{nobody.pid}/comm").read_text() == "sleep\n",
             what="the unprivileged process to start",
+            timeout=30,
         )
         # 2: "authentication needed" — polkit decides, it does not just say yes.
         assert pkcheck(nobody.pid).returncode == 2

@@ -12,11 +12,10 @@ import json
 import os
 import sqlite3
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
-from ..helpers import systemctl_show, wait_for
+from ..helpers import as_user, status_as, systemctl_show, wait_for
 
 MODE = os.environ.get("JOBRUN_RELIABILITY", "reduced")
 if MODE not in ("reduced", "full"):
@@ -29,47 +28,6 @@ JOBRUND = "jobrund.service"
 
 def size(reduced: int, full: int) -> int:
     return full if FULL else reduced
-
-
-def as_user(
-    user: str, *args: str, env: dict[str, str] | None = None, timeout: float = 120
-) -> subprocess.CompletedProcess[str]:
-    """The CLI through jobrund, as `user` (a fresh process, as a user would run it)."""
-    return subprocess.run(
-        user_cmd(user, *args),
-        capture_output=True,
-        text=True,
-        env=user_env(env),
-        timeout=timeout,
-        cwd="/",
-    )
-
-
-def user_cmd(user: str, *args: str) -> list[str]:
-    cmd = [sys.executable, "-m", "jobrun", *args]
-    if user != "root":
-        cmd = ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups", *cmd]
-    return cmd
-
-
-def user_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "JOBRUN_STATE_DIR"}
-    env["JOBRUN_MODE"] = "daemon"
-    env.update(extra or {})
-    return env
-
-
-def start_as(user: str, *args: str) -> str:
-    proc = as_user(user, "start", *args)
-    assert proc.returncode == 0, proc.stderr
-    return proc.stdout.strip()
-
-
-def status_as(user: str, job_id: str) -> dict[str, Any]:
-    proc = as_user(user, "status", job_id, "--json")
-    assert proc.returncode == 0, proc.stderr
-    data: dict[str, Any] = json.loads(proc.stdout)
-    return data
 
 
 def wait_final(user: str, job_id: str, timeout: float = 60) -> dict[str, Any]:

@@ -7,10 +7,7 @@ gRPC request shapes are BAD_GRPC in tests/test_remote.py.
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -24,13 +21,12 @@ from jobrun.errors import JobrunError, error_classes
 
 from .. import remote_helpers
 from .. import test_remote as grpc
+from ..helpers import as_user, dbus_call_as, start_as
 from .common import (
-    as_user,
     job_units,
     jobrund_answers,
     jobrund_pid,
     report,
-    start_as,
     store_ids,
     wait_final,
 )
@@ -215,29 +211,6 @@ async def _root_call(member: str, body: list[Any]) -> tuple[str | None, list[Any
         bus.disconnect()
 
 
-def _alice_call(member: str, body_code: str) -> tuple[str | None, list[Any]]:
-    """The same call as alice (polkit's path), from a child process; `body_code` builds it."""
-    code = (
-        "import asyncio, json\n"
-        "from dbus_fast import Message, MessageType, Variant as V\n"
-        "from jobrun.bus import connect_system_bus\n"
-        "from jobrun import dbus_api as api\n"
-        "async def main():\n"
-        "    bus = await connect_system_bus()\n"
-        f"    body = {body_code}\n"
-        f"    r = await bus.call(Message(destination=api.BUS_NAME, path=api.PATH, "
-        f"interface=api.INTERFACE, member={member!r}, signature=api.METHODS[{member!r}].sig_in, "
-        "body=body))\n"
-        "    err = r.error_name if r.message_type == MessageType.ERROR else None\n"
-        "    print(json.dumps([err, r.body]))\n"
-        "asyncio.run(main())\n"
-    )
-    cmd = ["setpriv", "--reuid=alice", "--regid=alice", "--init-groups", sys.executable, "-c", code]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd="/").stdout
-    err, body = json.loads(out)
-    return err, body
-
-
 def _clear(err: str | None, body: list[Any], want: str) -> None:
     assert err is not None, f"accepted: {body}"
     assert err in PROJECT_ERRORS, (err, body)
@@ -258,7 +231,12 @@ async def test_dbus_start_bad_input(
 @pytest.mark.parametrize(("job_id", "want"), [c[1:] for c in ID_CASES],
                          ids=[c[0] for c in ID_CASES])  # fmt: skip
 async def test_dbus_job_id_injection(job_id: str, want: str, unchanged: None) -> None:
-    for member, body in [("Status", [job_id]), ("Stop", [job_id, 1.0]), ("Logs", [job_id, {}])]:
+    calls: list[tuple[str, list[Any]]] = [
+        ("Status", [job_id]),
+        ("Stop", [job_id, 1.0]),
+        ("Logs", [job_id, {}]),
+    ]
+    for member, body in calls:
         err, reply = await _root_call(member, body)
         _clear(err, reply, want)
 
@@ -296,7 +274,8 @@ async def test_dbus_wrong_shapes(
     ids=["affinity-huge-range", "raw-User", "field-command", "env-10000"],
 )
 def test_dbus_bad_start_as_a_plain_user(body_code: str, unchanged: None) -> None:
-    err, body = _alice_call("Start", body_code)
+    # the same call as alice (polkit's path)
+    err, body = dbus_call_as("alice", "Start", body_code)
     _clear(err, body, "InvalidArgument")
 
 
@@ -327,7 +306,7 @@ def test_count_of_bad_inputs_tried() -> None:
 
 
 @pytest.fixture(scope="module")
-def remote() -> Iterator[grpc.Remote]:
+def remote() -> Iterator[remote_helpers.Remote]:
     """jobrund with its remote API on (as tests/test_remote.py's fixture)."""
     with remote_helpers.remote_jobrund() as r:
         yield r
@@ -336,7 +315,7 @@ def remote() -> Iterator[grpc.Remote]:
 @pytest.mark.parametrize(("job_id", "want"), [c[1:] for c in ID_CASES],
                          ids=[c[0] for c in ID_CASES])  # fmt: skip
 async def test_grpc_bad_job_ids(
-    remote: grpc.Remote, job_id: str, want: str, unchanged: None
+    remote: remote_helpers.Remote, job_id: str, want: str, unchanged: None
 ) -> None:
     """ID_CASES through the remote API (Status, Stop, Logs): the same clear error as on D-Bus.
     The gRPC request shapes (malformed messages, out-of-range options) are BAD_GRPC in

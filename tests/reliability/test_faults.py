@@ -18,11 +18,19 @@ from pathlib import Path
 
 import pytest
 
-from ..helpers import cgroup_pids, systemctl_show, wait_for
+from ..helpers import (
+    as_user,
+    cgroup_pids,
+    daemon_env,
+    jobrun_cmd,
+    start_as,
+    status_as,
+    systemctl_show,
+    wait_for,
+)
 from .common import (
     DB,
     JOBRUND,
-    as_user,
     assert_no_unknown_units,
     chatty,
     job_units,
@@ -34,12 +42,8 @@ from .common import (
     report,
     seq,
     size,
-    start_as,
-    status_as,
     store_ids,
     unit_job_id,
-    user_cmd,
-    user_env,
     wait_final,
 )
 
@@ -99,10 +103,10 @@ def test_jobrund_killed_mid_follow_followers_resume_without_gap() -> None:
     job = start_as("alice", "--", *chatty("f", n, pause=0.05))
     followers = [
         subprocess.Popen(
-            user_cmd(who, "logs", "--follow", job),
+            jobrun_cmd(who, "logs", "--follow", job),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            env=user_env(),
+            env=daemon_env(),
             cwd="/",
         )
         for who in ("alice", "alice", "carol")
@@ -135,8 +139,8 @@ def test_jobrund_killed_mid_stop_the_job_still_ends_stopped() -> None:
     job = start_as("alice", "--", "sh", "-c", script)
     wait_for(lambda: "ready" in logs_as("alice", job), timeout=30, what="the job to be ready")
     stopper = subprocess.Popen(
-        user_cmd("alice", "stop", job),
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=user_env(), cwd="/", text=True,
+        jobrun_cmd("alice", "stop", job),
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=daemon_env(), cwd="/", text=True,
     )  # fmt: skip
     wait_for(lambda: "term" in logs_as("root", job), timeout=30, what="the job to get SIGTERM")
     killed = kill_jobrund()
@@ -156,8 +160,8 @@ def test_journald_restarted_during_a_chatty_job_loses_no_line() -> None:
     n = size(20_000, 200_000)
     job = start_as("bob", "--", *chatty("j", n, pause=0.002 if not n > 20_000 else 0.001))
     follower = subprocess.Popen(
-        user_cmd("bob", "logs", "--follow", job),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=user_env(), cwd="/",
+        jobrun_cmd("bob", "logs", "--follow", job),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=daemon_env(), cwd="/",
     )  # fmt: skip
     assert follower.stdout is not None and follower.stderr is not None
     first = follower.stdout.readline()

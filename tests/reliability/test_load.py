@@ -215,7 +215,7 @@ def _settle(measure: Callable[[int], int], pid: int, limit: int) -> int:
         return seen[-1] <= limit
 
     with contextlib.suppress(AssertionError):  # asserted by the caller, with the numbers
-        wait_for(back, timeout=30, interval=0.1)
+        wait_for(back, timeout=30, interval=0.1, what=f"the figure to be at most {limit}")
     return seen[-1]
 
 

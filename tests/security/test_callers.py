@@ -24,8 +24,8 @@ from jobrun.inputs import MAX_VALUE, parse_size
 from jobrun.model import unit_name
 from jobrun.properties import build_spec
 
-from ..helpers import journal_output, systemctl_show, wait_for
-from .common import as_user_cmd, jobrun, raw_start_as
+from ..helpers import as_user_cmd, journal_output, systemctl_show, wait_for
+from .common import jobrun, raw_start_as
 
 
 def _wait_state(job: str, user: str) -> dict[str, object]:

@@ -27,10 +27,10 @@ from jobrun.daemon import fairshare as daemon_module
 from jobrun.daemon.dbus import Daemon
 from jobrun.manager import Caller
 
-from ..helpers import systemctl_show, wait_for
-from ..test_daemon import CONFIG, as_user, restart_jobrund, start_as
+from ..helpers import as_user, as_user_cmd, start_as, systemctl_show, wait_for
+from ..test_daemon import CONFIG, restart_jobrund
 from ..test_daemon import config as config
-from ..test_daemon_bounds import FakeBus
+from ..test_daemon_bounds import FakeBus, settle
 
 FLOOD = Path(__file__).with_name("flood.py")
 
@@ -45,8 +45,7 @@ def slice_of(user: str) -> str:
 
 def run_as(user: str, *args: str, **kw: Any) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups",
-         sys.executable, str(FLOOD), *args],
+        as_user_cmd(user, sys.executable, str(FLOOD), *args),
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         cwd="/", **kw,
     )  # fmt: skip
@@ -74,10 +73,12 @@ def test_each_users_jobs_run_in_a_slice_of_their_own_with_the_admins_limits(
     root = start_as("root", "--", "sleep", "300")
     for job, user in ((alice, "alice"), (alice2, "alice"), (bob, "bob"), (root, "root")):
         unit = f"jobrun-{job}.service"
-        show = wait_for(
-            lambda u=unit: (s := systemctl_show(u, "Slice", "ControlGroup"))["ControlGroup"] and s,
-            what=f"{user}'s job to run",
-        )
+
+        def running(u: str = unit) -> dict[str, str] | None:
+            s = systemctl_show(u, "Slice", "ControlGroup")
+            return s if s["ControlGroup"] else None
+
+        show = wait_for(running, what=f"{user}'s job to run")
         assert show["Slice"] == slice_of(user)
         assert show["ControlGroup"] == f"/jobrun.slice/{slice_of(user)}/jobrun-{job}.service"
     assert systemctl_show(slice_of("alice"), "MemoryMax", "TasksMax", "CPUWeight") == {
@@ -195,11 +196,6 @@ def whoami(sender: str, serial: int) -> Message:
         serial=serial,
         sender=sender,
     )
-
-
-async def settle() -> None:
-    for _ in range(50):
-        await asyncio.sleep(0)
 
 
 async def test_workers_serve_users_in_turn_and_each_user_within_a_share(

@@ -23,8 +23,7 @@ from dbus_fast import Message, MessageType
 
 from jobrun.systemd import Systemd
 
-from ..helpers import systemctl_show, wait_for
-from ..test_daemon import as_user, start_as, status_as
+from ..helpers import as_user, start_as, status_as, systemctl_show, wait_for
 
 FORGE = Path(__file__).with_name("forge.py")
 FAKE_INVOCATION = "aa" * 16
@@ -69,7 +68,9 @@ def test_a_forged_properties_changed_changes_no_jobs_start() -> None:
     assert proc.returncode == 0, proc.stderr
     root_job = proc.stdout.strip()
     bob_job = start_as("bob", "--", "sleep", "120")
-    bob_before = wait_for(lambda: (s := status_as("bob", bob_job))["invocation_id"] and s)
+    bob_before = wait_for(
+        lambda: (s := status_as("bob", bob_job))["invocation_id"] and s, what="bob's job to run"
+    )
     forge(f"props:{root_job}", f"props:{bob_job}")
     root_after = status_as("root", root_job)
     assert root_after["state"] == "running"
@@ -88,7 +89,7 @@ def test_a_forged_job_removed_does_not_end_a_stop_early() -> None:
         "bob", "--stop-timeout", "4", "--", "sh", "-c", "trap '' TERM; while :; do sleep 0.1; done"
     )
     unit = f"jobrun-{job}.service"
-    wait_for(lambda: status_as("bob", job)["invocation_id"])
+    wait_for(lambda: status_as("bob", job)["invocation_id"], what="bob's job to run")
     began = time.monotonic()
     stopper = subprocess.Popen(
         ["setpriv", "--reuid=bob", "--regid=bob", "--init-groups",
@@ -148,7 +149,9 @@ asyncio.run(main(sys.argv[1]))
 def test_forged_name_owner_changes_neither_drop_a_subscriber_nor_make_alice_systemd() -> None:
     job = start_as("bob", "--", "sleep", "120")
     unit = f"jobrun-{job}.service"
-    before = wait_for(lambda: (s := status_as("bob", job))["invocation_id"] and s)
+    before = wait_for(
+        lambda: (s := status_as("bob", job))["invocation_id"] and s, what="bob's job to run"
+    )
     subscriber = subprocess.Popen(
         ["setpriv", "--reuid=bob", "--regid=bob", "--init-groups",
          sys.executable, "-c", SUBSCRIBER, job],

@@ -11,6 +11,7 @@ anyone with a public certificate for an admin's name an admin; jobrund refuses t
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import socket
@@ -18,7 +19,7 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -124,7 +125,9 @@ async def test_a_revoked_client_is_refused_in_the_handshake_and_the_others_are_s
     rev: Remote,
 ) -> None:
     _replace(CRL, _crl(PKI, "dave"))
-    assert not await _to_thread(_admitted, rev, "dave")  # no HTTP/2 from jobrund: refused in TLS
+    assert not await asyncio.to_thread(
+        _admitted, rev, "dave"
+    )  # no HTTP/2 from jobrund: refused in TLS
     b = await backend(rev, "dave")
     try:
         with pytest.raises(RemoteUnavailable):
@@ -132,7 +135,7 @@ async def test_a_revoked_client_is_refused_in_the_handshake_and_the_others_are_s
     finally:
         await b.close()
     assert jobs_running_command("revoked-dave-ran") == []
-    assert await _to_thread(_admitted, rev, "erin")
+    assert await asyncio.to_thread(_admitted, rev, "erin")
     job = await call(rev, "erin", "start", ["echo", "erin-ran"], None, {})
     assert job.owner == "remote:erin"
 
@@ -143,20 +146,20 @@ async def test_a_replaced_crl_takes_effect_without_a_restart(rev: Remote) -> Non
     _replace(CRL, _crl(PKI, "dave"))
     pid = systemctl_show("jobrund.service", "MainPID")["MainPID"]
     erin_ctx = client_ctx(rev, "erin")
-    preface, session = await _to_thread(_handshake, rev, erin_ctx)
+    preface, session = await asyncio.to_thread(_handshake, rev, erin_ctx)
     assert preface and session is not None
     erin = await backend(rev, "erin")  # a connection opened before erin is revoked
     try:
         assert isinstance(await erin.list(False), list)
         _replace(CRL, _crl(PKI, "erin"))  # now erin's is revoked, and dave's no longer
-        assert not await _to_thread(_admitted, rev, "erin")
+        assert not await asyncio.to_thread(_admitted, rev, "erin")
         # resuming the session from before would skip the certificate, and the CRL with it
-        assert (await _to_thread(_handshake, rev, erin_ctx, session))[0] == b""
+        assert (await asyncio.to_thread(_handshake, rev, erin_ctx, session))[0] == b""
         with pytest.raises(Unauthenticated, match="revoked"):
             await erin.list(False)  # the open connection: refused at its next call
     finally:
         await erin.close()
-    assert await _to_thread(_admitted, rev, "dave")
+    assert await asyncio.to_thread(_admitted, rev, "dave")
     assert isinstance(await call(rev, "dave", "list", False), list)
     assert systemctl_show("jobrund.service", "MainPID")["MainPID"] == pid  # no restart
 
@@ -167,16 +170,16 @@ async def test_a_broken_crl_at_runtime_leaves_the_last_good_one_in_force_and_is_
     rev: Remote,
 ) -> None:
     _replace(CRL, _crl(PKI, "dave"))
-    assert not await _to_thread(_admitted, rev, "dave")
+    assert not await asyncio.to_thread(_admitted, rev, "dave")
     since = time.time()
     try:
         for broken in (b"not a CRL\n", (PKI / "erin.crt").read_bytes(), b""):
             _replace(CRL, broken)
-            assert not await _to_thread(_admitted, rev, "dave")
-            assert await _to_thread(_admitted, rev, "erin")
+            assert not await asyncio.to_thread(_admitted, rev, "dave")
+            assert await asyncio.to_thread(_admitted, rev, "erin")
         CRL.unlink()
-        assert not await _to_thread(_admitted, rev, "dave")
-        assert await _to_thread(_admitted, rev, "erin")
+        assert not await asyncio.to_thread(_admitted, rev, "dave")
+        assert await asyncio.to_thread(_admitted, rev, "erin")
     finally:
         _replace(CRL, _crl(PKI, "dave"))
     wait_for(
@@ -186,12 +189,6 @@ async def test_a_broken_crl_at_runtime_leaves_the_last_good_one_in_force_and_is_
     )
     log = _journal_since(since)
     assert "must hold CRLs only" in log and "No such file" in log, log
-
-
-async def _to_thread(fn: object, *args: object) -> object:
-    import asyncio
-
-    return await asyncio.to_thread(fn, *args)  # type: ignore[arg-type]
 
 
 def _public_root() -> bytes:
@@ -266,7 +263,7 @@ def _same_key_as_a_public_root(tmp_path: Path) -> bytes:
         x509.CertificateBuilder()
         .subject_name(root.subject)
         .issuer_name(root.subject)
-        .public_key(root.public_key())  # type: ignore[arg-type]
+        .public_key(root.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now)
         .not_valid_after(now + timedelta(days=1))
@@ -310,7 +307,10 @@ def test_the_ca_must_be_a_ca_of_jobrunds_own(pki: Path, tmp_path: Path, case: st
         ca = _ca_with_public_root(pki)
     elif kind == "public-key":
         ca.write_bytes(own + _same_key_as_a_public_root(tmp_path))
-    make = lambda: tls.ServerTLS(str(pki / "server.crt"), str(pki / "server.key"), str(ca))  # noqa: E731
+
+    def make() -> tls.ServerTLS:
+        return tls.ServerTLS(str(pki / "server.crt"), str(pki / "server.key"), str(ca))
+
     if accepted:
         assert make().context.verify_mode == ssl.CERT_REQUIRED
     else:
@@ -319,7 +319,7 @@ def test_the_ca_must_be_a_ca_of_jobrunds_own(pki: Path, tmp_path: Path, case: st
         assert "CA of its own" in str(e.value) and "`jobrun certs ca DIR`" in str(e.value)
 
 
-CRL_CASES = {
+CRL_CASES: dict[str, tuple[Callable[[Path], bytes | None], str]] = {
     "a missing file": (lambda d: None, "cannot read"),
     "not a CRL": (lambda d: b"garbage\n", "no PEM CRL"),
     "a certificate in it": (
