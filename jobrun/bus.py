@@ -2,7 +2,7 @@
 
 EAGAIN: dbus-fast (like dbus-next before it) treats a BlockingIOError from send() on its
 non-blocking socket as a fatal error and drops the connection: a burst of calls larger than the
-socket buffer knocked a server off the bus (FACTS.md; dbus-next #153). EAGAIN only means "not
+socket buffer knocked a server off the bus (dbus-next #153). EAGAIN only means "not
 now": keep the unsent rest of the message and let the event loop call us back when the socket is
 writable.
 
