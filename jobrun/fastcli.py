@@ -1,0 +1,322 @@
+"""The `jobrun` command's entry point: a fast path for the common commands, else the typer app.
+
+typer, click, rich, asyncio and dbus-fast cost ~150 ms of imports before a command does
+anything; `jobrun status ID` itself needs ~10 ms. This module parses `--version`, `status`,
+`list` and `start` through jobrund on this host, with the options generated from the same
+settings table (properties.SETTINGS) as the typer app's, and asks jobrund over a blocking bus
+connection (client/blocking.py). Whenever anything is not the plain case it understands fully
+(--help, completion, a remote, an option it does not know, a malformed value, in-process mode,
+an error before a job was started), it hands the command line to the typer app (jobrun.cli),
+which then does everything itself: help, completion and every error message stay those of the
+one full CLI. tests/test_fast_cli.py runs command lines through both and compares.
+
+JOBRUN_CLI_FULL=1 (internal, for those tests) always takes the typer app.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .client.blocking import Connection
+
+# The environment the typer app reads that the fast path does not handle.
+FULL_PATH_ENV = (
+    "JOBRUN_CLI_FULL",
+    "_JOBRUN_COMPLETE",
+    "COMP_WORDS",
+    "JOBRUN_REMOTE",
+    "JOBRUN_CONTEXT",
+    "JOBRUN_CERT",
+    "JOBRUN_KEY",
+    "JOBRUN_CA",
+)
+
+
+_sent = False  # a request that changes something went to jobrund: never run the command twice
+
+
+class Fallback(Exception):
+    """The full CLI does this command line."""
+
+
+def main() -> None:
+    """The `jobrun` command."""
+    try:
+        code = fast(sys.argv[1:])
+    except Fallback:
+        code = None
+    except KeyboardInterrupt:
+        code = 130  # as the full CLI's commands
+    except Exception as e:
+        if not _sent:
+            code = None  # nothing done yet: the full CLI runs the command (and says what broke)
+        else:
+            from .cli.common import internal_error
+
+            code = internal_error(e)
+    if code is None:
+        from .cli import main as full
+
+        full()
+        return
+    sys.stdout.flush()
+    sys.exit(code)
+
+
+def fast(args: list[str]) -> int | None:
+    """The exit status of the command, done here; None (or Fallback): for the typer app."""
+    if not args or any(name in os.environ for name in FULL_PATH_ENV):
+        return None
+    for arg in args:
+        try:
+            arg.encode()
+        except UnicodeEncodeError:
+            return None  # the full CLI explains (cli/app.py)
+    if args == ["--version"]:
+        from . import __version__
+
+        print(f"jobrun {__version__}")
+        return 0
+    command = COMMANDS.get(args[0])
+    if command is None or os.path.exists(_config_file()):
+        return None  # a config file may name a remote context: the full CLI reads it
+    return command(args[1:])
+
+
+def _config_file() -> str:
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.expanduser("~/.config")
+    return os.path.join(base, "jobrun", "config.toml")
+
+
+def _flags(args: list[str], flags: dict[str, str]) -> tuple[dict[str, bool], list[str]]:
+    """Switches given (by their name in `flags`) and the positional arguments, as click parses
+    a command with interspersed arguments; Fallback for anything else."""
+    given = dict.fromkeys(flags.values(), False)
+    positional = []
+    for arg in args:
+        if arg in flags:
+            given[flags[arg]] = True
+        elif arg.startswith("-"):
+            raise Fallback  # an unknown option, --help, "--", combined short flags
+        else:
+            positional.append(arg)
+    return given, positional
+
+
+def status(args: list[str]) -> int:
+    given, ids = _flags(args, {"--json": "json", "--wide": "wide", "-w": "wide"})
+    if len(ids) != 1:
+        raise Fallback
+    from .wire.jobs import job_from_json
+
+    (text,) = _ask_readonly("Status", [ids[0]])
+    job = job_from_json(text)
+    if given["json"]:
+        from .wire.jobs import job_json
+
+        print(job_json(job, indent=2))
+    else:
+        from .render import status_table
+
+        status_table(job, wide=given["wide"])
+    return 0
+
+
+def list_(args: list[str]) -> int:
+    given, extra = _flags(
+        args, {"--json": "json", "--all": "all", "-a": "all", "--wide": "wide", "-w": "wide"}
+    )
+    if extra:
+        raise Fallback
+    from .wire.jobs import jobs_from_json
+
+    (text,) = _ask_readonly("List", [given["all"]])
+    jobs = jobs_from_json(text)
+    if given["json"]:
+        from .wire.jobs import jobs_json
+
+        print(jobs_json(jobs, indent=2))
+    else:
+        from .render import list_table
+
+        list_table(jobs, wide=given["wide"])
+    return 0
+
+
+def start(args: list[str]) -> int:
+    values, name, command = _start_options(args)
+    if command and "/" in command[0] and not command[0].startswith("/"):
+        command[0] = os.path.abspath(command[0])  # as cli/settings.py's parse
+    from .errors import JobrunError
+    from .properties import build_spec, check_paths
+
+    try:
+        if values.get("workdir") is None:
+            values["workdir"] = os.getcwd()
+        spec = build_spec(command, name=name, **values)
+        check_paths(spec, as_root=os.geteuid() == 0)
+    except (JobrunError, OSError):
+        raise Fallback from None  # the full CLI says what is wrong
+    options = {k: _variant(v) for k, v in values.items() if v is not None and v != []}
+    if name is not None:
+        options["name"] = _variant(name)
+    bus = _daemon_bus()
+    try:
+        (text,) = _call(bus, "Start", [command, options])
+    except JobrunError as e:
+        from .cli.common import err
+
+        err(f"jobrun: {e.message}")
+        if e.hint:
+            err(f"  hint: {e.hint}")
+        return e.exit_code
+    finally:
+        bus.close()
+    from .wire.jobs import job_from_json
+
+    print(job_from_json(text).id)
+    return 0
+
+
+def _start_options(args: list[str]) -> tuple[dict[str, Any], str | None, list[str]]:
+    """The settings (by field: text, a switch's bool, a list for repeatable ones, None where
+    not given), the name and the command, as click parses `start`'s options generated from the
+    settings table (cli/settings.py): options first, the command from the first argument that
+    is not one, or after `--`."""
+    from .properties import SETTINGS
+
+    takes_value: dict[str, tuple[str, bool]] = {"--name": ("name", False)}  # field, repeatable
+    switches: dict[str, tuple[str, bool]] = {}  # field, its value
+    for s in SETTINGS:
+        if s.signature == "b":
+            on, off = s.flags.split("/")
+            switches[on], switches[off] = (s.field, True), (s.field, False)
+        else:
+            for flag in s.flags.split("/"):
+                takes_value[flag] = (s.field, s.repeat)
+    values: dict[str, Any] = {s.field: None for s in SETTINGS}
+    name = None
+    seen = set()
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            return values, name, args[i + 1 :]
+        if not arg.startswith("-") or arg == "-":
+            return values, name, args[i:]
+        # click: "--opt=VALUE" or "--opt VALUE"; a short option's value follows it ("-C DIR";
+        # the attached "-CDIR" is left to the full CLI)
+        flag, eq, value = arg.partition("=") if arg.startswith("--") else (arg, "", "")
+        if flag in switches and not eq:
+            values[switches[flag][0]] = switches[flag][1]
+        elif flag in takes_value:
+            field, repeat = takes_value[flag]
+            if not eq:
+                if i + 1 == len(args) or args[i + 1].startswith("-"):
+                    raise Fallback
+                i += 1
+                value = args[i]
+            if repeat:
+                values[field] = [*(values[field] or []), value]
+            elif field in seen:
+                raise Fallback  # given twice: the full CLI decides
+            elif field == "name":
+                name = value
+            else:
+                values[field] = value
+            seen.add(field)
+        else:
+            raise Fallback
+        i += 1
+    return values, name, []
+
+
+def _variant(value: Any) -> Any:
+    """A setting's value as Start's options carry it (as wire/dbus.py's `variant`)."""
+    from .client.blocking import Variant
+
+    if isinstance(value, bool):
+        return Variant("b", value)
+    if isinstance(value, list):
+        return Variant("as", [str(v) for v in value])
+    return Variant("s", str(value))
+
+
+def _daemon_bus() -> Connection:
+    """A bus connection, when the command goes to jobrund (JOBRUN_MODE and whether jobrund is
+    reachable, as client/target.py decides); else Fallback (in-process, or no bus)."""
+    from . import dbus_api as api
+    from .client.blocking import BusError, Connection
+
+    wanted = os.environ.get("JOBRUN_MODE", "auto")
+    if wanted not in ("auto", "daemon"):
+        raise Fallback
+    try:
+        bus = Connection()
+    except (OSError, BusError):
+        raise Fallback from None
+    if wanted == "auto" and not _daemon_reachable(bus, api.BUS_NAME):
+        bus.close()
+        raise Fallback
+    return bus
+
+
+def _daemon_reachable(bus: Connection, name: str) -> bool:
+    """As client/target.py's daemon_reachable: jobrund runs, or the bus would start it."""
+    from .client.blocking import METHOD_RETURN
+
+    for member, sig, body in (("NameHasOwner", "s", [name]), ("ListActivatableNames", "", [])):
+        reply = bus.call("org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus",
+                         member, sig, body)  # fmt: skip
+        if reply.kind != METHOD_RETURN or not reply.body:
+            continue
+        value = reply.body[0]
+        if value is True or (isinstance(value, list) and name in value):
+            return True
+    return False
+
+
+def _call(bus: Connection, member: str, body: list[Any]) -> list[Any]:
+    """A method of jobrund's: its reply's body, or the JobrunError its error stands for (as
+    client/dbus.py's DaemonBackend.call)."""
+    from . import dbus_api as api
+    from .client.blocking import ALLOW_INTERACTIVE_AUTHORIZATION, ERROR, BusError
+    from .errors import SystemdUnavailable, error_from_name
+
+    global _sent
+    _sent = _sent or member not in READ_ONLY
+    try:
+        signature = api.METHODS[member].sig_in
+        reply = bus.call(api.BUS_NAME, api.PATH, api.INTERFACE, member, signature, body,
+                         ALLOW_INTERACTIVE_AUTHORIZATION)  # fmt: skip
+    except (OSError, BusError) as e:
+        raise SystemdUnavailable(f"lost the system bus: {e!r}") from e
+    if reply.kind == ERROR:
+        text = str(reply.body[0]) if reply.body else ""
+        if reply.error_name == "org.freedesktop.DBus.Error.ServiceUnknown":
+            raise SystemdUnavailable(
+                "jobrund is not reachable on the system bus",
+                "is the package installed? systemctl status jobrund",
+            )
+        raise error_from_name(reply.error_name, text)
+    return reply.body
+
+
+def _ask_readonly(member: str, body: list[Any]) -> list[Any]:
+    """A call that changes nothing: on any error the full CLI asks again and says what is wrong."""
+    from .errors import JobrunError
+
+    bus = _daemon_bus()
+    try:
+        return _call(bus, member, body)
+    except JobrunError:
+        raise Fallback from None
+    finally:
+        bus.close()
+
+
+READ_ONLY = ("Status", "List")
+COMMANDS = {"status": status, "list": list_, "start": start}
