@@ -1,16 +1,16 @@
-"""A blocking D-Bus client for the CLI's single requests to jobrund (the fast path, cli_fast.py).
+"""A blocking D-Bus client for the CLI's single requests to jobrund (the fast path, fastcli.py).
 
 The asyncio client (dbus-fast) costs ~70 ms of imports before the first byte is sent; a CLI that
 sends one request and waits for one reply needs a socket, the EXTERNAL handshake and the
-marshalling of the few types jobrund's methods use: this module, on `socket` and `struct` only.
+marshalling of the few types jobrund's methods use: this module, on `_socket` and `struct` only.
 Strings are marshalled as UTF-8 bytes (their length in bytes: what the wire counts).
 Anything unexpected raises BusError, and the CLI takes its full path instead.
 """
 
 from __future__ import annotations
 
+import _socket as socket  # the C module: `socket` adds ~2 ms of enum classes this needs none of
 import os
-import socket
 import struct
 from typing import Any
 
