@@ -2,7 +2,7 @@
 
 typer, click, rich, asyncio and dbus-fast cost ~150 ms of imports before a command does
 anything; `jobrun status ID` itself needs ~10 ms. This module parses `--version`, `status`,
-`list` and `start` through jobrund on this host, with the options generated from the same
+`list`, `logs` and `start` through jobrund on this host, with the options generated from the same
 settings table (properties.SETTINGS) as the typer app's, and asks jobrund over a blocking bus
 connection (client/blocking.py). Whenever anything is not the plain case it understands fully
 (--help, completion, a remote, an option it does not know, a malformed value, in-process mode,
@@ -143,6 +143,80 @@ def list_(args: list[str]) -> int:
         from .render import list_table
 
         list_table(jobs, wide=given["wide"])
+    return 0
+
+
+# jobrund's Logs pipe (wire/logs.py, whose imports cost ~40 ms): a frame's header, END, and the
+# terminator of each record kind (LINE_BREAKS' order: newline, nul, line-max, eof, pid-change).
+FRAME = "!BQHI"
+FRAME_END = 100
+TERMINATORS = (b"\n", b"\0", b"", b"", b"")
+MAX_BUFFERED = 1 << 20
+
+
+def logs(args: list[str]) -> int:
+    """`logs ID` and `logs --tail N ID` of a job whose output fits MAX_BUFFERED: all of it is
+    read before the first byte is printed, so that anything else (more output, an error, jobrund
+    going away mid-stream) can still go to the full CLI, which reads it again from the start."""
+    import struct
+
+    tail: int | None = None
+    ids = []
+    i = 0
+    while i < len(args):
+        if args[i] in ("--tail", "-n") and i + 1 < len(args) and args[i + 1].isdigit():
+            if tail is not None or not args[i + 1].isascii():
+                raise Fallback
+            tail = int(args[i + 1])
+            i += 1
+        elif args[i].startswith("-"):
+            raise Fallback
+        else:
+            ids.append(args[i])
+        i += 1
+    if len(ids) != 1:
+        raise Fallback
+    from .client.blocking import Variant
+    from .errors import JobrunError
+
+    options = {"follow": Variant("b", False), "batch_cursors": Variant("b", True)}
+    if tail is not None:
+        options["tail"] = Variant("x", tail)
+    bus = _daemon_bus()
+    try:
+        try:
+            (index,) = _call(bus, "Logs", [ids[0], options])
+        except JobrunError:
+            raise Fallback from None
+        fd = bus.take_fd(index)
+    finally:
+        bus.close()
+    header = struct.Struct(FRAME)
+    out: list[bytes] = []
+    data, at, ended = b"", 0, False
+    with open(fd, "rb", buffering=0) as pipe:
+        while not ended:
+            chunk = pipe.read(1 << 16)
+            if not chunk or len(data) > MAX_BUFFERED:
+                raise Fallback  # jobrund went away (the full CLI resumes), or too much to hold
+            data += chunk
+            while len(data) - at >= header.size:
+                kind, _, clen, mlen = header.unpack_from(data, at)
+                stop = at + header.size + clen + mlen
+                if stop > len(data):
+                    break  # the rest of the frame is still to come
+                if kind >= len(TERMINATORS):
+                    if kind != FRAME_END:
+                        raise Fallback  # an error: the full CLI says it
+                    ended = True
+                    break
+                out.append(data[stop - mlen : stop] + TERMINATORS[kind])
+                at = stop
+    try:
+        sys.stdout.buffer.write(b"".join(out))
+        sys.stdout.buffer.flush()
+    except BrokenPipeError:  # as cli/logs.py: `jobrun logs ID | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 
@@ -318,5 +392,5 @@ def _ask_readonly(member: str, body: list[Any]) -> list[Any]:
         bus.close()
 
 
-READ_ONLY = ("Status", "List")
-COMMANDS = {"status": status, "list": list_, "start": start}
+READ_ONLY = ("Status", "List", "Logs")
+COMMANDS = {"status": status, "list": list_, "logs": logs, "start": start}

@@ -227,7 +227,8 @@ class Connection:
                 if not line.startswith(expected):
                     raise BusError(f"bus authentication: {line!r}")
             self.serial = 0
-            self.fds: list[int] = []
+            self.fds: list[int] = []  # received, for messages not read yet
+            self.last_fds: list[int] = []  # the last reply's, until taken or closed
             self.call("org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus",
                       "Hello")  # fmt: skip
         except BaseException:
@@ -268,6 +269,10 @@ class Connection:
         while True:
             reply = self._receive()
             if reply is not None and reply[0] == serial:
+                for fd in self.last_fds:
+                    if fd >= 0:
+                        os.close(fd)
+                self.last_fds = reply[1].fds
                 return reply[1]
 
     def _recv_exactly(self, n: int) -> bytes:
@@ -306,7 +311,14 @@ class Connection:
         body = [r.read(t) for t in types_of(fields.get(SIGNATURE, ""))]
         return fields[REPLY_SERIAL], Reply(kind, fields, body, fds)
 
+    def take_fd(self, index: int) -> int:
+        """The descriptor at `index` of the last reply's; the caller closes it."""
+        fd = self.last_fds[index]
+        self.last_fds[index] = -1
+        return fd
+
     def close(self) -> None:
-        for fd in self.fds:
-            os.close(fd)
+        for fd in self.fds + self.last_fds:
+            if fd >= 0:
+                os.close(fd)
         self.sock.close()
