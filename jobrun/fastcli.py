@@ -2,13 +2,15 @@
 
 typer, click, rich, asyncio and dbus-fast cost ~150 ms of imports before a command does
 anything; `jobrun status ID` itself needs ~10 ms. This module parses `--version`, `status`,
-`list`, `logs` and `start` through jobrund on this host, with the options generated from the same
-settings table (properties.SETTINGS) as the typer app's, and asks jobrund over a blocking bus
-connection (client/blocking.py). Whenever anything is not the plain case it understands fully
-(--help, completion, a remote, an option it does not know, a malformed value, in-process mode,
-an error before a job was started), it hands the command line to the typer app (jobrun.cli),
-which then does everything itself: help, completion and every error message stay those of the
-one full CLI. tests/test_fast_cli.py runs command lines through both and compares.
+`list`, `logs` and `start` through jobrund on this host (and `status` of a finished job in
+process, from the job database), with the options generated from the same settings table
+(properties.SETTINGS) as the typer app's, and asks jobrund over a blocking bus connection
+(client/oneshot.py). Whenever anything is not the plain case it understands fully (--help,
+completion, a remote, an option it does not know, a malformed value, a job in process other than
+a finished one's status, an error before a job was started), it hands the command line to the
+typer app (jobrun.cli), which then does everything itself: help, completion and every error
+message stay those of the one full CLI. tests/test_fast_cli.py runs command lines through both
+and compares.
 
 JOBRUN_CLI_FULL=1 (internal, for those tests) always takes the typer app.
 """
@@ -19,8 +21,10 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any
 
+from .client.oneshot import Fallback, ask_readonly, bus_or_in_process, call, daemon_bus
+
 if TYPE_CHECKING:
-    from .client.blocking import Connection
+    from .model import Job
 
 # The environment the typer app reads that the fast path does not handle.
 FULL_PATH_ENV = (
@@ -35,11 +39,7 @@ FULL_PATH_ENV = (
 )
 
 
-_sent = False  # a request that changes something went to jobrund: never run the command twice
-
-
-class Fallback(Exception):
-    """The full CLI does this command line."""
+_sent = False  # a Start went to jobrund: the full CLI must not run the command again
 
 
 def main() -> None:
@@ -110,10 +110,14 @@ def status(args: list[str]) -> int:
     given, ids = _flags(args, {"--json": "json", "--wide": "wide", "-w": "wide"})
     if len(ids) != 1:
         raise Fallback
-    from .wire.jobs import job_from_json
+    bus = bus_or_in_process()
+    if bus is None:
+        job = _stored_finished_job(ids[0])
+    else:
+        from .wire.jobs import job_from_json
 
-    (text,) = _ask_readonly("Status", [ids[0]])
-    job = job_from_json(text)
+        (text,) = ask_readonly(bus, "Status", [ids[0]])
+        job = job_from_json(text)
     if given["json"]:
         from .wire.jobs import job_json
 
@@ -125,6 +129,23 @@ def status(args: list[str]) -> int:
     return 0
 
 
+def _stored_finished_job(job_id: str) -> Job:
+    """In-process, a finished job from the job database alone, as client/local.py's status
+    answers it; Fallback for anything else (a running job needs systemd: the full CLI asks)."""
+    from .store import Store
+
+    store = Store().open()
+    try:
+        job, _ = store.get(store.resolve(job_id, None))  # root: every job
+    except Exception:
+        raise Fallback from None
+    finally:
+        store.close()
+    if not job.outcome.state.finished:
+        raise Fallback
+    return job
+
+
 def list_(args: list[str]) -> int:
     given, extra = _flags(
         args, {"--json": "json", "--all": "all", "-a": "all", "--wide": "wide", "-w": "wide"}
@@ -133,7 +154,7 @@ def list_(args: list[str]) -> int:
         raise Fallback
     from .wire.jobs import jobs_from_json
 
-    (text,) = _ask_readonly("List", [given["all"]])
+    (text,) = ask_readonly(daemon_bus(), "List", [given["all"]])
     jobs = jobs_from_json(text)
     if given["json"]:
         from .wire.jobs import jobs_json
@@ -182,10 +203,10 @@ def logs(args: list[str]) -> int:
     options = {"follow": Variant("b", False), "batch_cursors": Variant("b", True)}
     if tail is not None:
         options["tail"] = Variant("x", tail)
-    bus = _daemon_bus()
+    bus = daemon_bus()
     try:
         try:
-            (index,) = _call(bus, "Logs", [ids[0], options])
+            (index,) = call(bus, "Logs", [ids[0], options])
         except JobrunError:
             raise Fallback from None
         fd = bus.take_fd(index)
@@ -237,9 +258,11 @@ def start(args: list[str]) -> int:
     options = {k: _variant(v) for k, v in values.items() if v is not None and v != []}
     if name is not None:
         options["name"] = _variant(name)
-    bus = _daemon_bus()
+    bus = daemon_bus()
+    global _sent
+    _sent = True
     try:
-        (text,) = _call(bus, "Start", [command, options])
+        (text,) = call(bus, "Start", [command, options])
     except JobrunError as e:
         from .cli.common import err
 
@@ -319,78 +342,4 @@ def _variant(value: Any) -> Any:
     return Variant("s", str(value))
 
 
-def _daemon_bus() -> Connection:
-    """A bus connection, when the command goes to jobrund (JOBRUN_MODE and whether jobrund is
-    reachable, as client/target.py decides); else Fallback (in-process, or no bus)."""
-    from . import dbus_api as api
-    from .client.blocking import BusError, Connection
-
-    wanted = os.environ.get("JOBRUN_MODE", "auto")
-    if wanted not in ("auto", "daemon"):
-        raise Fallback
-    try:
-        bus = Connection()
-    except (OSError, BusError):
-        raise Fallback from None
-    if wanted == "auto" and not _daemon_reachable(bus, api.BUS_NAME):
-        bus.close()
-        raise Fallback
-    return bus
-
-
-def _daemon_reachable(bus: Connection, name: str) -> bool:
-    """As client/target.py's daemon_reachable: jobrund runs, or the bus would start it."""
-    from .client.blocking import METHOD_RETURN
-
-    for member, sig, body in (("NameHasOwner", "s", [name]), ("ListActivatableNames", "", [])):
-        reply = bus.call("org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus",
-                         member, sig, body)  # fmt: skip
-        if reply.kind != METHOD_RETURN or not reply.body:
-            continue
-        value = reply.body[0]
-        if value is True or (isinstance(value, list) and name in value):
-            return True
-    return False
-
-
-def _call(bus: Connection, member: str, body: list[Any]) -> list[Any]:
-    """A method of jobrund's: its reply's body, or the JobrunError its error stands for (as
-    client/dbus.py's DaemonBackend.call)."""
-    from . import dbus_api as api
-    from .client.blocking import ALLOW_INTERACTIVE_AUTHORIZATION, ERROR, BusError
-    from .errors import SystemdUnavailable, error_from_name
-
-    global _sent
-    _sent = _sent or member not in READ_ONLY
-    try:
-        signature = api.METHODS[member].sig_in
-        reply = bus.call(api.BUS_NAME, api.PATH, api.INTERFACE, member, signature, body,
-                         ALLOW_INTERACTIVE_AUTHORIZATION)  # fmt: skip
-    except (OSError, BusError) as e:
-        raise SystemdUnavailable(f"lost the system bus: {e!r}") from e
-    if reply.kind == ERROR:
-        text = str(reply.body[0]) if reply.body else ""
-        if reply.error_name == "org.freedesktop.DBus.Error.ServiceUnknown":
-            raise SystemdUnavailable(
-                "jobrund is not reachable on the system bus",
-                "is the package installed? systemctl status jobrund",
-            )
-        raise error_from_name(reply.error_name, text)
-    return reply.body
-
-
-def _ask_readonly(member: str, body: list[Any]) -> list[Any]:
-    """A call that changes nothing: on any error the full CLI asks again and says what is wrong."""
-    from .errors import JobrunError
-
-    bus = _daemon_bus()
-    try:
-        return _call(bus, member, body)
-    except JobrunError:
-        raise Fallback from None
-    finally:
-        bus.close()
-
-
-READ_ONLY = ("Status", "List", "Logs")
 COMMANDS = {"status": status, "list": list_, "logs": logs, "start": start}

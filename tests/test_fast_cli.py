@@ -185,16 +185,22 @@ FAST = [
 ]
 
 
-@pytest.mark.parametrize("args", FAST)
-@pytest.mark.parametrize("who", ["root", "alice"])
-def test_the_common_commands_take_the_fast_path(who: str, args: list[str]) -> None:
-    """No typer, click, rich, asyncio or dbus-fast imported for them (through jobrund)."""
+@pytest.mark.parametrize(
+    ("who", "mode", "args"),
+    [("root", "daemon", a) for a in FAST]
+    + [("alice", "daemon", a) for a in FAST]
+    + [("root", "local", ["status", "JOB"]), ("root", "local", ["status", "--json", "JOB"])],
+)
+def test_the_common_commands_take_the_fast_path(who: str, mode: str, args: list[str]) -> None:
+    """No typer, click, rich, asyncio or dbus-fast imported for them (through jobrund; the
+    status of a finished job in process)."""
     # (the status of a job whose command is not ASCII prints through rich: render.py)
     for placeholder, command in (("JOB", "true"), ("OUTPUT", OUTPUT)):
         if placeholder in args:
-            job = finished_job(who, "daemon", command)
+            job = finished_job(who, mode, command)
             args = [job if a == placeholder else a for a in args]
-    env = {**daemon_env(), "JOBRUN_MODE": "daemon", "PYTHONPROFILEIMPORTTIME": "1"}
+    env = daemon_env() if mode != "local" else dict(os.environ)
+    env.update(JOBRUN_MODE=mode, PYTHONPROFILEIMPORTTIME="1")
     argv = as_user_cmd(who, sys.executable, "-m", "jobrun", *args)
     proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=60, cwd="/")
     assert proc.returncode == 0, proc.stderr
