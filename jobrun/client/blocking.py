@@ -12,7 +12,11 @@ from __future__ import annotations
 import _socket as socket  # the C module: `socket` adds ~2 ms of enum classes this needs none of
 import os
 import struct
-from typing import Any
+
+TYPE_CHECKING = False  # as typing's, without importing typing
+
+if TYPE_CHECKING:
+    from typing import Any
 
 DEFAULT_ADDRESS = "unix:path=/run/dbus/system_bus_socket"
 ALLOW_INTERACTIVE_AUTHORIZATION = 0x4

@@ -5,9 +5,12 @@ as client/dbus.py's DaemonBackend raises them. Fallback: the full CLI does the c
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any
+
+TYPE_CHECKING = False  # as typing's, without importing typing (~4 ms, with re) for --version
 
 if TYPE_CHECKING:
+    from typing import Any
+
     from .blocking import Connection
 
 
