@@ -1,5 +1,6 @@
-"""P6: CLI cold start. `jobrun status ID` of a finished job (in-process and through jobrund)
-against `systemctl show jobrun-ID.service`; `jobrun --version` against a bare `python -c pass`; and
+"""P6: CLI cold start. `jobrun status ID` of a finished job (in-process and through jobrund),
+`jobrun list` and `jobrun logs ID` of a one-line job (through jobrund) against
+`systemctl show jobrun-ID.service`; `jobrun --version` against a bare `python -c pass`; and
 the import time of `python -X importtime -m jobrun --version`, in total and by top-level package
 (the self time of every module, added up per package: who makes the CLI slow to start).
 """
@@ -49,8 +50,9 @@ def import_times() -> tuple[float, dict[str, float]]:
     return total, dict(by_package)
 
 
-async def finished_jobs(cfg: Config) -> tuple[str, str]:
-    """A finished job in the local store and one in jobrund's (outcome cached, as usual)."""
+async def finished_jobs(cfg: Config) -> tuple[str, str, str]:
+    """A finished job in the local store, one in jobrund's (outcome cached, as usual), and one
+    of jobrund's that wrote one line."""
     from jobrun.manager import Manager
     from jobrun.properties import build_spec
     from jobrun.store import Store
@@ -62,18 +64,22 @@ async def finished_jobs(cfg: Config) -> tuple[str, str]:
     try:
         remote = (await b.start(["true"], None, {})).id
         await b.wait(remote)
+        one_line = (await b.start(["echo", "one line"], None, {})).id
+        await b.wait(one_line)
     finally:
         await b.close()
-    return local, remote
+    return local, remote, one_line
 
 
 async def run(cfg: Config) -> list[Row]:
     n = cfg.size(30, 3)
-    local, remote_job = await finished_jobs(cfg)
+    local, remote_job, one_line = await finished_jobs(cfg)
     wait_idle()
     runs = {
         "local": (jobrun_argv("status", local), cfg.env("local")),
         "daemon": (jobrun_argv("status", remote_job), cfg.env("daemon")),
+        "list": (jobrun_argv("list"), cfg.env("daemon")),
+        "logs": (jobrun_argv("logs", one_line), cfg.env("daemon")),
         "systemctl": (["systemctl", "show", f"jobrun-{local}.service"], None),
         "version": (jobrun_argv("--version"), None),
         "python": ([PYTHON, "-c", "pass"], None),
@@ -114,6 +120,10 @@ async def run(cfg: Config) -> list[Row]:
         Row("P6", f"`jobrun status ID` (finished job), through jobrund, median of {n}",
             med["daemon"], "ms", med["systemctl"], status_base, goal=f"≤ {GOAL_MS:.0f} ms",
             met=med["daemon"] <= GOAL_MS),
+        Row("P6", f"`jobrun list` (the jobs of this run), through jobrund, median of {n}",
+            med["list"], "ms", med["systemctl"], status_base),
+        Row("P6", f"`jobrun logs ID` (a one-line job), through jobrund, median of {n}",
+            med["logs"], "ms", med["systemctl"], status_base),
         Row("P6", f"`jobrun --version`, median of {n}", med["version"], "ms", med["python"],
             "`python -c pass` (the interpreter alone), median"),
         Row("P6", f"imports of `python -X importtime -m jobrun --version`, median of {reps}",

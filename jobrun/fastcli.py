@@ -1,0 +1,348 @@
+"""The `jobrun` command's entry point: a fast path for the common commands, else the typer app.
+
+typer, click, rich, asyncio and dbus-fast cost ~150 ms of imports before a command does
+anything; `jobrun status ID` itself needs ~10 ms. This module parses `--version`, `status`,
+`list`, `logs` and `start` through jobrund on this host (and `status` of a finished job in
+process, from the job database), with the options generated from the same settings table
+(properties.SETTINGS) as the typer app's, and asks jobrund over a blocking bus connection
+(client/oneshot.py). Whenever anything is not the plain case it understands fully (--help,
+completion, a remote, an option it does not know, a malformed value, a job in process other than
+a finished one's status, an error before a job was started), it hands the command line to the
+typer app (jobrun.cli), which then does everything itself: help, completion and every error
+message stay those of the one full CLI. tests/test_fast_cli.py runs command lines through both
+and compares.
+
+JOBRUN_CLI_FULL=1 (internal, for those tests) always takes the typer app.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from .client.oneshot import Fallback, ask_readonly, bus_or_in_process, call, daemon_bus
+
+TYPE_CHECKING = False  # as typing's, without importing typing (~4 ms, with re) for --version
+
+if TYPE_CHECKING:
+    from typing import Any
+
+    from .model import Job
+
+# The environment the typer app reads that the fast path does not handle.
+FULL_PATH_ENV = (
+    "JOBRUN_CLI_FULL",
+    "_JOBRUN_COMPLETE",
+    "COMP_WORDS",
+    "JOBRUN_REMOTE",
+    "JOBRUN_CONTEXT",
+    "JOBRUN_CERT",
+    "JOBRUN_KEY",
+    "JOBRUN_CA",
+)
+
+
+_sent = False  # a Start went to jobrund: the full CLI must not run the command again
+
+
+def main() -> None:
+    """The `jobrun` command."""
+    try:
+        code = fast(sys.argv[1:])
+    except Fallback:
+        code = None
+    except KeyboardInterrupt:
+        code = 130  # as the full CLI's commands
+    except Exception as e:
+        if not _sent:
+            code = None  # nothing done yet: the full CLI runs the command (and says what broke)
+        else:
+            from .cli.common import internal_error
+
+            code = internal_error(e)
+    if code is None:
+        from .cli import main as full
+
+        full()
+        return
+    sys.stdout.flush()
+    sys.exit(code)
+
+
+def fast(args: list[str]) -> int | None:
+    """The exit status of the command, done here; None (or Fallback): for the typer app."""
+    if not args or any(name in os.environ for name in FULL_PATH_ENV):
+        return None
+    for arg in args:
+        try:
+            arg.encode()
+        except UnicodeEncodeError:
+            return None  # the full CLI explains (cli/app.py)
+    if args == ["--version"]:
+        from . import __version__
+
+        print(f"jobrun {__version__}")
+        return 0
+    command = COMMANDS.get(args[0])
+    if command is None or os.path.exists(_config_file()):
+        return None  # a config file may name a remote context: the full CLI reads it
+    return command(args[1:])
+
+
+def _config_file() -> str:
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.expanduser("~/.config")
+    return os.path.join(base, "jobrun", "config.toml")
+
+
+def _flags(args: list[str], flags: dict[str, str]) -> tuple[dict[str, bool], list[str]]:
+    """Switches given (by their name in `flags`) and the positional arguments, as click parses
+    a command with interspersed arguments; Fallback for anything else."""
+    given = dict.fromkeys(flags.values(), False)
+    positional = []
+    for arg in args:
+        if arg in flags:
+            given[flags[arg]] = True
+        elif arg.startswith("-"):
+            raise Fallback  # an unknown option, --help, "--", combined short flags
+        else:
+            positional.append(arg)
+    return given, positional
+
+
+def status(args: list[str]) -> int:
+    given, ids = _flags(args, {"--json": "json", "--wide": "wide", "-w": "wide"})
+    if len(ids) != 1:
+        raise Fallback
+    bus = bus_or_in_process()
+    if bus is None:
+        job = _stored_finished_job(ids[0])
+    else:
+        from .wire.jobs import job_from_json
+
+        (text,) = ask_readonly(bus, "Status", [ids[0]])
+        job = job_from_json(text)
+    if given["json"]:
+        from .wire.jobs import job_json
+
+        print(job_json(job, indent=2))
+    else:
+        from .render import status_table
+
+        status_table(job, wide=given["wide"])
+    return 0
+
+
+def _stored_finished_job(job_id: str) -> Job:
+    """In-process, a finished job from the job database alone, as client/local.py's status
+    answers it; Fallback for anything else (a running job needs systemd: the full CLI asks)."""
+    from .store import Store
+
+    store = Store().open()
+    try:
+        job, _ = store.get(store.resolve(job_id, None))  # root: every job
+    except Exception:
+        raise Fallback from None
+    finally:
+        store.close()
+    if not job.outcome.state.finished:
+        raise Fallback
+    return job
+
+
+def list_(args: list[str]) -> int:
+    given, extra = _flags(
+        args, {"--json": "json", "--all": "all", "-a": "all", "--wide": "wide", "-w": "wide"}
+    )
+    if extra:
+        raise Fallback
+    from .wire.jobs import jobs_from_json
+
+    (text,) = ask_readonly(daemon_bus(), "List", [given["all"]])
+    jobs = jobs_from_json(text)
+    if given["json"]:
+        from .wire.jobs import jobs_json
+
+        print(jobs_json(jobs, indent=2))
+    else:
+        from .render import list_table
+
+        list_table(jobs, wide=given["wide"])
+    return 0
+
+
+# jobrund's Logs pipe (wire/logs.py, whose imports cost ~40 ms): a frame's header, END, and the
+# terminator of each record kind (LINE_BREAKS' order: newline, nul, line-max, eof, pid-change).
+FRAME = "!BQHI"
+FRAME_END = 100
+TERMINATORS = (b"\n", b"\0", b"", b"", b"")
+MAX_BUFFERED = 1 << 20
+
+
+def logs(args: list[str]) -> int:
+    """`logs ID` and `logs --tail N ID` of a job whose output fits MAX_BUFFERED: all of it is
+    read before the first byte is printed, so that anything else (more output, an error, jobrund
+    going away mid-stream) can still go to the full CLI, which reads it again from the start."""
+    import struct
+
+    tail: int | None = None
+    ids = []
+    i = 0
+    while i < len(args):
+        if args[i] in ("--tail", "-n") and i + 1 < len(args) and args[i + 1].isdigit():
+            if tail is not None or not args[i + 1].isascii():
+                raise Fallback
+            tail = int(args[i + 1])
+            i += 1
+        elif args[i].startswith("-"):
+            raise Fallback
+        else:
+            ids.append(args[i])
+        i += 1
+    if len(ids) != 1:
+        raise Fallback
+    from .client.blocking import Variant
+    from .errors import JobrunError
+
+    options = {"follow": Variant("b", False), "batch_cursors": Variant("b", True)}
+    if tail is not None:
+        options["tail"] = Variant("x", tail)
+    bus = daemon_bus()
+    try:
+        try:
+            (index,) = call(bus, "Logs", [ids[0], options])
+        except JobrunError:
+            raise Fallback from None
+        fd = bus.take_fd(index)
+    finally:
+        bus.close()
+    header = struct.Struct(FRAME)
+    out: list[bytes] = []
+    data, at, ended = b"", 0, False
+    with open(fd, "rb", buffering=0) as pipe:
+        while not ended:
+            chunk = pipe.read(1 << 16)
+            if not chunk or len(data) > MAX_BUFFERED:
+                raise Fallback  # jobrund went away (the full CLI resumes), or too much to hold
+            data += chunk
+            while len(data) - at >= header.size:
+                kind, _, clen, mlen = header.unpack_from(data, at)
+                stop = at + header.size + clen + mlen
+                if stop > len(data):
+                    break  # the rest of the frame is still to come
+                if kind >= len(TERMINATORS):
+                    if kind != FRAME_END:
+                        raise Fallback  # an error: the full CLI says it
+                    ended = True
+                    break
+                out.append(data[stop - mlen : stop] + TERMINATORS[kind])
+                at = stop
+    try:
+        sys.stdout.buffer.write(b"".join(out))
+        sys.stdout.buffer.flush()
+    except BrokenPipeError:  # as cli/logs.py: `jobrun logs ID | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 0
+
+
+def start(args: list[str]) -> int:
+    values, name, command = _start_options(args)
+    if command and "/" in command[0] and not command[0].startswith("/"):
+        command[0] = os.path.abspath(command[0])  # as cli/settings.py's parse
+    from .errors import JobrunError
+    from .properties import build_spec, check_paths
+
+    try:
+        if values.get("workdir") is None:
+            values["workdir"] = os.getcwd()
+        spec = build_spec(command, name=name, **values)
+        check_paths(spec, as_root=os.geteuid() == 0)
+    except (JobrunError, OSError):
+        raise Fallback from None  # the full CLI says what is wrong
+    options = {k: _variant(v) for k, v in values.items() if v is not None and v != []}
+    if name is not None:
+        options["name"] = _variant(name)
+    bus = daemon_bus()
+    global _sent
+    _sent = True
+    try:
+        (text,) = call(bus, "Start", [command, options])
+    except JobrunError as e:
+        from .cli.common import err
+
+        err(f"jobrun: {e.message}")
+        if e.hint:
+            err(f"  hint: {e.hint}")
+        return e.exit_code
+    finally:
+        bus.close()
+    from .wire.jobs import job_from_json
+
+    print(job_from_json(text).id)
+    return 0
+
+
+def _start_options(args: list[str]) -> tuple[dict[str, Any], str | None, list[str]]:
+    """The settings (by field: text, a switch's bool, a list for repeatable ones, None where
+    not given), the name and the command, as click parses `start`'s options generated from the
+    settings table (cli/settings.py): options first, the command from the first argument that
+    is not one, or after `--`."""
+    from .properties import SETTINGS
+
+    takes_value: dict[str, tuple[str, bool]] = {"--name": ("name", False)}  # field, repeatable
+    switches: dict[str, tuple[str, bool]] = {}  # field, its value
+    for s in SETTINGS:
+        if s.signature == "b":
+            on, off = s.flags.split("/")
+            switches[on], switches[off] = (s.field, True), (s.field, False)
+        else:
+            for flag in s.flags.split("/"):
+                takes_value[flag] = (s.field, s.repeat)
+    values: dict[str, Any] = {s.field: None for s in SETTINGS}
+    name = None
+    seen = set()
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            return values, name, args[i + 1 :]
+        if not arg.startswith("-") or arg == "-":
+            return values, name, args[i:]
+        # click: "--opt=VALUE" or "--opt VALUE"; a short option's value follows it ("-C DIR";
+        # the attached "-CDIR" is left to the full CLI)
+        flag, eq, value = arg.partition("=") if arg.startswith("--") else (arg, "", "")
+        if flag in switches and not eq:
+            values[switches[flag][0]] = switches[flag][1]
+        elif flag in takes_value:
+            field, repeat = takes_value[flag]
+            if not eq:
+                if i + 1 == len(args) or args[i + 1].startswith("-"):
+                    raise Fallback
+                i += 1
+                value = args[i]
+            if repeat:
+                values[field] = [*(values[field] or []), value]
+            elif field in seen:
+                raise Fallback  # given twice: the full CLI decides
+            elif field == "name":
+                name = value
+            else:
+                values[field] = value
+            seen.add(field)
+        else:
+            raise Fallback
+        i += 1
+    return values, name, []
+
+
+def _variant(value: Any) -> Any:
+    """A setting's value as Start's options carry it (as wire/dbus.py's `variant`)."""
+    from .client.blocking import Variant
+
+    if isinstance(value, bool):
+        return Variant("b", value)
+    if isinstance(value, list):
+        return Variant("as", [str(v) for v in value])
+    return Variant("s", str(value))
+
+
+COMMANDS = {"status": status, "list": list_, "logs": logs, "start": start}

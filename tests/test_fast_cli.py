@@ -1,0 +1,212 @@
+"""The CLI's fast path (fastcli.py) against its full path (the typer app, JOBRUN_CLI_FULL=1):
+the same command lines give the same stdout, stderr and exit status, byte for byte; as root in
+process, root and alice through jobrund, and root in auto mode. The command lines are made from
+the settings table (a good and a bad value of every setting) and the commands the fast path
+knows, with their errors: missing and unknown IDs, bad values, unknown options, --help."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+
+from jobrun.properties import SETTINGS
+
+from .helpers import as_user_cmd, daemon_env
+
+pytestmark = [pytest.mark.integration, pytest.mark.daemon]
+
+# (who, JOBRUN_MODE)
+CALLERS = [("root", "local"), ("root", "daemon"), ("alice", "daemon"), ("root", "auto")]
+ID = re.compile(r"[0-9a-z]{10}\n")
+
+# A value each setting takes, and one it refuses (or that its option cannot parse).
+GOOD: dict[str, list[str]] = {
+    "cpu_weight": ["--cpu-weight", "50"],
+    "memory_high": ["--memory-high=512M"],
+    "memory_max": ["--memory-max", "1G"],
+    "io_weight": ["--io-weight", "20"],
+    "tasks_max": ["--tasks-max", "64"],
+    "cpu_quota": ["--cpu-quota", "150%"],
+    "cpu_affinity": ["--cpu-affinity", "0"],
+    "network": ["--network"],
+    "private_tmp": ["--shared-tmp"],
+    "env": ["-E", "A=héllo ✓", "--env", "B=2", "--env=C=3"],
+    "workdir": ["-C", "/tmp"],
+    "stop_timeout": ["--stop-timeout", "5"],
+    "profile": ["--profile", "relaxed"],
+    "writable": ["--writable", "/tmp"],
+}
+BAD: dict[str, list[list[str]]] = {
+    "cpu_weight": [["--cpu-weight", "0"], ["--cpu-weight"]],
+    "memory_high": [["--memory-high", "5Q"], ["--memory-high", "2G", "--memory-max", "1G"]],
+    "memory_max": [["--memory-max", "-1"], ["--memory-max="]],
+    "io_weight": [["--io-weight", "x"]],
+    "tasks_max": [["--tasks-max", "99999999"]],
+    "cpu_quota": [["--cpu-quota", "150"]],
+    "cpu_affinity": [["--cpu-affinity", "a-b"]],
+    "network": [["--network=yes"]],
+    "private_tmp": [["--no-private-tmp"]],
+    "env": [["-E", "NOEQUALS"], ["-E"], ["-EA=1"]],
+    "workdir": [["-C", "/no/such/dir"], ["--workdir", "relative"]],
+    "stop_timeout": [["--stop-timeout", "-1"], ["--stop-timeout", "1", "--stop-timeout", "2"]],
+    "profile": [["--profile", "nope"]],
+    "writable": [["--writable", "/no/such/path"]],
+}
+
+
+def test_the_corpus_covers_every_setting() -> None:
+    assert set(GOOD) == set(BAD) == {s.field for s in SETTINGS}
+
+
+def start_lines() -> list[list[str]]:
+    good = [["start", *GOOD[s.field], "--", "true"] for s in SETTINGS]
+    good += [
+        ["start", "--", "true"],
+        ["start", "true"],
+        ["start", "--name", "héllo ✓", "sh", "-c", "exit 0", "--", "x"],
+        ["start", "--name=n", *[a for s in SETTINGS for a in GOOD[s.field]], "true"],
+    ]
+    bad = [["start", *b, "--", "true"] for s in SETTINGS for b in BAD[s.field]]
+    bad += [
+        ["start"],
+        ["start", "--"],
+        ["start", "--help"],
+        ["start", "-h"],
+        ["start", "--bogus", "--", "true"],
+        ["start", "--name"],
+        ["start", "--", "./no-such-program"],
+        ["start", "--name", "a\nb", "--", "true"],
+    ]
+    return good + bad
+
+
+def read_lines(job: str, big: str) -> list[list[str]]:
+    lines = [["--version"], [], ["--help"], ["-h"], ["bogus"], ["--remote"]]
+    for flags in ([], ["--json"], ["-w"], ["--wide"], ["--json", "--wide"]):
+        lines += [["status", job, *flags], ["status", *flags, job]]
+    lines += [
+        ["status"],
+        ["status", "0" * 10],
+        ["status", job[:4]],
+        ["status", "zz"],
+        ["status", job, "extra"],
+        ["status", "--bogus", job],
+        ["status", "--help"],
+        ["status", "--", job],
+        ["status", "-wj", job],
+        ["status", "--json=1", job],
+    ]
+    for flags in ([], ["--json"], ["-a"], ["--all", "--json"], ["-w"], ["-a", "-w"], ["-aw"]):
+        lines.append(["list", *flags])
+    lines += [["list", "extra"], ["list", "--help"], ["list", "--bogus"]]
+    logs_flags: list[list[str]] = [[], ["--tail", "1"], ["-n", "0"], ["-n", "2", "--tail", "1"]]
+    logs_flags += [["-n", "x"], ["-n", "-1"], ["--json"], ["-f"], ["--tail", "1", "--since", "5m"]]
+    for flags in logs_flags:
+        lines += [["logs", job, *flags], ["logs", *flags, job]]
+    lines += [["logs"], ["logs", "0" * 10], ["logs", job, "extra"], ["logs", "--help"]]
+    lines += [["logs", big], ["logs", "-n", "3", big]]  # more than the fast path holds
+    return lines
+
+
+def jobrun(who: str, mode: str, args: list[str], full: bool) -> subprocess.CompletedProcess[str]:
+    env = daemon_env() if mode != "local" else dict(os.environ)
+    env.update(JOBRUN_MODE=mode, COLUMNS="100")
+    env.pop("JOBRUN_CLI_FULL", None)
+    if full:
+        env["JOBRUN_CLI_FULL"] = "1"
+    argv = as_user_cmd(who, sys.executable, "-m", "jobrun", *args)
+    return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=60, cwd="/")
+
+
+def same(who: str, mode: str, args: list[str]) -> subprocess.CompletedProcess[str]:
+    fast = jobrun(who, mode, args, full=False)
+    full = jobrun(who, mode, args, full=True)
+    got = (fast.returncode, fast.stdout, fast.stderr)
+    assert got == (full.returncode, full.stdout, full.stderr), (who, mode, args)
+    return fast
+
+
+OUTPUT = "printf 'héllo ✓\\nline two\\000nul\\nno newline'"
+
+
+def finished_job(who: str, mode: str, command: str = "true") -> str:
+    proc = jobrun(who, mode, ["start", "--", "sh", "-c", command], full=True)
+    assert proc.returncode == 0, proc.stderr
+    job = proc.stdout.strip()
+    assert jobrun(who, mode, ["wait", job], full=True).returncode == 0
+    return job
+
+
+def comparable(who: str, mode: str, job: str) -> dict[str, Any]:
+    jobrun(who, mode, ["wait", job], full=True)
+    d = json.loads(jobrun(who, mode, ["status", "--json", job], full=True).stdout)
+    fields = ("name", "state", "exit_code", "reason", "command", "owner", "uid", "limits")
+    return {k: d[k] for k in fields}
+
+
+@pytest.mark.parametrize(("who", "mode"), CALLERS)
+def test_reading_commands_are_byte_for_byte_the_full_clis(who: str, mode: str) -> None:
+    job = finished_job(who, mode, OUTPUT)
+    big = finished_job(who, mode, "seq 1 200000")
+    for args in read_lines(job, big):
+        same(who, mode, args)
+
+
+@pytest.mark.parametrize(("who", "mode"), CALLERS)
+def test_start_is_the_full_clis(who: str, mode: str) -> None:
+    for args in start_lines():
+        fast = jobrun(who, mode, args, full=False)
+        full = jobrun(who, mode, args, full=True)
+        assert (fast.returncode, fast.stderr) == (full.returncode, full.stderr), (who, mode, args)
+        if not (fast.returncode == 0 and ID.fullmatch(fast.stdout)):
+            assert fast.stdout == full.stdout, args  # an error, or --help
+            continue
+        assert ID.fullmatch(full.stdout), full.stdout
+        started = [comparable(who, mode, p.stdout.strip()) for p in (fast, full)]
+        assert started[0] == started[1], args
+
+
+FAST = [
+    ["--version"],
+    ["status", "JOB"],
+    ["status", "--json", "JOB"],
+    ["list"],
+    ["list", "--json"],
+    ["logs", "OUTPUT"],
+    ["logs", "-n", "1", "OUTPUT"],
+    ["start", "--", "true"],
+    ["start", "--memory-max", "1G", "-E", "A=1", "--", "true"],
+]
+
+
+@pytest.mark.parametrize(
+    ("who", "mode", "args"),
+    [("root", "daemon", a) for a in FAST]
+    + [("alice", "daemon", a) for a in FAST]
+    + [("root", "local", ["status", "JOB"]), ("root", "local", ["status", "--json", "JOB"])],
+)
+def test_the_common_commands_take_the_fast_path(who: str, mode: str, args: list[str]) -> None:
+    """No typer, click, rich, asyncio or dbus-fast imported for them (through jobrund; the
+    status of a finished job in process)."""
+    # (the status of a job whose command is not ASCII prints through rich: render.py)
+    for placeholder, command in (("JOB", "true"), ("OUTPUT", OUTPUT)):
+        if placeholder in args:
+            job = finished_job(who, mode, command)
+            args = [job if a == placeholder else a for a in args]
+    env = daemon_env() if mode != "local" else dict(os.environ)
+    env.update(JOBRUN_MODE=mode, PYTHONPROFILEIMPORTTIME="1")
+    argv = as_user_cmd(who, sys.executable, "-m", "jobrun", *args)
+    proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=60, cwd="/")
+    assert proc.returncode == 0, proc.stderr
+    imported = {
+        line.split("|")[-1].strip()
+        for line in proc.stderr.splitlines()
+        if line.startswith("import time:")
+    }
+    assert not imported & {"typer", "click", "rich", "asyncio", "dbus_fast"}, sorted(imported)
