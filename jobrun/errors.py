@@ -151,3 +151,14 @@ def error_from_name(name: str | None, text: str) -> JobrunError:
     if cls is JobrunError and name and not name.startswith("org.jobrun."):
         message = f"{message} ({name})"
     return cls(message, hint)
+
+
+def reply_error(name: str | None, body: list[object] | tuple[object, ...]) -> JobrunError:
+    """The JobrunError of an error reply to a call to jobrund (the bus's, when jobrund is not
+    there to answer, included)."""
+    if name == "org.freedesktop.DBus.Error.ServiceUnknown":
+        return SystemdUnavailable(
+            "jobrund is not reachable on the system bus",
+            "is the package installed? systemctl status jobrund",
+        )
+    return error_from_name(name, str(body[0]) if body else "")

@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from .. import dbus_api as api
-from ..errors import SystemdUnavailable, error_from_name
+from ..errors import SystemdUnavailable, error_from_name, reply_error
 from .backend import Backend, resume_after
 
 if TYPE_CHECKING:
@@ -64,13 +64,7 @@ class DaemonBackend(Backend):
         if reply is None:
             raise SystemdUnavailable("no reply from jobrund")
         if reply.message_type == MessageType.ERROR:
-            text = str(reply.body[0]) if reply.body else ""
-            if reply.error_name == "org.freedesktop.DBus.Error.ServiceUnknown":
-                raise SystemdUnavailable(
-                    "jobrund is not reachable on the system bus",
-                    "is the package installed? systemctl status jobrund",
-                )
-            raise error_from_name(reply.error_name, text)
+            raise reply_error(reply.error_name, reply.body)
         return list(reply.body)
 
     async def start(self, command: list[str], name: str | None, values: dict[str, Any],

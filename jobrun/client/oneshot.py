@@ -74,7 +74,7 @@ def call(bus: Connection, member: str, body: list[Any]) -> list[Any]:
     """A method of jobrund's: its reply's body, or the JobrunError its error stands for (as
     client/dbus.py's DaemonBackend.call)."""
     from .. import dbus_api as api
-    from ..errors import SystemdUnavailable, error_from_name
+    from ..errors import SystemdUnavailable, reply_error
     from .blocking import ALLOW_INTERACTIVE_AUTHORIZATION, ERROR, BusError
 
     try:
@@ -84,13 +84,7 @@ def call(bus: Connection, member: str, body: list[Any]) -> list[Any]:
     except (OSError, BusError) as e:
         raise SystemdUnavailable(f"lost the system bus: {e!r}") from e
     if reply.kind == ERROR:
-        text = str(reply.body[0]) if reply.body else ""
-        if reply.error_name == "org.freedesktop.DBus.Error.ServiceUnknown":
-            raise SystemdUnavailable(
-                "jobrund is not reachable on the system bus",
-                "is the package installed? systemctl status jobrund",
-            )
-        raise error_from_name(reply.error_name, text)
+        raise reply_error(reply.error_name, reply.body)
     return reply.body
 
 
