@@ -40,7 +40,7 @@ class RemoteBackend(Backend):
         except ImportError as e:
             raise RemoteUnavailable(
                 "--remote needs the grpclib and protobuf packages",
-                "pip install 'jobrun[remote]' (docs/REMOTE.md)",
+                "apt-get install python3-grpclib python3-protobuf (docs/REMOTE.md)",
             ) from e
         from .. import tls
 
