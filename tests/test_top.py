@@ -187,3 +187,31 @@ def test_metrics_file_on_updated_valid_and_gone_when_off(stop_after: list[str]) 
     finally:
         CONFIG.unlink(missing_ok=True)
         _restart_jobrund()
+
+
+@pytest.mark.daemon
+def test_over_the_remote_api_each_identity_sees_its_own_an_admin_all(
+    stop_after: list[str],
+) -> None:
+    from .remote_helpers import remote_jobrund
+
+    with remote_jobrund() as remote:
+
+        def start_remote(name: str) -> str:
+            proc = remote.cli(name, "start", "--", "sleep", "300")
+            assert proc.returncode == 0, proc.stderr
+            return proc.stdout.strip()
+
+        def top_remote(name: str) -> dict[str, dict[str, Any]]:
+            proc = remote.cli(name, "top", "--once", "--json", "--interval", "0.2")
+            assert proc.returncode == 0, proc.stderr
+            return {row["id"]: row for row in json.loads(proc.stdout)}
+
+        alice, bob = start_remote("alice"), start_remote("bob")
+        stop_after += [alice, bob]
+        mine = top_remote("alice")
+        assert alice in mine and bob not in mine
+        assert mine[alice]["user"] == "remote:alice" and mine[alice]["tasks"] >= 1
+        assert {alice, bob} <= set(top_remote("carol"))
+        # A local alice is not remote:alice: neither sees the other's jobs.
+        assert alice not in top_once(user="alice")
