@@ -73,6 +73,10 @@ def _printable(text: str) -> str:
     return "".join(c if c.isprintable() else "?" for c in text)
 
 
+# The columns before the sparkline, with their spaces.
+FIXED_WIDTH = 10 + 1 + 12 + 1 + 7 + 1 + 6 + 1 + 7 + 1 + 7 + 1 + 8 + 1 + 8 + 1 + 5 + 2
+
+
 class Screen:
     """The rows of one refresh, with each job's CPU history."""
 
@@ -98,17 +102,16 @@ class Screen:
     def lines(self, sort: str, width: int, height: int) -> tuple[str, list[str]]:
         """(the header, the job lines) fitting width × height."""
         rows = sorted(self.rows, key=_sort_key(sort))[: max(0, height)]
-        fixed = 10 + 1 + 12 + 1 + 6 + 1 + 6 + 1 + 7 + 1 + 7 + 1 + 8 + 1 + 8 + 1 + 5 + 2
-        spark = max(0, min(self.length, width - fixed))
+        spark = max(0, min(self.length, width - FIXED_WIDTH))
         header = (
-            f"{'ID':<10} {'USER':<12} {'STATE':<6} {'CPU%':>6} {'MEM':>7} {'LIMIT':>7} "
+            f"{'ID':<10} {'USER':<12} {'STATE':<7} {'CPU%':>6} {'MEM':>7} {'LIMIT':>7} "
             f"{'READ/s':>8} {'WRITE/s':>8} {'TASKS':>5}  {'CPU, last minute':<{spark}}"
         )
         out = []
         for s, r in rows:
             cpu = "-" if r.cpu_percent is None else f"{r.cpu_percent:.1f}"
             out.append(
-                f"{s.id:<10} {_printable(s.user)[:12]:<12} {s.state[:6]:<6} {cpu:>6} "
+                f"{s.id:<10} {_printable(s.user)[:12]:<12} {s.state[:7]:<7} {cpu:>6} "
                 f"{size(s.memory_bytes):>7} {size(s.memory_max):>7} "
                 f"{size(r.io_read_rate):>8} {size(r.io_write_rate):>8} "
                 f"{'-' if s.tasks is None else s.tasks:>5}  "
@@ -249,7 +252,7 @@ def top(
         return
     screen = Screen(interval)
     screen.rows = rows
-    header, lines = screen.lines(sort, 200, len(rows))
+    header, lines = screen.lines(sort, FIXED_WIDTH, len(rows))  # no history: no sparkline
     print(header.rstrip())
     for line in lines:
         print(line.rstrip())
