@@ -144,10 +144,6 @@ class Layout:
         self.freezer_v1_jobs = f"{r}/freezer/{SLICE}"
         self.freezer_v1: str | None = None  # the v1 freezer, where jobs have groups in it
 
-    @property
-    def io_available(self) -> bool:
-        return self.v2
-
     def job_dirs(self) -> dict[str, str]:
         """job ID → its cgroup's path below the root, for every job unit that has a cgroup."""
         out: dict[str, str] = {}
