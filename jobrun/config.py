@@ -13,6 +13,11 @@
     [groups.students]         # …or for members of a group (a user's entry wins over a group's)
     memory_max = "512M"
 
+    [metrics]                 # Prometheus text files for node-exporter (metrics.py); off without
+    enabled = true
+    path = "/var/lib/prometheus/node-exporter"   # the textfile collector's directory (default)
+    interval = 15             # seconds between writes (default)
+
     [remote]                  # the gRPC API (daemon/grpc.py, docs/REMOTE.md); off without it
     listen = "0.0.0.0:7443"
     certificate = "/etc/jobrun/remote/server.crt"
@@ -224,6 +229,39 @@ def _parse_remote(t: dict[str, Any], path: Path) -> RemoteConfig:
     )
 
 
+METRICS_PATH = "/var/lib/prometheus/node-exporter"  # Debian's prometheus-node-exporter reads it
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    path: str = METRICS_PATH
+    interval: float = 15.0
+
+
+def _parse_metrics(t: dict[str, Any], path: Path) -> MetricsConfig | None:
+    where = f"{path}: metrics"
+    unknown = set(t) - {"enabled", "path", "interval"}
+    if unknown:
+        raise InvalidArgument(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
+    enabled = t.get("enabled", False)
+    if not isinstance(enabled, bool):
+        raise InvalidArgument(f"{where}.enabled must be true or false")
+    directory = t.get("path", METRICS_PATH)
+    if (
+        not isinstance(directory, str)
+        or not directory.startswith("/")
+        or len(directory) > 1024
+        or any(not c.isprintable() for c in directory)
+    ):
+        raise InvalidArgument(f"{where}.path must be an absolute directory path")
+    interval = t.get("interval", 15)
+    if isinstance(interval, bool) or not isinstance(interval, int | float):
+        raise InvalidArgument(f"{where}.interval must be a number of seconds")
+    if not 1 <= interval <= 3600:
+        raise InvalidArgument(f"{where}.interval must be 1 to 3600 seconds")
+    return MetricsConfig(os.path.normpath(directory), float(interval)) if enabled else None
+
+
 @dataclass(frozen=True)
 class Config:
     defaults: dict[str, Any] = field(default_factory=dict)
@@ -232,6 +270,7 @@ class Config:
     groups: dict[str, Caps] = field(default_factory=dict)
     source: str = "(built-in defaults)"
     remote: RemoteConfig | None = None
+    metrics: MetricsConfig | None = None  # None: off
 
     @classmethod
     def load(cls, path: Path | None = None) -> Config:
@@ -242,7 +281,7 @@ class Config:
             return cls()
         except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
             raise InvalidArgument(f"cannot read {path}: {e}") from e
-        unknown = set(data) - {"defaults", "limits", "users", "groups", "remote"}
+        unknown = set(data) - {"defaults", "limits", "users", "groups", "remote", "metrics"}
         if unknown:
             raise InvalidArgument(f"{path}: unknown section(s) {', '.join(sorted(unknown))}")
         defaults = {}
@@ -257,6 +296,7 @@ class Config:
             groups={g: _parse_caps(t, f"groups.{g}") for g, t in data.get("groups", {}).items()},
             source=str(path),
             remote=_parse_remote(data["remote"], path) if "remote" in data else None,
+            metrics=_parse_metrics(data["metrics"], path) if "metrics" in data else None,
         )
 
     def caps_for(self, user: str) -> Caps:

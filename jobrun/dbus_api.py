@@ -48,6 +48,8 @@ METHODS: dict[str, Method] = {
         Method("Logs", "logs", (("id", "s"), ("options", "a{sv}")), (("fd", "h"),)),
         # JobChanged signals for the caller's jobs, until it disconnects
         Method("Subscribe", "subscribe"),
+        # JSON list of usage samples (wire/usage.py) of the caller's running jobs (`top`)
+        Method("Usage", "usage", (), (("samples", "s"),)),
         # the caller's user name and whether it may manage every job
         Method("Whoami", "whoami", (), (("user", "s"), ("admin", "b"))),
     )

@@ -20,6 +20,7 @@ from dbus_fast import Message
 
 from . import envfile
 from . import outcome as oc
+from . import usage as usage_
 from .caller import Caller as Caller
 from .caller import scope
 from .config import slice_properties
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
     from .journal import Record
 
     Batch = list[Record]  # `list` is a method name in the classes below
+    Samples = list[usage_.Sample]
 
 _UNIT_PATH = "/org/freedesktop/systemd1/unit/" + UNIT_PREFIX.replace("-", "_2d")
 
@@ -265,6 +267,12 @@ class Manager:
             if active in oc.ACTIVE_STATES or queued == "start"  # started, not yet run
         ]
         return self.store.count_owned(running, *scope(replace(caller, admin=False)))
+
+    async def usage(self, caller: Caller | None = None) -> Samples:
+        """A sample of each running job the caller may see (usage.py: the cgroups' counters,
+        read on the loop: a few small sysfs reads per job, no question to systemd)."""
+        uid, owner = scope(caller or Caller.current())
+        return usage_.samples(lambda ids: self.store.owners_of(ids, uid, owner))
 
     async def stop(
         self, job_id: str, caller: Caller | None = None, timeout: float | None = None

@@ -294,3 +294,26 @@ class Store:
             args.append(_iso(since))
         rows = self.db.execute(sql + " ORDER BY created_at", args).fetchall()
         return [self._row_to_job(r) for r in rows]
+
+    def owners_of(
+        self, job_ids: list[str], owner_uid: int | None = None, owner: str | None = None
+    ) -> dict[str, str]:
+        """{ID: owner} of those of these jobs that belong to `owner_uid` and/or `owner` (all
+        of them if both are None): the jobs `top` may show a caller (usage.py)."""
+        out: dict[str, str] = {}
+        for i in range(0, len(job_ids), 500):  # SQLite's limit on bound parameters
+            chunk = job_ids[i : i + 500]
+            args: list[Any] = list(chunk)
+            marks = ",".join("?" * len(chunk))
+            sql = self._owned(f"SELECT id, owner FROM jobs WHERE id IN ({marks})", args,
+                              owner_uid, owner)  # fmt: skip
+            out.update((str(r[0]), str(r[1])) for r in self.db.execute(sql, args))
+        return out
+
+    def count_by_state(self) -> dict[str, int]:
+        """How many jobs the store holds by their recorded outcome's state ("" for those
+        without one: running, or ended and not yet asked about)."""
+        rows = self.db.execute(
+            "SELECT json_extract(outcome, '$.state'), COUNT(*) FROM jobs GROUP BY 1"
+        ).fetchall()
+        return {str(state or ""): int(n) for state, n in rows}

@@ -14,9 +14,11 @@ from ..model import flatten
 if TYPE_CHECKING:
     from ..journal import Record
     from ..model import Job
+    from ..usage import Sample
 
     Batch = list[Record]  # `list` is a method name in the class below
     Jobs = list[Job]
+    Samples = list[Sample]
 
 # Asking again after the server went away mid-stream (jobrund restarted): ~2 min in all.
 RESUME_RETRIES = 50
@@ -38,6 +40,7 @@ class Backend(Protocol):
     async def status(self, job_id: str) -> Job: ...
     async def list(self, all: bool) -> Jobs: ...
     async def wait(self, job_id: str) -> Job: ...
+    async def usage(self) -> Samples: ...
     def log_batches(
         self,
         job_id: str,

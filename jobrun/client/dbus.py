@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from dbus_fast.aio import MessageBus
 
     from ..model import Job
-    from .backend import Batch, Jobs
+    from .backend import Batch, Jobs, Samples
 
 MAX_PENDING_CALLS = 64  # per bus connection (dbus-daemon allows 128)
 PIPE_SIZE = 1 << 20  # of the pipe jobrund sends output through
@@ -101,6 +101,12 @@ class DaemonBackend(Backend):
 
         (jobs,) = await self.call("List", [all])
         return jobs_from_json(jobs)
+
+    async def usage(self) -> Samples:
+        from ..wire.usage import samples_from_json
+
+        (samples,) = await self.call("Usage", [])
+        return samples_from_json(samples)
 
     def _on_message(self, msg: Message) -> bool:
         from dbus_fast import MessageType

@@ -14,7 +14,8 @@ from .backend import Backend
 if TYPE_CHECKING:
     from ..manager import Manager
     from ..model import Job
-    from .backend import Batch, Jobs
+    from ..store import Store
+    from .backend import Batch, Jobs, Samples
 
 
 class LocalBackend(Backend):
@@ -25,6 +26,7 @@ class LocalBackend(Backend):
 
     def __init__(self, manager: Manager | None = None) -> None:
         self._manager = manager
+        self._store: Store | None = None  # `top` without a Manager
 
     @classmethod
     async def open(cls) -> LocalBackend:
@@ -75,6 +77,19 @@ class LocalBackend(Backend):
     async def list(self, all: bool) -> Jobs:
         return await (await self._m()).list(all=all)
 
+    async def usage(self) -> Samples:
+        """Read in this process (root: every job); the store alone, no bus (usage.py)."""
+        if self._manager is not None:
+            return await self._manager.usage()
+        from ..caller import Caller, scope
+        from ..store import Store
+        from ..usage import samples
+
+        if self._store is None:
+            self._store = Store().open()
+        store, (uid, owner) = self._store, scope(Caller.current())
+        return samples(lambda ids: store.owners_of(ids, uid, owner))
+
     async def wait(self, job_id: str) -> Job:
         return await (await self._m()).wait(job_id)
 
@@ -97,5 +112,7 @@ class LocalBackend(Backend):
                 yield batch
 
     async def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
         if self._manager is not None:
             await self._manager.close()

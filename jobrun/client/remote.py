@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from grpclib.client import Channel
 
     from ..model import Job
-    from .backend import Batch, Jobs
+    from .backend import Batch, Jobs, Samples
     from .target import Remote
 
 
@@ -183,6 +183,13 @@ class RemoteBackend(Backend):
 
         reply = await self._unary("List", pb.ListRequest(all=all), pb.ListResponse)
         return [job_from_proto(j) for j in reply.jobs]
+
+    async def usage(self) -> Samples:
+        from ..v1 import jobrun_pb2 as pb
+        from ..wire.usage import sample_from_proto
+
+        reply = await self._unary("Usage", pb.UsageRequest(), pb.UsageResponse)
+        return [sample_from_proto(s) for s in reply.samples]
 
     async def wait(self, job_id: str) -> Job:
         """Poll the job's status until it has ended. Once jobrund has answered, a dropped

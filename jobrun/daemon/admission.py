@@ -37,6 +37,7 @@ ACTIONS: dict[str, tuple[str, str]] = {
     "list_jobs": _MANAGE,
     "logs": _MANAGE,
     "subscribe": _MANAGE,
+    "usage": _MANAGE,  # the caller's own running jobs, or an admin's every one
 }
 
 

@@ -220,6 +220,11 @@ class Daemon(FairShare):
             self._subscribers[msg.sender] = caller
         return []
 
+    async def usage(self, msg: Message, caller: Caller) -> list[Any]:
+        from ..wire.usage import samples_json
+
+        return [samples_json(await self.manager.usage(caller))]
+
     async def whoami(self, msg: Message, caller: Caller) -> list[Any]:
         return [caller.user, caller.admin]
 

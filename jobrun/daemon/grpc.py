@@ -31,6 +31,7 @@ from ..manager import Caller, Manager
 from ..properties import as_input, build_spec
 from ..v1 import jobrun_pb2 as pb
 from ..wire.proto import ERROR_KEY, SERVICE, job_to_proto, options_from_proto, record_to_proto
+from ..wire.usage import sample_to_proto
 from .admission import admit
 from .fairshare import PER_UID_ACTIVE, PER_UID_QUEUED, PER_UID_STREAMS
 
@@ -134,6 +135,7 @@ class JobsService:
             f"/{SERVICE}/Kill": unary(self.kill, pb.KillRequest, pb.KillResponse),
             f"/{SERVICE}/Status": unary(self.status, pb.StatusRequest, pb.StatusResponse),
             f"/{SERVICE}/List": unary(self.list, pb.ListRequest, pb.ListResponse),
+            f"/{SERVICE}/Usage": unary(self.usage, pb.UsageRequest, pb.UsageResponse),
             f"/{SERVICE}/Logs": Handler(
                 logs, Cardinality.UNARY_STREAM, pb.LogsRequest, pb.LogsResponse
             ),
@@ -238,6 +240,11 @@ class JobsService:
     async def list(self, req: pb.ListRequest, caller: Caller) -> pb.ListResponse:
         jobs = await self.manager.list(caller, all=req.all)
         return pb.ListResponse(jobs=[job_to_proto(j) for j in jobs])
+
+    async def usage(self, req: pb.UsageRequest, caller: Caller) -> pb.UsageResponse:
+        # The caller's own jobs (a remote identity's, not its run_as user's), or an admin's all.
+        samples = await self.manager.usage(caller)
+        return pb.UsageResponse(samples=[sample_to_proto(s) for s in samples])
 
     async def logs(self, stream: Stream[Any, Any], req: pb.LogsRequest, caller: Caller) -> None:
         """Records in batches as the reader has them at hand (at most MAX_BATCH per message), so

@@ -43,6 +43,12 @@ async def _serve(stack: contextlib.ExitStack) -> None:
     remote = None
     if config.remote is not None:
         remote = await remote_api.serve(manager, config, server_tls)
+    exporter = None
+    if config.metrics is not None:
+        from ..metrics import export
+
+        exporter = asyncio.get_running_loop().create_task(export(manager, config.metrics))
+        log.info("metrics every %gs in %s", config.metrics.interval, config.metrics.path)
     log.info("jobrund ready on the system bus as %s (config: %s)", api.BUS_NAME, config.source)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -52,6 +58,10 @@ async def _serve(stack: contextlib.ExitStack) -> None:
     stopper = loop.create_task(stop.wait())
     await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
     log.info("jobrund stopping; running jobs keep running")
+    if exporter is not None:
+        exporter.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await exporter
     if remote is not None:
         remote.close()
         await remote.wait_closed()

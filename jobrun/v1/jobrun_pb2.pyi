@@ -220,6 +220,42 @@ class Usage(_message.Message):
     tasks: int
     def __init__(self, cpu_seconds: _Optional[float] = ..., memory_bytes: _Optional[int] = ..., tasks: _Optional[int] = ..., io_read_bytes: _Optional[int] = ..., io_write_bytes: _Optional[int] = ...) -> None: ...
 
+class UsageRequest(_message.Message):
+    __slots__ = []
+    def __init__(self) -> None: ...
+
+class UsageResponse(_message.Message):
+    __slots__ = ["samples"]
+    SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    samples: _containers.RepeatedCompositeFieldContainer[UsageSample]
+    def __init__(self, samples: _Optional[_Iterable[_Union[UsageSample, _Mapping]]] = ...) -> None: ...
+
+class UsageSample(_message.Message):
+    __slots__ = ["at", "cpu_seconds", "group", "id", "io_read_bytes", "io_write_bytes", "memory_bytes", "memory_max", "state", "tasks", "user"]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    CPU_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    IO_READ_BYTES_FIELD_NUMBER: _ClassVar[int]
+    IO_WRITE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_MAX_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    TASKS_FIELD_NUMBER: _ClassVar[int]
+    USER_FIELD_NUMBER: _ClassVar[int]
+    at: float
+    cpu_seconds: float
+    group: str
+    id: str
+    io_read_bytes: int
+    io_write_bytes: int
+    memory_bytes: int
+    memory_max: int
+    state: str
+    tasks: int
+    user: str
+    def __init__(self, id: _Optional[str] = ..., user: _Optional[str] = ..., state: _Optional[str] = ..., at: _Optional[float] = ..., cpu_seconds: _Optional[float] = ..., memory_bytes: _Optional[int] = ..., memory_max: _Optional[int] = ..., tasks: _Optional[int] = ..., io_read_bytes: _Optional[int] = ..., io_write_bytes: _Optional[int] = ..., group: _Optional[str] = ...) -> None: ...
+
 class JobState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = []
 
