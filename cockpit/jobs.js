@@ -3,8 +3,8 @@
  * Everything goes through jobrund's D-Bus API on the system bus (org.jobrun.Manager1), called by
  * cockpit's bridge as the logged-in user: jobrund and its polkit rules decide what this user may
  * see and do, exactly as for the CLI. A job's output is the CLI's `jobrun logs --follow`, run as
- * that user (cockpit.spawn): jobrund's Logs method hands over a pipe as a unix fd, which cockpit's
- * D-Bus channel does not carry (docs/DESIGN.md). The start form is built from settings.json,
+ * that user (cockpit.spawn): jobrund's Logs method hands over a pipe as a unix fd, which cockpit.js
+ * cannot give a page (docs/DESIGN.md). The start form is built from settings.json,
  * which packaging/gen-cockpit-settings writes from the settings table.
  */
 "use strict";

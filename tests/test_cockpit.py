@@ -64,6 +64,18 @@ def test_page_files_are_the_packaged_ones() -> None:
     assert manifest["menu"]["index"]["label"] == "Jobs"
 
 
+def test_cockpit_package_version_and_depends_are_jobruns() -> None:
+    """cockpit-jobrun's version is jobrun's, and it needs that jobrun and a Cockpit bridge."""
+    import jobrun
+
+    changelog = (ROOT / "packaging/cockpit/debian/changelog").read_text()
+    assert changelog.startswith(f"cockpit-jobrun ({jobrun.__version__}) ")
+    control = (ROOT / "packaging/cockpit/debian/control").read_text()
+    assert f"jobrun (>= {jobrun.__version__})" in control
+    assert "cockpit-bridge (>= 287)" in control
+    assert "Architecture: all" in control
+
+
 def _missing() -> list[str]:
     return [p for p in (COCKPIT_WS, CHROMIUM, CHROMEDRIVER) if not Path(p).exists()]
 
