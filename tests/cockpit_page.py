@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import re
 import signal
 import subprocess
@@ -189,8 +190,10 @@ def page_failure_shown(b: Browser) -> Iterator[None]:
 
 
 def _installed_cli_state(user: str, job_id: str) -> str:
+    home = pwd.getpwnam(user).pw_dir
     out = subprocess.run(
         ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups",
+         "env", "-i", "PATH=/usr/bin:/bin", f"HOME={home}", "LANG=C.UTF-8",
          "jobrun", "status", "--json", job_id],
         capture_output=True, text=True, check=True, cwd="/", timeout=60,
     ).stdout  # fmt: skip
