@@ -99,7 +99,7 @@ def _config(text: str) -> Iterator[None]:
 @contextmanager
 def _page_installed() -> Iterator[None]:
     """The page where the package puts it, and `jobrun` on the bridge's PATH (this checkout's
-    CLI), in the sandbox's /usr overlay; alice's password in its /etc."""
+    CLI), in the sandbox's /usr overlay; alice's and carol's passwords in its /etc."""
     install.install()  # the overlays; refuses outside the sandbox
     INSTALLED.mkdir(parents=True)
     for name in PAGE_FILES:
@@ -113,7 +113,9 @@ def _page_installed() -> Iterator[None]:
     WRAPPER.parent.mkdir(parents=True, exist_ok=True)
     WRAPPER.write_text(f'#!/bin/sh\nPYTHONPATH={CLI_COPY} exec /usr/bin/python3 -m jobrun "$@"\n')
     WRAPPER.chmod(0o755)
-    subprocess.run(["chpasswd"], input=f"alice:{PASSWORD}\n", text=True, check=True)
+    subprocess.run(
+        ["chpasswd"], input=f"alice:{PASSWORD}\ncarol:{PASSWORD}\n", text=True, check=True
+    )
     try:
         yield
     finally:
@@ -133,7 +135,7 @@ def test_jobs_page_in_chromium_as_alice() -> None:
             pytrace=False,
         )
     with (
-        scratch_homes("alice", "bob"),
+        scratch_homes("alice", "bob", "carol"),
         _page_installed(),
         _config('[limits]\nmemory_max = "512M"\n'),
     ):
@@ -141,6 +143,7 @@ def test_jobs_page_in_chromium_as_alice() -> None:
         try:
             with cockpit_ws() as port, chromium() as b, page_failure_shown(b):
                 login(b, port, "alice", PASSWORD)
+                assert b.text("#whoami") == "As alice"  # not an admin
                 check_form(b, web_settings.table())
                 _check_cap(b)
                 check_bad_value(b)
@@ -155,6 +158,16 @@ def test_jobs_page_in_chromium_as_alice() -> None:
                 )
                 assert rows == [job_id]
                 assert "bobs-job" not in b.text("body")
+                # A job started elsewhere (the CLI) shows up by itself.
+                other = start_as("alice", "--name", "from-the-cli", "--", "sleep", "300")
+                b.wait_js(f"return !!document.querySelector('#jobs-body tr[data-id=\"{other}\"]')")
+                as_user("alice", "stop", other)
+            # An admin (carol, in jobrun-admin) sees everyone's jobs: bob's and alice's.
+            with cockpit_ws() as port, chromium() as b, page_failure_shown(b):
+                login(b, port, "carol", PASSWORD)
+                assert "manages every job" in b.text("#whoami")
+                b.wait_js(f"return !!document.querySelector('#jobs-body tr[data-id=\"{bobs}\"]')")
+                b.wait_js(f"return !!document.querySelector('#jobs-body tr[data-id=\"{job_id}\"]')")
         finally:
             as_user("bob", "stop", bobs)
         assert status_as("bob", bobs)["state"] == "stopped"
