@@ -9,6 +9,7 @@ import signal
 import sys
 
 from .. import dbus_api as api
+from .. import live
 from ..bus import connect_system_bus
 from ..config import Config
 from ..errors import JobrunError
@@ -43,6 +44,8 @@ async def _serve(stack: contextlib.ExitStack) -> None:
     remote = None
     if config.remote is not None:
         remote = await remote_api.serve(manager, config, server_tls)
+    # The accounting a job leaves behind: its cgroup's last reading (live.py, accounting.py).
+    sampler = asyncio.get_running_loop().create_task(live.sample_forever(manager))
     log.info("jobrund ready on the system bus as %s (config: %s)", api.BUS_NAME, config.source)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -52,6 +55,9 @@ async def _serve(stack: contextlib.ExitStack) -> None:
     stopper = loop.create_task(stop.wait())
     await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
     log.info("jobrund stopping; running jobs keep running")
+    sampler.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await sampler
     if remote is not None:
         remote.close()
         await remote.wait_closed()

@@ -14,53 +14,67 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16jobrun/v1/jobrun.proto\x12\tjobrun.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe9\x03\n\nJobOptions\x12\x17\n\ncpu_weight\x18\x01 \x01(\rH\x00\x88\x01\x01\x12\x18\n\x0bmemory_high\x18\x02 \x01(\x04H\x01\x88\x01\x01\x12\x17\n\nmemory_max\x18\x03 \x01(\x04H\x02\x88\x01\x01\x12\x16\n\tio_weight\x18\x04 \x01(\rH\x03\x88\x01\x01\x12\x16\n\ttasks_max\x18\x05 \x01(\x04H\x04\x88\x01\x01\x12\x16\n\tcpu_quota\x18\x06 \x01(\rH\x05\x88\x01\x01\x12\x14\n\x0c\x63pu_affinity\x18\x07 \x03(\r\x12\x14\n\x07network\x18\x08 \x01(\x08H\x06\x88\x01\x01\x12\x18\n\x0bprivate_tmp\x18\t \x01(\x08H\x07\x88\x01\x01\x12\x0b\n\x03\x65nv\x18\n \x03(\t\x12\x14\n\x07workdir\x18\x0b \x01(\tH\x08\x88\x01\x01\x12\x19\n\x0cstop_timeout\x18\x0c \x01(\x01H\t\x88\x01\x01\x12\x14\n\x07profile\x18\r \x01(\tH\n\x88\x01\x01\x12\x10\n\x08writable\x18\x0e \x03(\tB\r\n\x0b_cpu_weightB\x0e\n\x0c_memory_highB\r\n\x0b_memory_maxB\x0c\n\n_io_weightB\x0c\n\n_tasks_maxB\x0c\n\n_cpu_quotaB\n\n\x08_networkB\x0e\n\x0c_private_tmpB\n\n\x08_workdirB\x0f\n\r_stop_timeoutB\n\n\x08_profile\"\xd9\x01\n\x05Usage\x12\x18\n\x0b\x63pu_seconds\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x19\n\x0cmemory_bytes\x18\x02 \x01(\x04H\x01\x88\x01\x01\x12\x12\n\x05tasks\x18\x03 \x01(\x04H\x02\x88\x01\x01\x12\x1a\n\rio_read_bytes\x18\x04 \x01(\x04H\x03\x88\x01\x01\x12\x1b\n\x0eio_write_bytes\x18\x05 \x01(\x04H\x04\x88\x01\x01\x42\x0e\n\x0c_cpu_secondsB\x0f\n\r_memory_bytesB\x08\n\x06_tasksB\x10\n\x0e_io_read_bytesB\x11\n\x0f_io_write_bytes\"\x99\x04\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\x04name\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\x0c\n\x04unit\x18\x03 \x01(\t\x12\"\n\x05state\x18\x04 \x01(\x0e\x32\x13.jobrun.v1.JobState\x12\x16\n\texit_code\x18\x05 \x01(\x05H\x01\x88\x01\x01\x12\x13\n\x06signal\x18\x06 \x01(\tH\x02\x88\x01\x01\x12\x13\n\x06result\x18\x07 \x01(\tH\x03\x88\x01\x01\x12\x13\n\x06reason\x18\x08 \x01(\tH\x04\x88\x01\x01\x12\x0f\n\x07\x63ommand\x18\t \x03(\t\x12\r\n\x05owner\x18\n \x01(\t\x12\x0b\n\x03uid\x18\x0b \x01(\x03\x12.\n\ncreated_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstarted_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1a\n\rinvocation_id\x18\x0f \x01(\tH\x05\x88\x01\x01\x12%\n\x06limits\x18\x10 \x01(\x0b\x32\x15.jobrun.v1.JobOptions\x12\x1f\n\x05usage\x18\x11 \x01(\x0b\x32\x10.jobrun.v1.UsageB\x07\n\x05_nameB\x0c\n\n_exit_codeB\t\n\x07_signalB\t\n\x07_resultB\t\n\x07_reasonB\x10\n\x0e_invocation_id\"c\n\x0cStartRequest\x12\x0f\n\x07\x63ommand\x18\x01 \x03(\t\x12\x11\n\x04name\x18\x02 \x01(\tH\x00\x88\x01\x01\x12&\n\x07options\x18\x03 \x01(\x0b\x32\x15.jobrun.v1.JobOptionsB\x07\n\x05_name\",\n\rStartResponse\x12\x1b\n\x03job\x18\x01 \x01(\x0b\x32\x0e.jobrun.v1.Job\";\n\x0bStopRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x14\n\x07timeout\x18\x02 \x01(\x01H\x00\x88\x01\x01\x42\n\n\x08_timeout\"@\n\x0cStopResponse\x12\x1b\n\x03job\x18\x01 \x01(\x0b\x32\x0e.jobrun.v1.Job\x12\x13\n\x0bwas_running\x18\x02 \x01(\x08\")\n\x0bKillRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06signal\x18\x02 \x01(\x05\"@\n\x0cKillResponse\x12\x1b\n\x03job\x18\x01 \x01(\x0b\x32\x0e.jobrun.v1.Job\x12\x13\n\x0bwas_running\x18\x02 \x01(\x08\"C\n\nRunRequest\x12&\n\x05start\x18\x01 \x01(\x0b\x32\x17.jobrun.v1.StartRequest\x12\r\n\x05stdin\x18\x02 \x01(\x0c\"*\n\x0bRunResponse\x12\x1b\n\x03job\x18\x01 \x01(\x0b\x32\x0e.jobrun.v1.Job\"\x1b\n\rStatusRequest\x12\n\n\x02id\x18\x01 \x01(\t\"-\n\x0eStatusResponse\x12\x1b\n\x03job\x18\x01 \x01(\x0b\x32\x0e.jobrun.v1.Job\"\x1a\n\x0bListRequest\x12\x0b\n\x03\x61ll\x18\x01 \x01(\x08\",\n\x0cListResponse\x12\x1c\n\x04jobs\x18\x01 \x03(\x0b\x32\x0e.jobrun.v1.Job\"\x9c\x01\n\x0bLogsRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06\x66ollow\x18\x02 \x01(\x08\x12\x19\n\x0c\x61\x66ter_cursor\x18\x03 \x01(\tH\x00\x88\x01\x01\x12\x11\n\x04tail\x18\x04 \x01(\x04H\x01\x88\x01\x01\x12)\n\x05since\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x0f\n\r_after_cursorB\x07\n\x05_tail\"\x82\x01\n\x06Record\x12-\n\ttimestamp\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06\x63ursor\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\x0c\x12(\n\nline_break\x18\x04 \x01(\x0e\x32\x14.jobrun.v1.LineBreak\"2\n\x0cLogsResponse\x12\"\n\x07records\x18\x01 \x03(\x0b\x32\x11.jobrun.v1.Record*\x82\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11JOB_STATE_RUNNING\x10\x01\x12\x17\n\x13JOB_STATE_SUCCEEDED\x10\x02\x12\x14\n\x10JOB_STATE_FAILED\x10\x03\x12\x15\n\x11JOB_STATE_STOPPED\x10\x04*\x9b\x01\n\tLineBreak\x12\x1a\n\x16LINE_BREAK_UNSPECIFIED\x10\x00\x12\x16\n\x12LINE_BREAK_NEWLINE\x10\x01\x12\x12\n\x0eLINE_BREAK_NUL\x10\x02\x12\x17\n\x13LINE_BREAK_LINE_MAX\x10\x03\x12\x12\n\x0eLINE_BREAK_EOF\x10\x04\x12\x19\n\x15LINE_BREAK_PID_CHANGE\x10\x05\x32\xa1\x03\n\x04Jobs\x12:\n\x05Start\x12\x17.jobrun.v1.StartRequest\x1a\x18.jobrun.v1.StartResponse\x12\x37\n\x04Stop\x12\x16.jobrun.v1.StopRequest\x1a\x17.jobrun.v1.StopResponse\x12=\n\x06Status\x12\x18.jobrun.v1.StatusRequest\x1a\x19.jobrun.v1.StatusResponse\x12\x37\n\x04List\x12\x16.jobrun.v1.ListRequest\x1a\x17.jobrun.v1.ListResponse\x12\x39\n\x04Logs\x12\x16.jobrun.v1.LogsRequest\x1a\x17.jobrun.v1.LogsResponse0\x01\x12\x37\n\x04Kill\x12\x16.jobrun.v1.KillRequest\x1a\x17.jobrun.v1.KillResponse\x12\x38\n\x03Run\x12\x15.jobrun.v1.RunRequest\x1a\x16.jobrun.v1.RunResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16jobrun/v1/jobrun.proto\x12\tjobrun.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe9\x03\n\nJobOptions\x12\x17\n\ncpu_weight\x18\x01 \x01(\rH\x00\x88\x01\x01\x12\x18\n\x0bmemory_high\x18\x02 \x01(\x04H\x01\x88\x01\x01\x12\x17\n\nmemory_max\x18\x03 \x01(\x04H\x02\x88\x01\x01\x12\x16\n\tio_weight\x18\x04 \x01(\rH\x03\x88\x01\x01\x12\x16\n\ttasks_max\x18\x05 \x01(\x04H\x04\x88\x01\x01\x12\x16\n\tcpu_quota\x18\x06 \x01(\rH\x05\x88\x01\x01\x12\x14\n\x0c\x63pu_affinity\x18\x07 \x03(\r\x12\x14\n\x07network\x18\x08 \x01(\x08H\x06\x88\x01\x01\x12\x18\n\x0bprivate_tmp\x18\t \x01(\x08H\x07\x88\x01\x01\x12\x0b\n\x03\x65nv\x18\n \x03(\t\x12\x14\n\x07workdir\x18\x0b \x01(\tH\x08\x88\x01\x01\x12\x19\n\x0cstop_timeout\x18\x0c \x01(\x01H\t\x88\x01\x01\x12\x14\n\x07profile\x18\r \x01(\tH\n\x88\x01\x01\x12\x10\n\x08writable\x18\x0e \x03(\tB\r\n\x0b_cpu_weightB\x0e\n\x0c_memory_highB\r\n\x0b_memory_maxB\x0c\n\n_io_weightB\x0c\n\n_tasks_maxB\x0c\n\n_cpu_quotaB\n\n\x08_networkB\x0e\n\x0c_private_tmpB\n\n\x08_workdirB\x0f\n\r_stop_timeoutB\n\n\x08_profile\"\xd9\x01\n\x05Usage\x12\x18\n\x0b\x63pu_seconds\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x19\n\x0cmemory_bytes\x18\x02 \x01(\x04H\x01\x88\x01\x01\x12\x12\n\x05tasks\x18\x03 \x01(\x04H\x02\x88\x01\x01\x12\x1a\n\rio_read_bytes\x18\x04 \x01(\x04H\x03\x88\x01\x01\x12\x1b\n\x0eio_write_bytes\x18\x05 \x01(\x04H\x04\x88\x01\x01\x42\x0e\n\x0c_cpu_secondsB\x0f\n\r_memory_bytesB\x08\n\x06_tasksB\x10\n\x0e_io_read_bytesB\x11\n\x0f_io_write_bytes\"\xa2\x02\n\nAccounting\x12\x18\n\x0b\x63pu_seconds\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x1e\n\x11memory_peak_bytes\x18\x02 \x01(\x04H\x01\x88\x01\x01\x12\x1a\n\rio_read_bytes\x18\x03 \x01(\x04H\x02\x88\x01\x01\x12\x1b\n\x0eio_write_bytes\x18\x04 \x01(\x04H\x03\x88\x01\x01\x12\x17\n\ntasks_peak\x18\x05 \x01(\x04H\x04\x88\x01\x01\x12.\n\nsampled_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x0e\n\x0c_cpu_secondsB\x14\n\x12_memory_peak_bytesB\x10\n\x0e_io_read_bytesB\x11\n\x0f_io_write_bytesB\r\n\x0b_tasks_peak\"\xf0\x04\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\x04name\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\x0c\n\x04unit\x18\x03 \x01(\t\x12\"\n\x05state\x18\x04 \x01(\x0e\x32\x13.jobrun.v1.JobState\x12\x16\n\texit_code\x18\x05 \x01(\x05H\x01\x88\x01\x01\x12\x13\n\x06signal\x18\x06 \x01(\tH\x02\x88\x01\x01\x12\x13\n\x06result\x18\x07 \x01(\tH\x03\x88\x01\x01\x12\x13\n\x06reason\x18\x08 \x01(\tH\x04\x88\x01\x01\x12\x0f\n\x07\x63ommand\x18\t \x03(\t\x12\r\n\x05owner\x18\n \x01(\t\x12\x0b\n\x03uid\x18\x0b \x01(\x03\x12.\n\ncreated_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstarted_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1a\n\rinvocation_id\x18\x0f \x01(\tH\x05\x88\x01\x01\x12%\n\x06limits\x18\x10 \x01(\x0b\x32\x15.jobrun.v1.JobOptions\x12\x1f\n\x05usage\x18\x11 \x01(\x0b\x32\x10.jobrun.v1.Usage\x12*\n\x0blive_limits\x18\x12 \x01(\x0b\x32\x15.jobrun.v1.JobOptions\x12)\n\naccounting\x18\x13 \x01(\x0b\x32\x15.jobrun.v1.AccountingB\x07\n\x05_nameB\x0c\n\n_exit_codeB\t\n\x07_signalB\t\n\x07_resultB\t\n\x07_reasonB\x10\n\x0e_invocation_id\"c\n\x0cStartRequest\x12\x0f\n\x07\x63ommand\x18\x01 \x03(\t\x12\x11\n\x04name\x18\x02 \x01(\tH\x00\x88\x01\x01\x12&\n\x07options\x18\x03 \x01(\x0b\x32\x15.jobrun.v1.JobOptionsB\x07\n\x05_name\",\n\rStartResponse\x12\x1b\n\x03job\x18\x01 \x01(\x0b\x32\x0e.jobrun.v1.Job\";\n\x0bStopRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x14\n\x07timeout\x18\x02 \x01(\x01H\x00\x88\x01\x01\x42\n\n\x08_timeout\"@\n\x0cStopResponse\x12\x1b\n\x03job\x18\x01 \x01(\x0b\x32\x0e.jobrun.v1.Job\x12\x13\n\x0bwas_running\x18\x02 \x01(\x08\")\n\x0bKillRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06signal\x18\x02 \x01(\x05\"@\n\x0cKillResponse\x12\x1b\n\x03job\x18\x01 \x01(\x0b\x32\x0e.jobrun.v1.Job\x12\x13\n\x0bwas_running\x18\x02 \x01(\x08\"C\n\nRunRequest\x12&\n\x05start\x18\x01 \x01(\x0b\x32\x17.jobrun.v1.StartRequest\x12\r\n\x05stdin\x18\x02 \x01(\x0c\"*\n\x0bRunResponse\x12\x1b\n\x03job\x18\x01 \x01(\x0b\x32\x0e.jobrun.v1.Job\"\x1a\n\x0cPauseRequest\x12\n\n\x02id\x18\x01 \x01(\t\",\n\rPauseResponse\x12\x1b\n\x03job\x18\x01 \x01(\x0b\x32\x0e.jobrun.v1.Job\"\x1b\n\rResumeRequest\x12\n\n\x02id\x18\x01 \x01(\t\"-\n\x0eResumeResponse\x12\x1b\n\x03job\x18\x01 \x01(\x0b\x32\x0e.jobrun.v1.Job\"@\n\nSetRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12&\n\x07options\x18\x02 \x01(\x0b\x32\x15.jobrun.v1.JobOptions\"*\n\x0bSetResponse\x12\x1b\n\x03job\x18\x01 \x01(\x0b\x32\x0e.jobrun.v1.Job\"\x1b\n\rStatusRequest\x12\n\n\x02id\x18\x01 \x01(\t\"-\n\x0eStatusResponse\x12\x1b\n\x03job\x18\x01 \x01(\x0b\x32\x0e.jobrun.v1.Job\"\x1a\n\x0bListRequest\x12\x0b\n\x03\x61ll\x18\x01 \x01(\x08\",\n\x0cListResponse\x12\x1c\n\x04jobs\x18\x01 \x03(\x0b\x32\x0e.jobrun.v1.Job\"\x9c\x01\n\x0bLogsRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06\x66ollow\x18\x02 \x01(\x08\x12\x19\n\x0c\x61\x66ter_cursor\x18\x03 \x01(\tH\x00\x88\x01\x01\x12\x11\n\x04tail\x18\x04 \x01(\x04H\x01\x88\x01\x01\x12)\n\x05since\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x0f\n\r_after_cursorB\x07\n\x05_tail\"\x82\x01\n\x06Record\x12-\n\ttimestamp\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06\x63ursor\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\x0c\x12(\n\nline_break\x18\x04 \x01(\x0e\x32\x14.jobrun.v1.LineBreak\"2\n\x0cLogsResponse\x12\"\n\x07records\x18\x01 \x03(\x0b\x32\x11.jobrun.v1.Record*\x98\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11JOB_STATE_RUNNING\x10\x01\x12\x17\n\x13JOB_STATE_SUCCEEDED\x10\x02\x12\x14\n\x10JOB_STATE_FAILED\x10\x03\x12\x15\n\x11JOB_STATE_STOPPED\x10\x04\x12\x14\n\x10JOB_STATE_PAUSED\x10\x05*\x9b\x01\n\tLineBreak\x12\x1a\n\x16LINE_BREAK_UNSPECIFIED\x10\x00\x12\x16\n\x12LINE_BREAK_NEWLINE\x10\x01\x12\x12\n\x0eLINE_BREAK_NUL\x10\x02\x12\x17\n\x13LINE_BREAK_LINE_MAX\x10\x03\x12\x12\n\x0eLINE_BREAK_EOF\x10\x04\x12\x19\n\x15LINE_BREAK_PID_CHANGE\x10\x05\x32\xd2\x04\n\x04Jobs\x12:\n\x05Start\x12\x17.jobrun.v1.StartRequest\x1a\x18.jobrun.v1.StartResponse\x12\x37\n\x04Stop\x12\x16.jobrun.v1.StopRequest\x1a\x17.jobrun.v1.StopResponse\x12=\n\x06Status\x12\x18.jobrun.v1.StatusRequest\x1a\x19.jobrun.v1.StatusResponse\x12\x37\n\x04List\x12\x16.jobrun.v1.ListRequest\x1a\x17.jobrun.v1.ListResponse\x12\x39\n\x04Logs\x12\x16.jobrun.v1.LogsRequest\x1a\x17.jobrun.v1.LogsResponse0\x01\x12\x37\n\x04Kill\x12\x16.jobrun.v1.KillRequest\x1a\x17.jobrun.v1.KillResponse\x12\x38\n\x03Run\x12\x15.jobrun.v1.RunRequest\x1a\x16.jobrun.v1.RunResponse(\x01\x30\x01\x12:\n\x05Pause\x12\x17.jobrun.v1.PauseRequest\x1a\x18.jobrun.v1.PauseResponse\x12=\n\x06Resume\x12\x18.jobrun.v1.ResumeRequest\x1a\x19.jobrun.v1.ResumeResponse\x12\x34\n\x03Set\x12\x15.jobrun.v1.SetRequest\x1a\x16.jobrun.v1.SetResponseb\x06proto3')
 
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, globals())
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'jobrun.v1.jobrun_pb2', globals())
 if _descriptor._USE_C_DESCRIPTORS == False:
 
   DESCRIPTOR._options = None
-  _JOBSTATE._serialized_start=2313
-  _JOBSTATE._serialized_end=2443
-  _LINEBREAK._serialized_start=2446
-  _LINEBREAK._serialized_end=2601
+  _JOBSTATE._serialized_start=2953
+  _JOBSTATE._serialized_end=3105
+  _LINEBREAK._serialized_start=3108
+  _LINEBREAK._serialized_end=3263
   _JOBOPTIONS._serialized_start=71
   _JOBOPTIONS._serialized_end=560
   _USAGE._serialized_start=563
   _USAGE._serialized_end=780
-  _JOB._serialized_start=783
-  _JOB._serialized_end=1320
-  _STARTREQUEST._serialized_start=1322
-  _STARTREQUEST._serialized_end=1421
-  _STARTRESPONSE._serialized_start=1423
-  _STARTRESPONSE._serialized_end=1467
-  _STOPREQUEST._serialized_start=1469
-  _STOPREQUEST._serialized_end=1528
-  _STOPRESPONSE._serialized_start=1530
-  _STOPRESPONSE._serialized_end=1594
-  _KILLREQUEST._serialized_start=1596
-  _KILLREQUEST._serialized_end=1637
-  _KILLRESPONSE._serialized_start=1639
-  _KILLRESPONSE._serialized_end=1703
-  _RUNREQUEST._serialized_start=1705
-  _RUNREQUEST._serialized_end=1772
-  _RUNRESPONSE._serialized_start=1774
-  _RUNRESPONSE._serialized_end=1816
-  _STATUSREQUEST._serialized_start=1818
-  _STATUSREQUEST._serialized_end=1845
-  _STATUSRESPONSE._serialized_start=1847
-  _STATUSRESPONSE._serialized_end=1892
-  _LISTREQUEST._serialized_start=1894
-  _LISTREQUEST._serialized_end=1920
-  _LISTRESPONSE._serialized_start=1922
-  _LISTRESPONSE._serialized_end=1966
-  _LOGSREQUEST._serialized_start=1969
-  _LOGSREQUEST._serialized_end=2125
-  _RECORD._serialized_start=2128
-  _RECORD._serialized_end=2258
-  _LOGSRESPONSE._serialized_start=2260
-  _LOGSRESPONSE._serialized_end=2310
-  _JOBS._serialized_start=2604
-  _JOBS._serialized_end=3021
+  _ACCOUNTING._serialized_start=783
+  _ACCOUNTING._serialized_end=1073
+  _JOB._serialized_start=1076
+  _JOB._serialized_end=1700
+  _STARTREQUEST._serialized_start=1702
+  _STARTREQUEST._serialized_end=1801
+  _STARTRESPONSE._serialized_start=1803
+  _STARTRESPONSE._serialized_end=1847
+  _STOPREQUEST._serialized_start=1849
+  _STOPREQUEST._serialized_end=1908
+  _STOPRESPONSE._serialized_start=1910
+  _STOPRESPONSE._serialized_end=1974
+  _KILLREQUEST._serialized_start=1976
+  _KILLREQUEST._serialized_end=2017
+  _KILLRESPONSE._serialized_start=2019
+  _KILLRESPONSE._serialized_end=2083
+  _RUNREQUEST._serialized_start=2085
+  _RUNREQUEST._serialized_end=2152
+  _RUNRESPONSE._serialized_start=2154
+  _RUNRESPONSE._serialized_end=2196
+  _PAUSEREQUEST._serialized_start=2198
+  _PAUSEREQUEST._serialized_end=2224
+  _PAUSERESPONSE._serialized_start=2226
+  _PAUSERESPONSE._serialized_end=2270
+  _RESUMEREQUEST._serialized_start=2272
+  _RESUMEREQUEST._serialized_end=2299
+  _RESUMERESPONSE._serialized_start=2301
+  _RESUMERESPONSE._serialized_end=2346
+  _SETREQUEST._serialized_start=2348
+  _SETREQUEST._serialized_end=2412
+  _SETRESPONSE._serialized_start=2414
+  _SETRESPONSE._serialized_end=2456
+  _STATUSREQUEST._serialized_start=2458
+  _STATUSREQUEST._serialized_end=2485
+  _STATUSRESPONSE._serialized_start=2487
+  _STATUSRESPONSE._serialized_end=2532
+  _LISTREQUEST._serialized_start=2534
+  _LISTREQUEST._serialized_end=2560
+  _LISTRESPONSE._serialized_start=2562
+  _LISTRESPONSE._serialized_end=2606
+  _LOGSREQUEST._serialized_start=2609
+  _LOGSREQUEST._serialized_end=2765
+  _RECORD._serialized_start=2768
+  _RECORD._serialized_end=2898
+  _LOGSRESPONSE._serialized_start=2900
+  _LOGSRESPONSE._serialized_end=2950
+  _JOBS._serialized_start=3266
+  _JOBS._serialized_end=3860
 # @@protoc_insertion_point(module_scope)
