@@ -4,6 +4,7 @@ accounting a job leaves behind. As root in-process, and as alice and bob through
 from __future__ import annotations
 
 import json
+import pwd
 import subprocess
 import time
 from collections.abc import Iterator
@@ -13,6 +14,7 @@ import pytest
 
 from .helpers import (
     as_user,
+    dbus_call_as,
     jobrun,
     start,
     start_as,
@@ -210,3 +212,26 @@ def test_accounting_outlives_the_unit() -> None:
     assert [j["accounting"] for j in listed if j["id"] == job] == [acct]
     text = as_user("alice", "status", job).stdout
     assert "peak memory" in text
+
+
+@pytest.mark.daemon
+@pytest.mark.parametrize(
+    ("body", "error"),
+    [
+        ('{"User": V("s", "root")}', "unknown setting"),
+        ('{"MemoryMax": V("t", 1)}', "unknown setting"),
+        ('{"writable": V("as", ["/"])}', "cannot be changed while a job runs"),
+        ('{"profile": V("s", "relaxed")}', "cannot be changed while a job runs"),
+        ('{"memory_max": V("s", "-1")}', "memory-max"),
+        ("{}", "nothing to change"),
+    ],
+)
+def test_set_over_dbus_takes_only_live_settings(body: str, error: str) -> None:
+    job = start_as("alice", "--memory-max", "100M", "--", "sleep", "60")
+    err, reply = dbus_call_as("alice", "Set", f"[{job!r}, {body}]")
+    assert err == "org.jobrun.Error.InvalidArgument", (err, reply)
+    assert error in reply[0]
+    unit = f"jobrun-{job}.service"
+    uid = str(pwd.getpwnam("alice").pw_uid)
+    assert systemctl_show(unit, "MemoryMax", "User") == {"MemoryMax": str(100 << 20), "User": uid}
+    as_user("alice", "stop", job)
