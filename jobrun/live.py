@@ -82,15 +82,15 @@ async def sample(manager: Manager, cgroups: dict[str, str]) -> None:
                 cgroups[job_id] = str(props["ControlGroup"])
     todo = [(job_id, cg) for job_id, cg in cgroups.items() if job_id in running]
     readings = await asyncio.to_thread(lambda: [(j, acct.read_cgroup(cg)) for j, cg in todo])
+    changed = []
     for job_id, reading in readings:
         if reading.sampled_at is None:
             continue  # the cgroup went away meanwhile: keep the last good reading
-        try:
-            merged = acct.merge(manager.store.accounting(job_id), reading)
-            if merged is not None:
-                manager.store.set_accounting(job_id, merged)
-        except JobrunError as e:
-            log.warning("%s", e)
+        merged = acct.merge(manager.store.accounting(job_id), reading)
+        if merged is not None:
+            changed.append((job_id, merged))
+    if changed:
+        manager.store.set_accountings(changed)  # one transaction for all of them
 
 
 async def sample_forever(manager: Manager) -> None:

@@ -386,9 +386,14 @@ class Store:
             )
 
     def set_accounting(self, job_id: str, accounting: Accounting) -> None:
+        self.set_accountings([(job_id, accounting)])
+
+    def set_accountings(self, items: list[tuple[str, Accounting]]) -> None:
+        """Accounting records of several jobs, in one transaction (jobrund's readings)."""
         with self._write() as db:
-            self._live_row(db, job_id)
-            db.execute(
-                "UPDATE job_live SET accounting = ? WHERE id = ?",
-                (json.dumps(acct.to_dict(accounting), sort_keys=True), job_id),
-            )
+            for job_id, accounting in items:
+                self._live_row(db, job_id)
+                db.execute(
+                    "UPDATE job_live SET accounting = ? WHERE id = ?",
+                    (json.dumps(acct.to_dict(accounting), sort_keys=True), job_id),
+                )

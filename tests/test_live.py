@@ -3,6 +3,7 @@ accounting a job leaves behind. As root in-process, and as alice and bob through
 
 from __future__ import annotations
 
+import asyncio
 import json
 import pwd
 import subprocess
@@ -235,3 +236,38 @@ def test_set_over_dbus_takes_only_live_settings(body: str, error: str) -> None:
     uid = str(pwd.getpwnam("alice").pw_uid)
     assert systemctl_show(unit, "MemoryMax", "User") == {"MemoryMax": str(100 << 20), "User": uid}
     as_user("alice", "stop", job)
+
+
+async def test_sigstop_is_the_last_resort_and_its_pause_is_remembered(
+    state_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where neither systemd nor the kernel's cgroup v2 freezer can freeze (here: cgroup.freeze
+    made unwritable), SIGSTOP to every process; a fresh Manager (a restarted jobrund) still says
+    paused, from jobrun's record."""
+    from jobrun import freezer
+    from jobrun.manager import Manager
+    from jobrun.model import JobState
+    from jobrun.properties import build_spec
+    from jobrun.store import Store
+
+    monkeypatch.setattr(freezer, "_write_freeze", lambda control_group, value: False)
+    async with await Manager.open(Store(state_dir)) as m:
+        job = await m.start(build_spec(COUNTER, workdir="/"))
+        await asyncio.to_thread(_advances, job.id)
+        assert (await m.pause(job.id)).state is JobState.PAUSED
+        assert m.store.pause_info(job.id)[1] == freezer.How.SIGSTOP
+        cgroup = systemctl_show(job.unit, "ControlGroup")["ControlGroup"].lstrip("/")
+        assert freezer.kernel_frozen(cgroup) is not True  # not the freezer: signals
+        where = Path("/sys/fs/cgroup/systemd", cgroup)  # v1 hosts: systemd's own hierarchy
+        if not where.exists():
+            where = Path("/sys/fs/cgroup", cgroup)
+        pids = (where / "cgroup.procs").read_text().split()
+        states = [Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[0] for p in pids]
+        assert pids and set(states) == {"T"}, states  # every process stopped
+        assert await asyncio.to_thread(_holds_still, job.id)
+    async with await Manager.open(Store(state_dir)) as m:
+        assert (await m.status(job.id)).state is JobState.PAUSED
+        assert (await m.resume(job.id)).state is JobState.RUNNING
+        await asyncio.to_thread(_advances, job.id)
+        stopped, was_running = await m.stop(job.id)
+        assert was_running and stopped.state is JobState.STOPPED
