@@ -58,7 +58,15 @@ def record_usage(store: Store, job: Job, props: Mapping[str, Any], final: bool) 
     if reading == Accounting():
         return job
     merged = acct.merge(job.accounting, reading)
-    if merged != job.accounting and merged is not None:
+    last = job.accounting.sampled_at if job.accounting else None
+    fresh = (
+        not final
+        and last is not None
+        and merged is not None
+        and merged.sampled_at is not None
+        and (merged.sampled_at - last).total_seconds() < acct.SAMPLE_INTERVAL
+    )  # jobrund's sampler keeps it: a status (or list) of running jobs need not write each time
+    if merged != job.accounting and merged is not None and not fresh:
         try:
             store.set_accounting(job.id, merged)
         except JobrunError as e:  # a cache of what was measured: the status stays right
