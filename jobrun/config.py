@@ -351,6 +351,19 @@ class Config:
         profiles.check(spec)  # what the defaults filled in must fit the profile too
         return spec
 
+    def check_changes(self, changes: dict[str, Any], user: str) -> None:
+        """That live changes of a running job's limits (`jobrun set`) stay within a non-admin
+        user's caps, as `apply` holds a new job to them; raises PermissionDenied."""
+        caps = self.caps_for(user)
+        for key, value in changes.items():
+            cap = caps.numeric.get(key)
+            if cap is not None and value > cap:
+                flag = SETTINGS_BY_FIELD[key].flags
+                raise PermissionDenied(
+                    f"{flag} {value} is above the most allowed for {user} ({cap})",
+                    f"ask for at most {cap} (limits in {self.source})",
+                )
+
 
 def _groups_of(user: str) -> set[str]:
     try:

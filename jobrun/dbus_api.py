@@ -42,6 +42,11 @@ METHODS: dict[str, Method] = {
         # id, signal number → job, was it running (`jobrun run`'s Ctrl-C)
         Method("Kill", "kill", (("id", "s"), ("signal", "i")), (_JOB, ("was_running", "b"))),
         Method("Status", "status", (("id", "s"),), (_JOB,)),
+        # id → job: freeze / thaw every process of a running job (WrongState otherwise)
+        Method("Pause", "pause", (("id", "s"),), (_JOB,)),
+        Method("Resume", "resume", (("id", "s"),), (_JOB,)),
+        # id, settings to change (settings table fields whose `live` is set) → job
+        Method("Set", "set_limits", (("id", "s"), ("options", "a{sv}")), (_JOB,)),
         # all → JSON list of jobs
         Method("List", "list_jobs", (("all", "b"),), (("jobs", "s"),)),
         # id, options (wire/dbus.py LOGS_OPTIONS) → the read end of a pipe of frames (wire/logs.py)

@@ -62,6 +62,14 @@ class AmbiguousJobId(InvalidArgument):
     dbus_name = "org.jobrun.Error.AmbiguousId"
 
 
+class WrongState(JobrunError):
+    """The job is not in a state the request applies to (pausing a finished job, resuming a
+    running one); nothing was changed."""
+
+    dbus_name = "org.jobrun.Error.WrongState"
+    grpc_status = "FAILED_PRECONDITION"
+
+
 class PermissionDenied(JobrunError):
     dbus_name = "org.jobrun.Error.PermissionDenied"
     grpc_status = "PERMISSION_DENIED"

@@ -14,11 +14,11 @@ import signal
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from dbus_fast import Message
 
-from . import envfile
+from . import envfile, live
 from . import outcome as oc
 from . import usage as usage_
 from .caller import Caller as Caller
@@ -218,8 +218,11 @@ class Manager:
             started = oc.usec_to_datetime(props.get("ExecMainStartTimestamp"))
             job = self._record_start(job, props.get("InvocationID"), started)
         if props and oc.running(props):
-            return replace(job, outcome=Outcome(JobState.RUNNING), usage=oc.usage(props))
+            job = live.record_usage(self.store, job, props, final=False)
+            state = JobState.PAUSED if live.paused(self.store, job.id, props) else JobState.RUNNING
+            return replace(job, outcome=Outcome(state), usage=oc.usage(props))
         if props and props.get("LoadState") == "loaded":
+            job = live.record_usage(self.store, job, props, final=True)
             stopped = stop_requested or (await asyncio.to_thread(oc.read_pid1_records, job.unit))[1]
             oom = oc.unit_oom(job.unit, job.spec, props, stopped)
             outcome = oc.from_unit(job.spec, props, stopped, oom)
@@ -283,6 +286,8 @@ class Manager:
             return job, False
         if timeout is not None:
             timeout = parse_seconds(timeout)
+        if job.state is JobState.PAUSED:
+            await live.thaw(self, job)  # a frozen process would act on SIGTERM only once thawed
         await self.systemd.subscribe()  # JobRemoved of the stop job, below
         self.store.set_stop_requested(job.id, datetime.now(UTC))
         try:
@@ -319,6 +324,20 @@ class Manager:
                 raise
             return await self.status(job.id, caller), False
         return job, True
+
+    async def pause(self, job_id: str, caller: Caller | None = None) -> Job:
+        """Freeze every process of a running job (freezer.py); WrongState if it is not."""
+        return await live.pause(self, job_id, caller)
+
+    async def resume(self, job_id: str, caller: Caller | None = None) -> Job:
+        """Thaw a paused job; WrongState if it is not paused."""
+        return await live.resume(self, job_id, caller)
+
+    async def set_limits(
+        self, job_id: str, changes: dict[str, Any], caller: Caller | None = None
+    ) -> Job:
+        """Change live settings of a running job (live.set_limits)."""
+        return await live.set_limits(self, job_id, changes, caller)
 
     def logs(
         self,

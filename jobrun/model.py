@@ -50,10 +50,11 @@ class JobState(enum.StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     STOPPED = "stopped"
+    PAUSED = "paused"  # running, its processes frozen (jobrun pause)
 
     @property
     def finished(self) -> bool:
-        return self is not JobState.RUNNING
+        return self is not JobState.RUNNING and self is not JobState.PAUSED
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,20 @@ class Usage:
 
 
 @dataclass(frozen=True)
+class Accounting:
+    """What a job used over its whole run, kept after it ended (like `sacct`); None where this
+    host cannot tell (accounting.py says what each field is, per cgroup version). Peaks and
+    counters are the kernel's, as of `sampled_at`: the last reading before the cgroup was gone."""
+
+    cpu_seconds: float | None = None
+    memory_peak_bytes: int | None = None
+    io_read_bytes: int | None = None
+    io_write_bytes: int | None = None
+    tasks_peak: int | None = None
+    sampled_at: datetime | None = None
+
+
+@dataclass(frozen=True)
 class Outcome:
     """How a run ended, as systemd recorded it."""
 
@@ -115,6 +130,9 @@ class Job:
     started_at: datetime | None = None
     outcome: Outcome = field(default_factory=lambda: Outcome(JobState.RUNNING))
     usage: Usage | None = None
+    # Limits changed while it ran (`jobrun set`), by setting field: the spec keeps what was asked.
+    live_limits: dict[str, Any] = field(default_factory=dict)
+    accounting: Accounting | None = None
 
     @property
     def unit(self) -> str:

@@ -128,6 +128,7 @@ STATUS_PROPERTIES = frozenset(
         "LoadState",
         "InvocationID",
         "InactiveEnterTimestamp",
+        "FreezerState",  # frozen by FreezeUnit (freezer.py)
         # org.freedesktop.systemd1.Service
         "Result",
         "ExecMainCode",
@@ -140,6 +141,8 @@ STATUS_PROPERTIES = frozenset(
         "IOWriteBytes",
         "MemoryCurrent",
         "TasksCurrent",
+        "MemoryPeak",  # systemd 254 and later (accounting.py)
+        "RuntimeMaxUSec",
     }
 )
 

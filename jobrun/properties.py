@@ -65,6 +65,9 @@ class Setting:
     # JobSpec value → a value `parse` takes back: for a front end whose wire carries parsed
     # values (gRPC's JobOptions), through `as_input`.
     to_input: Callable[[Any], Any] = _same
+    # Whether `jobrun set` may change it on a running job (SetUnitProperties, runtime): resource
+    # control only; systemd 252 refuses the rest on a started unit (CPUAffinity included).
+    live: bool = False
 
     @property
     def is_list(self) -> bool:
@@ -75,18 +78,18 @@ class Setting:
 SETTINGS: tuple[Setting, ...] = (
     Setting("cpu_weight", "--cpu-weight", "CPUWeight", "t", int_parser(1, 10000, "--cpu-weight"),
             _same, "CPU share relative to other jobs (1–10000, systemd's default 100)",
-            metavar="N"),
+            metavar="N", live=True),
     Setting("memory_high", "--memory-high", "MemoryHigh", "t", size_parser("--memory-high"), _same,
-            "Throttle the job above this much memory (e.g. 512M)", metavar="SIZE"),
+            "Throttle the job above this much memory (e.g. 512M)", metavar="SIZE", live=True),
     Setting("memory_max", "--memory-max", "MemoryMax", "t", size_parser("--memory-max"), _same,
-            "Kill the job above this much memory (e.g. 2G)", metavar="SIZE"),
+            "Kill the job above this much memory (e.g. 2G)", metavar="SIZE", live=True),
     Setting("io_weight", "--io-weight", "IOWeight", "t", int_parser(1, 10000, "--io-weight"), _same,
-            "IO share relative to other jobs (1–10000)", metavar="N"),
+            "IO share relative to other jobs (1–10000)", metavar="N", live=True),
     Setting("tasks_max", "--tasks-max", "TasksMax", "t", int_parser(1, 4194304, "--tasks-max"),
-            _same, "Most processes and threads the job may have at once", metavar="N"),
+            _same, "Most processes and threads the job may have at once", metavar="N", live=True),
     Setting("cpu_quota", "--cpu-quota", "CPUQuotaPerSecUSec", "t", parse_percent,
             lambda pct: pct * USEC_PER_SEC // 100,
-            "CPU time cap, in percent of one CPU (e.g. 150%)", metavar="PCT"),
+            "CPU time cap, in percent of one CPU (e.g. 150%)", metavar="PCT", live=True),
     Setting("cpu_affinity", "--cpu-affinity", "CPUAffinity", "ay", parse_cpus, _cpu_mask,
             "Run only on these CPUs (e.g. 0 or 0,2-3)", metavar="CPUS", several=True,
             to_input=cpus_text),
@@ -117,6 +120,31 @@ SETTINGS: tuple[Setting, ...] = (
 )  # fmt: skip
 
 SETTINGS_BY_FIELD = {s.field: s for s in SETTINGS}
+LIVE_SETTINGS = tuple(s for s in SETTINGS if s.live)
+
+
+def build_changes(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate `jobrun set`'s values (text or plain values, by setting field) into JobSpec
+    values; InvalidArgument for a setting that cannot change while a job runs, or none at all."""
+    changes: dict[str, Any] = {}
+    for key, value in values.items():
+        setting = SETTINGS_BY_FIELD.get(key)
+        if setting is None:
+            raise InvalidArgument(f"unknown setting {key!r}")
+        if value is None:
+            continue
+        if not setting.live:
+            flag = setting.flags.split("/")[-1]
+            raise InvalidArgument(
+                f"{flag} cannot be changed while a job runs",
+                "only " + ", ".join(s.flags for s in LIVE_SETTINGS) + " can (jobrun set)",
+            )
+        changes[key] = setting.parse(value)
+    if not changes:
+        raise InvalidArgument(
+            "nothing to change", "give one of " + ", ".join(s.flags for s in LIVE_SETTINGS)
+        )
+    return changes
 
 
 def build_spec(command: list[str] | tuple[str, ...], /, name: str | None = None,

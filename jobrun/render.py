@@ -8,7 +8,13 @@ import sys
 
 from .model import Job, JobState
 
-_STATE_STYLE = {"running": "cyan", "succeeded": "green", "failed": "red", "stopped": "yellow"}
+_STATE_STYLE = {
+    "running": "cyan",
+    "paused": "magenta",
+    "succeeded": "green",
+    "failed": "red",
+    "stopped": "yellow",
+}
 
 
 def _bytes(n: int | None) -> str:
@@ -61,8 +67,16 @@ def _status_rows(job: Job, width: int | None = None) -> list[tuple[str, str, str
         if dt:
             add(label, dt.isoformat())
     settings = limits(job.spec)
-    if settings:
-        add("Limits", ", ".join(f"{k}={v}" for k, v in settings.items()))
+    changed = job.live_limits
+    if settings or changed:
+        shown = []
+        for k in [*settings, *(k for k in changed if k not in settings)]:
+            if k in changed and changed[k] != settings.get(k):
+                asked = settings.get(k, "none")
+                shown.append(f"{k}={changed[k]} (asked {asked})")
+            else:
+                shown.append(f"{k}={settings[k]}")
+        add("Limits", ", ".join(shown))
     u = job.usage if not job.state.finished else None  # as `--json` shows it
     if u:
         cpu = "-" if u.cpu_seconds is None else f"{u.cpu_seconds:.2f}s"
@@ -70,6 +84,15 @@ def _status_rows(job: Job, width: int | None = None) -> list[tuple[str, str, str
             "Usage",
             f"cpu {cpu}, memory {_bytes(u.memory_bytes)}, tasks {u.tasks or '-'}, "
             f"io read {_bytes(u.io_read_bytes)} write {_bytes(u.io_write_bytes)}",
+        )
+    a = job.accounting
+    if a:
+        cpu = "-" if a.cpu_seconds is None else f"{a.cpu_seconds:.2f}s"
+        tasks = "-" if a.tasks_peak is None else str(a.tasks_peak)
+        add(
+            "Used",
+            f"cpu {cpu}, peak memory {_bytes(a.memory_peak_bytes)}, tasks peak {tasks}, "
+            f"io read {_bytes(a.io_read_bytes)} write {_bytes(a.io_write_bytes)}",
         )
     return rows
 
@@ -187,7 +210,7 @@ def colour_wanted() -> bool:
         return False
 
 
-_ANSI = {"cyan": "36", "green": "32", "red": "31", "yellow": "33", "bold": "1"}
+_ANSI = {"magenta": "35", "cyan": "36", "green": "32", "red": "31", "yellow": "33", "bold": "1"}
 
 
 def _paint(text: str, style: str, colour: bool) -> str:

@@ -20,8 +20,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from . import accounting as acct
 from .errors import AmbiguousJobId, InvalidArgument, JobNotFound, StateError
-from .model import Job, JobSpec, JobState, Outcome, is_valid_id_prefix
+from .model import Accounting, Job, JobSpec, JobState, Outcome, is_valid_id_prefix
 
 DEFAULT_STATE_DIR = "/var/lib/jobrun"
 SCHEMA_VERSION = 1
@@ -71,7 +72,24 @@ def _set_up(db: sqlite3.Connection) -> None:
             delay = min(delay * 2, 0.1)
     db.execute("PRAGMA synchronous=NORMAL")
     db.executescript(_SCHEMA)
+    _set_up_live(db)
     db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+
+def _set_up_live(db: sqlite3.Connection) -> None:
+    """What `pause`, `set` and the accounting of a run add to a job (a table of its own, one row
+    per job that has any): a database of an older jobrun gains it, and an older jobrun ignores
+    it."""
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS job_live ("
+        " id TEXT PRIMARY KEY,"
+        " paused_at TEXT,"  # ISO 8601, UTC; NULL while not paused
+        " paused_how TEXT,"  # freezer.How
+        " paused_seconds REAL NOT NULL DEFAULT 0,"  # of pauses that ended
+        " limits TEXT,"  # JSON: settings changed while it ran (`jobrun set`), by field
+        " accounting TEXT"  # JSON of model.Accounting: the last reading of its cgroup
+        ")"
+    )
 
 
 def state_dir() -> Path:
@@ -175,6 +193,7 @@ class Store:
     def remove(self, job_id: str) -> None:
         with self._write() as db:
             db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+            db.execute("DELETE FROM job_live WHERE id = ?", (job_id,))
 
     def set_started(
         self, job_id: str, invocation_id: str | None, started_at: datetime | None
@@ -237,7 +256,8 @@ class Store:
         ).fetchone()
         if row is None:
             raise JobNotFound(f"no job {job_id}", "see `jobrun list --all`")
-        return self._row_to_job(row)
+        job, stop_requested = self._row_to_job(row)
+        return self._with_live([job])[0], stop_requested
 
     @staticmethod
     def _owned(sql: str, args: list[Any], owner_uid: int | None, owner: str | None) -> str:
@@ -293,7 +313,9 @@ class Store:
             sql += " AND (outcome IS NULL OR created_at >= ?)"
             args.append(_iso(since))
         rows = self.db.execute(sql + " ORDER BY created_at", args).fetchall()
-        return [self._row_to_job(r) for r in rows]
+        jobs = [self._row_to_job(r) for r in rows]
+        with_live = self._with_live([j for j, _ in jobs])
+        return [(j, stop) for j, (_, stop) in zip(with_live, jobs, strict=True)]
 
     def owners_of(
         self, job_ids: list[str], owner_uid: int | None = None, owner: str | None = None
@@ -317,3 +339,84 @@ class Store:
             "SELECT json_extract(outcome, '$.state'), COUNT(*) FROM jobs GROUP BY 1"
         ).fetchall()
         return {str(state or ""): int(n) for state, n in rows}
+
+    # -- pause, live limits and accounting (job_live) ---------------------------------------
+
+    def _with_live(self, jobs: list[Job]) -> list[Job]:
+        """The jobs with their live limits and accounting."""
+        found: dict[str, tuple[str | None, str | None]] = {}
+        ids = [j.id for j in jobs]
+        for i in range(0, len(ids), 500):  # SQLite's limit on bound parameters
+            chunk = ids[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            for jid, limits_text, acct_text in self.db.execute(
+                f"SELECT id, limits, accounting FROM job_live WHERE id IN ({marks})", chunk
+            ):
+                found[jid] = (limits_text, acct_text)
+        out = []
+        for job in jobs:
+            limits_text, acct_text = found.get(job.id, (None, None))
+            if limits_text or acct_text:
+                job = dataclasses.replace(
+                    job,
+                    live_limits=json.loads(limits_text) if limits_text else {},
+                    accounting=acct.from_dict(json.loads(acct_text)) if acct_text else None,
+                )
+            out.append(job)
+        return out
+
+    def _live_row(self, db: sqlite3.Connection, job_id: str) -> None:
+        """The job's row in job_live, made if the job has none (and only for a known job)."""
+        db.execute(
+            "INSERT OR IGNORE INTO job_live (id) SELECT id FROM jobs WHERE id = ?", (job_id,)
+        )
+
+    def accounting(self, job_id: str) -> Accounting | None:
+        row = self.db.execute("SELECT accounting FROM job_live WHERE id = ?", (job_id,)).fetchone()
+        return acct.from_dict(json.loads(row[0])) if row is not None and row[0] else None
+
+    def pause_info(self, job_id: str) -> tuple[datetime | None, str | None, float]:
+        """(since when the job is paused or None, how (freezer.How), seconds of ended pauses)."""
+        row = self.db.execute(
+            "SELECT paused_at, paused_how, paused_seconds FROM job_live WHERE id = ?", (job_id,)
+        ).fetchone()
+        if row is None:
+            return None, None, 0.0
+        return _dt(row[0]), row[1], float(row[2] or 0)
+
+    def set_paused(self, job_id: str, when: datetime, how: str) -> None:
+        with self._write() as db:
+            self._live_row(db, job_id)
+            db.execute(
+                "UPDATE job_live SET paused_at = ?, paused_how = ? WHERE id = ?",
+                (_iso(when), how, job_id),
+            )
+
+    def set_resumed(self, job_id: str, paused_for: float) -> None:
+        with self._write() as db:
+            db.execute(
+                "UPDATE job_live SET paused_at = NULL, paused_how = NULL, "
+                "paused_seconds = paused_seconds + ? WHERE id = ?",
+                (max(paused_for, 0.0), job_id),
+            )
+
+    def set_live_limits(self, job_id: str, limits: dict[str, Any]) -> None:
+        with self._write() as db:
+            self._live_row(db, job_id)
+            db.execute(
+                "UPDATE job_live SET limits = ? WHERE id = ?",
+                (json.dumps(limits, sort_keys=True), job_id),
+            )
+
+    def set_accounting(self, job_id: str, accounting: Accounting) -> None:
+        self.set_accountings([(job_id, accounting)])
+
+    def set_accountings(self, items: list[tuple[str, Accounting]]) -> None:
+        """Accounting records of several jobs, in one transaction (jobrund's readings)."""
+        with self._write() as db:
+            for job_id, accounting in items:
+                self._live_row(db, job_id)
+                db.execute(
+                    "UPDATE job_live SET accounting = ? WHERE id = ?",
+                    (json.dumps(acct.to_dict(accounting), sort_keys=True), job_id),
+                )

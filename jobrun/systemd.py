@@ -335,6 +335,13 @@ class Systemd:
         (units,) = await self.call("ListUnitsByPatterns", "asas", [[], [pattern]])
         return [(u[0], u[3], u[4], u[6], u[8] if u[7] else "") for u in units]
 
+    async def freeze_unit(self, name: str) -> None:
+        """FreezeUnit: NotSupported where systemd has no cgroup v2 freezer (freezer.py)."""
+        await self.call("FreezeUnit", "s", [name])
+
+    async def thaw_unit(self, name: str) -> None:
+        await self.call("ThawUnit", "s", [name])
+
     async def kill_unit(self, name: str, signal: int) -> None:
         await self.call("KillUnit", "ssi", [name, "all", int(signal)])
 

@@ -107,6 +107,29 @@ def test_stop_over_remote(remote: Remote) -> None:
     assert json.loads(remote.cli("alice", "status", "--json", job_id).stdout)["state"] == "stopped"
 
 
+@pytest.mark.integration
+@pytest.mark.daemon
+async def test_pause_resume_and_set_over_remote(remote: Remote) -> None:
+    from jobrun.errors import WrongState
+
+    job = await call(remote, "alice", "start", ["sleep", "600"], None, {})
+    assert (await call(remote, "alice", "pause", job.id)).state == "paused"
+    with pytest.raises(JobNotFound):
+        await call(remote, "bob", "pause", job.id)
+    with pytest.raises(JobNotFound):
+        await call(remote, "bob", "set_limits", job.id, {"memory_max": "1G"})
+    with pytest.raises(WrongState, match="paused already"):
+        await call(remote, "alice", "pause", job.id)
+    assert (await call(remote, "alice", "resume", job.id)).state == "running"
+    changed = await call(remote, "alice", "set_limits", job.id, {"memory_max": "300M"})
+    assert changed.live_limits == {"memory_max": 300 << 20}
+    assert systemctl_show(changed.unit, "MemoryMax")["MemoryMax"] == str(300 << 20)
+    with pytest.raises(InvalidArgument, match="cannot be changed while a job runs"):
+        await call(remote, "alice", "set_limits", job.id, {"network": True})
+    stopped, _ = await call(remote, "alice", "stop", job.id, None)
+    assert stopped.state == "stopped"
+
+
 # -- who may do what -----------------------------------------------------------------------------
 
 
@@ -452,13 +475,19 @@ def test_a_job_dict_survives_the_wire_exactly() -> None:
         "finished_at": "2026-11-29T07:00:01+00:00", "invocation_id": "ab" * 16,
         "limits": {"cpu_weight": 50, "memory_max": 1 << 30, "cpu_affinity": [0, 1],
                    "network": False, "env": ["A=1"], "stop_timeout": 2.5, "profile": "strict"},
-        "usage": None,
+        "usage": None, "live_limits": {}, "accounting": None,
     }  # fmt: skip
     running = {**job, "state": "running", "exit_code": None, "result": None, "reason": None,
                "finished_at": None,
                "usage": {"cpu_seconds": 0.5, "memory_bytes": None, "tasks": 2, "io_read_bytes": 0,
                          "io_write_bytes": None}}  # fmt: skip
-    for d in (job, running):  # usage is shown only while a job runs
+    paused = {**running, "state": "paused",
+              "live_limits": {"memory_max": 2 << 30, "cpu_quota": 150},
+              "accounting": {"cpu_seconds": 1.25, "memory_peak_bytes": 1 << 20, "io_read_bytes": 0,
+                             "io_write_bytes": None, "tasks_peak": 3,
+                             "sampled_at": "2026-11-29T07:00:02.500000+00:00"}}  # fmt: skip
+    ended = {**job, "accounting": {**paused["accounting"], "cpu_seconds": None}}
+    for d in (job, running, paused, ended):  # usage is shown only while a job runs
         assert job_to_dict(job_from_dict(d)) == d
         back = job_to_dict(job_from_proto(job_to_proto(job_from_dict(d))))
         assert back == d

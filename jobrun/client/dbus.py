@@ -96,6 +96,26 @@ class DaemonBackend(Backend):
         (job,) = await self.call("Status", [job_id])
         return job_from_json(job)
 
+    async def pause(self, job_id: str) -> Job:
+        from ..wire.jobs import job_from_json
+
+        (job,) = await self.call("Pause", [job_id])
+        return job_from_json(job)
+
+    async def resume(self, job_id: str) -> Job:
+        from ..wire.jobs import job_from_json
+
+        (job,) = await self.call("Resume", [job_id])
+        return job_from_json(job)
+
+    async def set_limits(self, job_id: str, values: dict[str, Any]) -> Job:
+        from ..wire.dbus import variant
+        from ..wire.jobs import job_from_json
+
+        options = {k: variant(v) for k, v in values.items() if v is not None}
+        (job,) = await self.call("Set", [job_id, options])
+        return job_from_json(job)
+
     async def list(self, all: bool) -> Jobs:
         from ..wire.jobs import jobs_from_json
 

@@ -61,6 +61,18 @@ class LocalBackend(Backend):
     async def kill(self, job_id: str, signum: int) -> tuple[Job, bool]:
         return await (await self._m()).kill(job_id, signum=signum)
 
+    async def pause(self, job_id: str) -> Job:
+        return await (await self._m()).pause(job_id)
+
+    async def resume(self, job_id: str) -> Job:
+        return await (await self._m()).resume(job_id)
+
+    async def set_limits(self, job_id: str, values: dict[str, Any]) -> Job:
+        from ..properties import build_changes
+
+        changes = build_changes(values)  # root: no caps
+        return await (await self._m()).set_limits(job_id, changes)
+
     async def status(self, job_id: str) -> Job:
         if self._manager is None:
             from ..store import Store

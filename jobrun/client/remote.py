@@ -177,6 +177,30 @@ class RemoteBackend(Backend):
         reply = await self._unary("Status", pb.StatusRequest(id=job_id), pb.StatusResponse)
         return job_from_proto(reply.job)
 
+    async def pause(self, job_id: str) -> Job:
+        from ..v1 import jobrun_pb2 as pb
+        from ..wire.proto import job_from_proto
+
+        reply = await self._unary("Pause", pb.PauseRequest(id=job_id), pb.PauseResponse)
+        return job_from_proto(reply.job)
+
+    async def resume(self, job_id: str) -> Job:
+        from ..v1 import jobrun_pb2 as pb
+        from ..wire.proto import job_from_proto
+
+        reply = await self._unary("Resume", pb.ResumeRequest(id=job_id), pb.ResumeResponse)
+        return job_from_proto(reply.job)
+
+    async def set_limits(self, job_id: str, values: dict[str, Any]) -> Job:
+        from ..properties import build_changes
+        from ..v1 import jobrun_pb2 as pb
+        from ..wire.proto import job_from_proto, options_to_proto
+
+        changes = build_changes(values)  # parsed here (sizes, percents), checked again there
+        req = pb.SetRequest(id=job_id, options=options_to_proto(changes))
+        reply = await self._unary("Set", req, pb.SetResponse)
+        return job_from_proto(reply.job)
+
     async def list(self, all: bool) -> Jobs:
         from ..v1 import jobrun_pb2 as pb
         from ..wire.proto import job_from_proto

@@ -13,7 +13,7 @@ slice's aggregate limits.
 from __future__ import annotations
 
 import pwd
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..errors import PermissionDenied
 from ..manager import Caller
@@ -33,6 +33,9 @@ ACTIONS: dict[str, tuple[str, str]] = {
     "start": (polkit.ACTION_START, "start jobs"),  # also of admins: starting is not managing
     "stop": _MANAGE,
     "kill": _MANAGE,  # as Stop: the caller's own jobs, or an admin's any
+    "pause": _MANAGE,
+    "resume": _MANAGE,
+    "set_limits": _MANAGE,  # within the caller's caps: admit_change
     "status": _MANAGE,
     "list_jobs": _MANAGE,
     "logs": _MANAGE,
@@ -58,6 +61,14 @@ async def admit(
     # A remote caller's jobs run in their local user's slice (that user's limits), or in the
     # DynamicUser jobs' one.
     return spec, config.slice_limits(caller.run_as if caller.remote else caller.user)
+
+
+def admit_change(config: Config, changes: dict[str, Any], caller: Caller) -> None:
+    """That a caller may change a running job's limits to `changes` (properties.build_changes):
+    admins uncapped, everyone else within their caps, as for a new job (admit)."""
+    if caller.admin:
+        return
+    config.check_changes(changes, caller.user)  # the caps `admit` applies to its jobs
 
 
 async def dbus_caller(bus: MessageBus, sender: str, uid: int) -> Caller:

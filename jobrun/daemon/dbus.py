@@ -33,7 +33,7 @@ from ..model import UNIT_PREFIX
 from ..wire import dbus as wire
 from ..wire.jobs import job_json, jobs_json
 from ..wire.logs import pack_end, pack_error, pack_records
-from .admission import admit, authorize, dbus_caller
+from .admission import admit, admit_change, authorize, dbus_caller
 from .fairshare import MAX_STREAMS, PER_UID_STREAMS, FairShare
 
 log = logging.getLogger("jobrund")
@@ -139,6 +139,19 @@ class Daemon(FairShare):
     async def status(self, msg: Message, caller: Caller) -> list[Any]:
         job = await self.manager.status(msg.body[0], caller)
         return [job_json(job)]
+
+    async def pause(self, msg: Message, caller: Caller) -> list[Any]:
+        return [job_json(await self.manager.pause(msg.body[0], caller))]
+
+    async def resume(self, msg: Message, caller: Caller) -> list[Any]:
+        return [job_json(await self.manager.resume(msg.body[0], caller))]
+
+    async def set_limits(self, msg: Message, caller: Caller) -> list[Any]:
+        job_id, options = msg.body
+        changes = wire.decode_set(options)
+        job = await self.manager.status(job_id, caller)  # another's job: not found, before caps
+        admit_change(self.config, changes, caller)
+        return [job_json(await self.manager.set_limits(job.id, changes, caller))]
 
     async def list_jobs(self, msg: Message, caller: Caller) -> list[Any]:
         jobs = await self.manager.list(caller, all=bool(msg.body[0]))

@@ -28,11 +28,11 @@ from grpclib.const import Cardinality, Handler, Status
 from .. import tls
 from ..errors import Busy, InvalidArgument, JobrunError, error_text
 from ..manager import Caller, Manager
-from ..properties import as_input, build_spec
+from ..properties import as_input, build_changes, build_spec
 from ..v1 import jobrun_pb2 as pb
 from ..wire.proto import ERROR_KEY, SERVICE, job_to_proto, options_from_proto, record_to_proto
 from ..wire.usage import sample_to_proto
-from .admission import admit
+from .admission import admit, admit_change
 from .fairshare import PER_UID_ACTIVE, PER_UID_QUEUED, PER_UID_STREAMS
 
 if TYPE_CHECKING:
@@ -136,6 +136,9 @@ class JobsService:
             f"/{SERVICE}/Status": unary(self.status, pb.StatusRequest, pb.StatusResponse),
             f"/{SERVICE}/List": unary(self.list, pb.ListRequest, pb.ListResponse),
             f"/{SERVICE}/Usage": unary(self.usage, pb.UsageRequest, pb.UsageResponse),
+            f"/{SERVICE}/Pause": unary(self.pause, pb.PauseRequest, pb.PauseResponse),
+            f"/{SERVICE}/Resume": unary(self.resume, pb.ResumeRequest, pb.ResumeResponse),
+            f"/{SERVICE}/Set": unary(self.set_limits, pb.SetRequest, pb.SetResponse),
             f"/{SERVICE}/Logs": Handler(
                 logs, Cardinality.UNARY_STREAM, pb.LogsRequest, pb.LogsResponse
             ),
@@ -232,6 +235,19 @@ class JobsService:
         # The caller's own jobs, or an admin's any, as Stop: Manager.status inside decides.
         job, was_running = await self.manager.kill(req.id, caller, req.signal)
         return pb.KillResponse(job=job_to_proto(job), was_running=was_running)
+
+    async def pause(self, req: pb.PauseRequest, caller: Caller) -> pb.PauseResponse:
+        return pb.PauseResponse(job=job_to_proto(await self.manager.pause(req.id, caller)))
+
+    async def resume(self, req: pb.ResumeRequest, caller: Caller) -> pb.ResumeResponse:
+        return pb.ResumeResponse(job=job_to_proto(await self.manager.resume(req.id, caller)))
+
+    async def set_limits(self, req: pb.SetRequest, caller: Caller) -> pb.SetResponse:
+        changes = build_changes(as_input(options_from_proto(req.options)))
+        job = await self.manager.status(req.id, caller)  # another's job: not found, before caps
+        admit_change(self.config, changes, caller)
+        job = await self.manager.set_limits(job.id, changes, caller)
+        return pb.SetResponse(job=job_to_proto(job))
 
     async def status(self, req: pb.StatusRequest, caller: Caller) -> pb.StatusResponse:
         job = await self.manager.status(req.id, caller)

@@ -9,6 +9,7 @@ import signal
 import sys
 
 from .. import dbus_api as api
+from .. import live
 from ..bus import connect_system_bus
 from ..config import Config
 from ..errors import JobrunError
@@ -49,6 +50,8 @@ async def _serve(stack: contextlib.ExitStack) -> None:
 
         exporter = asyncio.get_running_loop().create_task(export(manager, config.metrics))
         log.info("metrics every %gs in %s", config.metrics.interval, config.metrics.path)
+    # The accounting a job leaves behind: its cgroup's last reading (live.py, accounting.py).
+    sampler = asyncio.get_running_loop().create_task(live.sample_forever(manager))
     log.info("jobrund ready on the system bus as %s (config: %s)", api.BUS_NAME, config.source)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -62,6 +65,9 @@ async def _serve(stack: contextlib.ExitStack) -> None:
         exporter.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await exporter
+    sampler.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await sampler
     if remote is not None:
         remote.close()
         await remote.wait_closed()

@@ -7,6 +7,7 @@ from typing import ClassVar as _ClassVar, Iterable as _Iterable, Mapping as _Map
 
 DESCRIPTOR: _descriptor.FileDescriptor
 JOB_STATE_FAILED: JobState
+JOB_STATE_PAUSED: JobState
 JOB_STATE_RUNNING: JobState
 JOB_STATE_STOPPED: JobState
 JOB_STATE_SUCCEEDED: JobState
@@ -18,8 +19,25 @@ LINE_BREAK_NUL: LineBreak
 LINE_BREAK_PID_CHANGE: LineBreak
 LINE_BREAK_UNSPECIFIED: LineBreak
 
+class Accounting(_message.Message):
+    __slots__ = ["cpu_seconds", "io_read_bytes", "io_write_bytes", "memory_peak_bytes", "sampled_at", "tasks_peak"]
+    CPU_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    IO_READ_BYTES_FIELD_NUMBER: _ClassVar[int]
+    IO_WRITE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_PEAK_BYTES_FIELD_NUMBER: _ClassVar[int]
+    SAMPLED_AT_FIELD_NUMBER: _ClassVar[int]
+    TASKS_PEAK_FIELD_NUMBER: _ClassVar[int]
+    cpu_seconds: float
+    io_read_bytes: int
+    io_write_bytes: int
+    memory_peak_bytes: int
+    sampled_at: _timestamp_pb2.Timestamp
+    tasks_peak: int
+    def __init__(self, cpu_seconds: _Optional[float] = ..., memory_peak_bytes: _Optional[int] = ..., io_read_bytes: _Optional[int] = ..., io_write_bytes: _Optional[int] = ..., tasks_peak: _Optional[int] = ..., sampled_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
 class Job(_message.Message):
-    __slots__ = ["command", "created_at", "exit_code", "finished_at", "id", "invocation_id", "limits", "name", "owner", "reason", "result", "signal", "started_at", "state", "uid", "unit", "usage"]
+    __slots__ = ["accounting", "command", "created_at", "exit_code", "finished_at", "id", "invocation_id", "limits", "live_limits", "name", "owner", "reason", "result", "signal", "started_at", "state", "uid", "unit", "usage"]
+    ACCOUNTING_FIELD_NUMBER: _ClassVar[int]
     COMMAND_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
@@ -27,6 +45,7 @@ class Job(_message.Message):
     ID_FIELD_NUMBER: _ClassVar[int]
     INVOCATION_ID_FIELD_NUMBER: _ClassVar[int]
     LIMITS_FIELD_NUMBER: _ClassVar[int]
+    LIVE_LIMITS_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     OWNER_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
@@ -37,6 +56,7 @@ class Job(_message.Message):
     UID_FIELD_NUMBER: _ClassVar[int]
     UNIT_FIELD_NUMBER: _ClassVar[int]
     USAGE_FIELD_NUMBER: _ClassVar[int]
+    accounting: Accounting
     command: _containers.RepeatedScalarFieldContainer[str]
     created_at: _timestamp_pb2.Timestamp
     exit_code: int
@@ -44,6 +64,7 @@ class Job(_message.Message):
     id: str
     invocation_id: str
     limits: JobOptions
+    live_limits: JobOptions
     name: str
     owner: str
     reason: str
@@ -54,7 +75,7 @@ class Job(_message.Message):
     uid: int
     unit: str
     usage: Usage
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., unit: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., exit_code: _Optional[int] = ..., signal: _Optional[str] = ..., result: _Optional[str] = ..., reason: _Optional[str] = ..., command: _Optional[_Iterable[str]] = ..., owner: _Optional[str] = ..., uid: _Optional[int] = ..., created_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., invocation_id: _Optional[str] = ..., limits: _Optional[_Union[JobOptions, _Mapping]] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ...) -> None: ...
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., unit: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., exit_code: _Optional[int] = ..., signal: _Optional[str] = ..., result: _Optional[str] = ..., reason: _Optional[str] = ..., command: _Optional[_Iterable[str]] = ..., owner: _Optional[str] = ..., uid: _Optional[int] = ..., created_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., invocation_id: _Optional[str] = ..., limits: _Optional[_Union[JobOptions, _Mapping]] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., live_limits: _Optional[_Union[JobOptions, _Mapping]] = ..., accounting: _Optional[_Union[Accounting, _Mapping]] = ...) -> None: ...
 
 class JobOptions(_message.Message):
     __slots__ = ["cpu_affinity", "cpu_quota", "cpu_weight", "env", "io_weight", "memory_high", "memory_max", "network", "private_tmp", "profile", "stop_timeout", "tasks_max", "workdir", "writable"]
@@ -136,6 +157,18 @@ class LogsResponse(_message.Message):
     records: _containers.RepeatedCompositeFieldContainer[Record]
     def __init__(self, records: _Optional[_Iterable[_Union[Record, _Mapping]]] = ...) -> None: ...
 
+class PauseRequest(_message.Message):
+    __slots__ = ["id"]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class PauseResponse(_message.Message):
+    __slots__ = ["job"]
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    job: Job
+    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ...) -> None: ...
+
 class Record(_message.Message):
     __slots__ = ["cursor", "line_break", "message", "timestamp"]
     CURSOR_FIELD_NUMBER: _ClassVar[int]
@@ -148,6 +181,18 @@ class Record(_message.Message):
     timestamp: _timestamp_pb2.Timestamp
     def __init__(self, timestamp: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., cursor: _Optional[str] = ..., message: _Optional[bytes] = ..., line_break: _Optional[_Union[LineBreak, str]] = ...) -> None: ...
 
+class ResumeRequest(_message.Message):
+    __slots__ = ["id"]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class ResumeResponse(_message.Message):
+    __slots__ = ["job"]
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    job: Job
+    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ...) -> None: ...
+
 class RunRequest(_message.Message):
     __slots__ = ["start", "stdin"]
     START_FIELD_NUMBER: _ClassVar[int]
@@ -157,6 +202,20 @@ class RunRequest(_message.Message):
     def __init__(self, start: _Optional[_Union[StartRequest, _Mapping]] = ..., stdin: _Optional[bytes] = ...) -> None: ...
 
 class RunResponse(_message.Message):
+    __slots__ = ["job"]
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    job: Job
+    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ...) -> None: ...
+
+class SetRequest(_message.Message):
+    __slots__ = ["id", "options"]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    options: JobOptions
+    def __init__(self, id: _Optional[str] = ..., options: _Optional[_Union[JobOptions, _Mapping]] = ...) -> None: ...
+
+class SetResponse(_message.Message):
     __slots__ = ["job"]
     JOB_FIELD_NUMBER: _ClassVar[int]
     job: Job

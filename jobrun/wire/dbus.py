@@ -120,6 +120,16 @@ def decode_start(command: Any, options: Any) -> JobSpec:
     return build_spec(command, name=name, **values)
 
 
+def decode_set(options: Any) -> dict[str, Any]:
+    """Set's options: settings of the table whose `live` is set, with the same (text or plain)
+    values Start takes; parsed (properties.build_changes)."""
+    from ..properties import build_changes
+
+    if not isinstance(options, dict) or not all(isinstance(k, str) for k in options):
+        raise InvalidArgument("Set options must be a dictionary of settings")
+    return build_changes({k: _plain(v)[1] for k, v in options.items()})
+
+
 def decode_logs_options(options: Any) -> dict[str, Any]:
     """Logs' options: keyword arguments of Manager.logs (follow, tail, after_cursor, since) and
     batch_cursors (how jobrund frames them, see wire/logs.py pack_records)."""

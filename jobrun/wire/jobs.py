@@ -11,6 +11,7 @@ import json
 from datetime import datetime
 from typing import Any
 
+from .. import accounting as acct
 from ..model import Job, JobSpec, JobState, Outcome, Usage
 from ..properties import SETTINGS, limits
 
@@ -44,6 +45,10 @@ def job_to_dict(job: Job) -> dict[str, Any]:
         "invocation_id": job.invocation_id,
         "limits": limits(job.spec),
         "usage": dataclasses.asdict(job.usage) if job.usage and not o.state.finished else None,
+        # Limits changed while it ran (`jobrun set`), by setting; "limits" stays what was asked.
+        "live_limits": dict(job.live_limits),
+        # What the whole run used, kept after it ended (accounting.py); null: not measured.
+        "accounting": acct.to_dict(job.accounting) if job.accounting else None,
     }
 
 
@@ -79,6 +84,8 @@ def job_from_dict(d: dict[str, Any]) -> Job:
             finished_at=_time(d["finished_at"]),
         ),
         usage=Usage(**usage) if usage else None,
+        live_limits=dict(d.get("live_limits") or {}),
+        accounting=acct.from_dict(d["accounting"]) if d.get("accounting") else None,
     )
 
 

@@ -13,7 +13,7 @@ from typing import Any
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from ..journal import Record
-from ..model import Job, JobState, Outcome, Usage
+from ..model import Accounting, Job, JobState, Outcome, Usage
 from ..properties import SETTINGS, limits
 from ..v1 import jobrun_pb2 as pb
 from .jobs import spec_from_limits
@@ -26,9 +26,11 @@ _STATES = {
     JobState.SUCCEEDED: pb.JOB_STATE_SUCCEEDED,
     JobState.FAILED: pb.JOB_STATE_FAILED,
     JobState.STOPPED: pb.JOB_STATE_STOPPED,
+    JobState.PAUSED: pb.JOB_STATE_PAUSED,
 }
 _STATE_OF = {v: k for k, v in _STATES.items()}
 _USAGE = tuple(f.name for f in dataclasses.fields(Usage))
+_ACCOUNTING = tuple(f.name for f in dataclasses.fields(Accounting) if f.name != "sampled_at")
 
 
 def _timestamp(dt: datetime | None) -> Timestamp | None:
@@ -106,6 +108,15 @@ def job_to_proto(job: Job) -> pb.Job:
     if job.usage is not None and not o.state.finished:  # as `--json` shows it
         usage = {k: v for k, v in dataclasses.asdict(job.usage).items() if v is not None}
         msg.usage.CopyFrom(pb.Usage(**usage))
+    if job.live_limits:
+        msg.live_limits.CopyFrom(options_to_proto(job.live_limits))
+    a = job.accounting
+    if a is not None:
+        values = {k: getattr(a, k) for k in _ACCOUNTING if getattr(a, k) is not None}
+        msg.accounting.CopyFrom(pb.Accounting(**values))
+        ts = _timestamp(a.sampled_at)
+        if ts is not None:
+            msg.accounting.sampled_at.CopyFrom(ts)
     return msg
 
 
@@ -117,6 +128,13 @@ def job_from_proto(msg: pb.Job) -> Job:
     if msg.HasField("usage"):
         usage = Usage(**{k: getattr(msg.usage, k) if msg.usage.HasField(k) else None
                          for k in _USAGE})  # fmt: skip
+    accounting = None
+    if msg.HasField("accounting"):
+        a = msg.accounting
+        accounting = Accounting(
+            **{k: getattr(a, k) if a.HasField(k) else None for k in _ACCOUNTING},
+            sampled_at=_time(a, "sampled_at"),
+        )
     return Job(
         id=msg.id,
         spec=spec_from_limits(list(msg.command), opt("name"), options_from_proto(msg.limits)),
@@ -134,6 +152,8 @@ def job_from_proto(msg: pb.Job) -> Job:
             finished_at=_time(msg, "finished_at"),
         ),
         usage=usage,
+        live_limits=options_from_proto(msg.live_limits),
+        accounting=accounting,
     )
 
 
