@@ -71,7 +71,19 @@ def _set_up(db: sqlite3.Connection) -> None:
             delay = min(delay * 2, 0.1)
     db.execute("PRAGMA synchronous=NORMAL")
     db.executescript(_SCHEMA)
+    _set_up_scopes(db)
     db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+
+def _set_up_scopes(db: sqlite3.Connection) -> None:
+    """Who reports the exit status of each scope job (`run --scope`): the client process, by
+    PID and start time (processes.py). While it lives, a scope that has ended waits for its
+    report; once it is gone, the job ends without one."""
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS scope_reporters ("
+        "id TEXT PRIMARY KEY, "
+        "pid INTEGER NOT NULL, start_time INTEGER NOT NULL)"
+    )
 
 
 def state_dir() -> Path:
@@ -175,6 +187,7 @@ class Store:
     def remove(self, job_id: str) -> None:
         with self._write() as db:
             db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+            db.execute("DELETE FROM scope_reporters WHERE id = ?", (job_id,))
 
     def set_started(
         self, job_id: str, invocation_id: str | None, started_at: datetime | None
@@ -211,6 +224,29 @@ class Store:
             db.execute(
                 "UPDATE jobs SET outcome = ? WHERE id = ?", (outcome_to_json(outcome), job_id)
             )
+
+    def set_outcome_once(self, job_id: str, outcome: Outcome) -> bool:
+        """Record a final outcome unless one is recorded already; whether it was."""
+        with self._write() as db:
+            cur = db.execute(
+                "UPDATE jobs SET outcome = ? WHERE id = ? AND outcome IS NULL",
+                (outcome_to_json(outcome), job_id),
+            )
+            return cur.rowcount == 1
+
+    def set_reporter(self, job_id: str, pid: int, start_time: int) -> None:
+        with self._write() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO scope_reporters (id, pid, start_time) VALUES (?, ?, ?)",
+                (job_id, pid, start_time),
+            )
+
+    def reporter(self, job_id: str) -> tuple[int, int] | None:
+        """(PID, start time) of the process that reports the scope job's exit status."""
+        row = self.db.execute(
+            "SELECT pid, start_time FROM scope_reporters WHERE id = ?", (job_id,)
+        ).fetchone()
+        return (int(row[0]), int(row[1])) if row else None
 
     def _row_to_job(self, row: tuple[Any, ...]) -> tuple[Job, datetime | None]:
         (jid, owner, uid, spec, created, inv, started, stop_req, outcome) = row
