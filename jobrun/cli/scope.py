@@ -99,7 +99,8 @@ async def _start_and_wait(
         _, wait_status = os.waitpid(pid, os.WNOHANG)  # noqa: ASYNC222 - it has exited
         code = os.waitstatus_to_exitcode(wait_status)
         try:
-            job = await b.report_exit(job.id, code if code >= 0 else None, -code or None)
+            exit_code, signum = (code, None) if code >= 0 else (None, -code)
+            job = await b.report_exit(job.id, exit_code, signum)
         except JobrunError as e:
             err(f"jobrun: cannot report how job {job.id} ended: {e.message}")
         else:
