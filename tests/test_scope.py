@@ -7,6 +7,7 @@ one whose PID no longer names the process alice meant.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pwd
@@ -395,3 +396,54 @@ def test_report_for_another_users_job_is_not_found() -> None:
             cli.wait()
     done = status_as("alice", job["id"])
     assert (done["state"], done["reported_by"]) == ("stopped", "client")
+
+
+def test_ctrl_z_and_fg_in_an_interactive_shell() -> None:
+    """Job control as for any foreground command: Ctrl-Z stops the command (and jobrun, which
+    the shell reports as stopped), `fg` resumes both, and the command's status comes through."""
+    import pty
+    import select
+
+    pid, master = pty.fork()
+    if pid == 0:  # the child: an interactive bash on the pty, as a user's terminal has
+        os.execvpe("bash", ["bash", "--norc", "--noprofile", "-i"],
+                   {**os.environ, "PS1": "$ ", "TERM": "dumb"})  # fmt: skip
+    seen = b""
+
+    def until(text: bytes) -> bool:
+        nonlocal seen
+        if select.select([master], [], [], 0.05)[0]:
+            with contextlib.suppress(OSError):  # EIO once the shell is gone
+                seen += os.read(master, 4096)
+        return text in seen
+
+    try:
+        cmd = f"{sys.executable} -m jobrun run --scope -- sh -c 'sleep 1000; exit 7'\n"
+        os.write(master, cmd.encode())
+        job = _running_scope()
+        (sh,) = wait_for(lambda: (p := cgroup_pids(job["unit"])) and len(p) == 2 and p[:1],
+                         what="sh and its sleep in the scope")  # fmt: skip
+        os.write(master, b"\x1a")  # Ctrl-Z
+        wait_for(lambda: until(b"Stopped"), what="the shell to report the job stopped")
+        assert _state(sh) == "T"
+        assert status(job["id"])["state"] == "running"
+        os.write(master, b"fg\n")
+        wait_for(lambda: _state(sh) == "S", what="fg to resume the command")
+        sleep = next(p for p in cgroup_pids(job["unit"]) or [] if p != sh)
+        os.kill(sleep, signal.SIGKILL)  # sh goes on to exit 7
+        os.write(master, b"echo rc=$?\n")
+        wait_for(lambda: until(b"rc=7"), what="the command's status in the shell")
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        os.close(master)
+    done = status(job["id"])
+    assert (done["state"], done["exit_code"], done["reported_by"]) == ("failed", 7, "client")
+
+
+def _state(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return None
