@@ -82,6 +82,8 @@ def test_limits_exit_code_and_status() -> None:
     assert (job["state"], job["exit_code"], job["reported_by"]) == ("failed", 3, "client")
     assert job["limits"]["memory_max"] == 64 << 20
     assert job["finished_at"] and job["started_at"]
+    human = jobrun("status", job_id).stdout
+    assert "exit 3 (reported by the client)" in human and unit in human
     # systemd let go of the scope once its process was gone
     assert systemctl_show(unit, "LoadState")["LoadState"] == "not-found"
 
@@ -387,9 +389,17 @@ def test_report_for_another_users_job_is_not_found() -> None:
 
         err, _ = dbus_call_as("bob", "ReportScopeExit", f"[{job['id']!r}, 0, 0]")
         assert err == "org.jobrun.Error.NotFound"
+        waiter = subprocess.Popen(
+            jobrun_cmd("alice", "wait", job["id"]),
+            env=daemon_env(),
+            cwd="/",
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         # alice stops it from another terminal: jobrund kills the scope, her client reports
         assert as_user("alice", "stop", job["id"]).returncode == 0
         assert cli.wait(timeout=30) == 128 + signal.SIGTERM
+        assert waiter.wait(timeout=30) == 128 + signal.SIGTERM  # `wait` sees the reported end
     finally:
         if cli.poll() is None:
             cli.kill()

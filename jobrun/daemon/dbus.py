@@ -151,6 +151,7 @@ class Daemon(FairShare):
         job = await self.manager.report_exit(
             job_id, caller, None if exit_code < 0 else exit_code, signum or None
         )
+        self._job_changed(job.id)  # systemd may have nothing left to signal of the scope
         return [job_json(job)]
 
     async def stop(self, msg: Message, caller: Caller) -> list[Any]:
@@ -271,7 +272,12 @@ class Daemon(FairShare):
             if path.startswith(_UNIT_PATH_PREFIX):
                 job_id = path[len(_UNIT_PATH_PREFIX) :]
                 job_id = job_id.removesuffix("_2eservice").removesuffix("_2escope")
-        if not job_id or not self._subscribers:
+        if job_id:
+            self._job_changed(job_id)
+
+    def _job_changed(self, job_id: str) -> None:
+        """Announce the job's state to its subscribers, if it changed."""
+        if not self._subscribers:
             return
         if job_id in self._announcing:
             # systemd sends a burst of signals per change of a unit: one status read in flight
