@@ -187,6 +187,28 @@ def test_stop_from_elsewhere_kills_setsid_children() -> None:
     assert (done["state"], done["reported_by"]) == ("stopped", "client")
 
 
+def test_hangup_of_the_terminal_is_reported() -> None:
+    """A hangup reaches the whole foreground process group: the command dies of it, jobrun
+    lives on to report that."""
+    cli = subprocess.Popen(
+        [sys.executable, "-m", "jobrun", "run", "--scope", "--", "sleep", "1000"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # a process group of its own, as a terminal's foreground job
+    )
+    try:
+        job = _running_scope()
+        wait_for(lambda: cgroup_pids(job["unit"]), what="the sleep in the scope")
+        os.killpg(cli.pid, signal.SIGHUP)
+        assert cli.wait(timeout=30) == 128 + signal.SIGHUP
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+            cli.wait()
+    done = status(job["id"])
+    assert (done["signal"], done["reported_by"]) == ("SIGHUP", "client")
+
+
 def test_client_killed_ends_unreported_not_running() -> None:
     cli = subprocess.Popen(
         [sys.executable, "-m", "jobrun", "run", "--scope", "--", "sleep", "1000"],

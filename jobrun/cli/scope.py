@@ -27,8 +27,9 @@ if TYPE_CHECKING:
 GO = b"x"  # what the child waits for: it is in its scope
 EXIT_NOT_FOUND, EXIT_CANNOT_EXEC = 127, 126  # as a shell's
 # What the terminal sends a whole foreground process group: the child's to act on (the CLI
-# only waits for it, as a shell does for `time CMD`).
-_CHILDS_SIGNALS = (signal.SIGINT, signal.SIGQUIT)
+# only waits for it, as a shell does for `time CMD`, and lives to report how it ended; also
+# after a hangup, which the kernel sends the child too).
+_CHILDS_SIGNALS = (signal.SIGINT, signal.SIGQUIT, signal.SIGHUP)
 # Python ignores SIGPIPE and SIGXFSZ; an exec'd command gets the defaults back.
 _DEFAULTS = (*_CHILDS_SIGNALS, signal.SIGPIPE, signal.SIGXFSZ, signal.SIGTSTP, signal.SIGTTOU,
              signal.SIGTTIN)  # fmt: skip
