@@ -50,6 +50,15 @@ class JobKind(enum.StrEnum):
     SCOPE = "scope"
 
 
+def kind_of(text: str | None) -> JobKind:
+    """A job's kind as a record or the wire spells it; unset or unknown (a newer version's):
+    a service."""
+    try:
+        return JobKind(text or JobKind.SERVICE)
+    except ValueError:
+        return JobKind.SERVICE
+
+
 def unit_name(job_id: str, kind: str = JobKind.SERVICE) -> str:
     return f"{UNIT_PREFIX}{job_id}.{kind}"
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import AmbiguousJobId, InvalidArgument, JobNotFound, StateError
-from .model import Job, JobKind, JobSpec, JobState, Outcome, is_valid_id_prefix
+from .model import Job, JobSpec, JobState, Outcome, is_valid_id_prefix, kind_of
 
 DEFAULT_STATE_DIR = "/var/lib/jobrun"
 SCHEMA_VERSION = 1
@@ -112,7 +112,7 @@ def spec_from_json(text: str) -> JobSpec:
         k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items() if k in known
     }
     if "kind" in values:
-        values["kind"] = JobKind(values["kind"])
+        values["kind"] = kind_of(values["kind"])
     return JobSpec(**values)
 
 

@@ -11,7 +11,7 @@ import json
 from datetime import datetime
 from typing import Any
 
-from ..model import Job, JobKind, JobSpec, JobState, Outcome, Usage
+from ..model import Job, JobKind, JobSpec, JobState, Outcome, Usage, kind_of
 from ..properties import SETTINGS, limits
 
 
@@ -58,7 +58,7 @@ def spec_from_limits(
     settings: dict[str, Any] = {
         k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if k in fields
     }
-    return JobSpec(command=tuple(command), name=name, kind=JobKind(kind), **settings)
+    return JobSpec(command=tuple(command), name=name, kind=kind_of(kind), **settings)
 
 
 def job_from_dict(d: dict[str, Any]) -> Job:
