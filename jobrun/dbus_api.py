@@ -37,6 +37,27 @@ METHODS: dict[str, Method] = {
     for m in (
         # command, options (settings table fields + "name", and "stdin": a descriptor)
         Method("Start", "start", (("command", "as"), ("options", "a{sv}")), (_JOB,)),
+        # `run --scope`: command, options (the settings a scope takes, + "name"), the caller's
+        # child to put in the scope: its PID, start time (/proc/PID/stat field 22), a pidfd
+        Method(
+            "StartScope",
+            "start_scope",
+            (
+                ("command", "as"),
+                ("options", "a{sv}"),
+                ("pid", "u"),
+                ("start_time", "t"),
+                ("pidfd", "h"),
+            ),
+            (_JOB,),
+        ),
+        # id, exit code (-1: none), signal (0: none) → job: a scope's end, as its client saw it
+        Method(
+            "ReportScopeExit",
+            "report_scope_exit",
+            (("id", "s"), ("exit_code", "i"), ("signal", "i")),
+            (_JOB,),
+        ),
         # id (or prefix), timeout (< 0: the job's own) → job, was it running
         Method("Stop", "stop", (("id", "s"), ("timeout", "d")), (_JOB, ("was_running", "b"))),
         # id, signal number → job, was it running (`jobrun run`'s Ctrl-C)

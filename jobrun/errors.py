@@ -17,6 +17,7 @@ EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_NOT_FOUND = 3
 EXIT_PERMISSION = 4
+EXIT_NO_OUTPUT = 5  # `logs` of a job whose output never went to the journal (a scope)
 EXIT_UNAVAILABLE = 69  # EX_UNAVAILABLE
 EXIT_INTERNAL = 70  # EX_SOFTWARE
 
@@ -115,6 +116,15 @@ class OutputLost(JobrunError):
 
     dbus_name = "org.jobrun.Error.OutputLost"
     grpc_status = "DATA_LOSS"
+
+
+class NoJournalOutput(JobrunError):
+    """The job's output never went to the journal: a scope job's went to its caller's
+    terminal (`jobrun run --scope`)."""
+
+    dbus_name = "org.jobrun.Error.NoJournalOutput"
+    grpc_status = "FAILED_PRECONDITION"
+    exit_code = EXIT_NO_OUTPUT
 
 
 class Unauthenticated(PermissionDenied):

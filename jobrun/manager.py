@@ -11,36 +11,43 @@ import contextlib
 import functools
 import logging
 import signal
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from dbus_fast import Message
 
-from . import envfile, live
+from . import envfile, live, processes
 from . import outcome as oc
 from . import usage as usage_
 from .caller import Caller as Caller
 from .caller import scope
 from .config import slice_properties
-from .errors import InvalidArgument, JobrunError, PermissionDenied, StateError, SystemdError
+from .errors import (
+    InvalidArgument,
+    JobrunError,
+    NoJournalOutput,
+    PermissionDenied,
+    StateError,
+    SystemdError,
+)
 from .inputs import parse_seconds
 from .model import (
     UNIT_PREFIX,
     Job,
+    JobKind,
     JobSpec,
     JobState,
     Outcome,
     flatten,
     new_job_id,
-    unit_name,
 )
 from .output import job_batches
 from .profiles import RELAXED_HINT, check_tmp, home_properties
 from .store import Store
-from .systemd import NO_SUCH_PROCESS, NO_SUCH_UNIT, SERVICE, UNIT, Systemd
-from .unit import unit_properties
+from .systemd import NO_SUCH_PROCESS, NO_SUCH_UNIT, SCOPE, SERVICE, UNIT, Systemd
+from .unit import scope_properties, unit_properties
 
 if TYPE_CHECKING:
     from .journal import Record
@@ -61,6 +68,7 @@ _NO_ANSWER = (
     "org.freedesktop.DBus.Error.TimedOut",
 )
 
+SCOPE_REPORT_WAIT = 5.0  # seconds `stop` waits for a stopped scope's client to report its end
 RECENT = timedelta(hours=24)  # `list` without --all: running jobs and those created since
 
 
@@ -72,6 +80,7 @@ class Manager:
         self.store = store
         self.feeds = Feeds()  # one journal reader per followed job, for all its followers
         self._slice_limits: dict[str, dict[str, int]] = {}  # slice → the limits it was given
+        self._reports: set[asyncio.Event] = set()  # of waiters, set by a scope's report
         self._listening = contextlib.ExitStack()
         self._listening.enter_context(systemd.listen(self._on_signal))
 
@@ -127,12 +136,7 @@ class Manager:
         # What the job may see of the homes depends on who it runs as: refused here, before
         # anything is recorded or started.
         home_properties(spec, user=ctx.user, dynamic_user=ctx.dynamic_user, home=ctx.home)
-        slice_name = ctx.slice_name
-        if slice_limits is not None and self._slice_limits.get(slice_name) != slice_limits:
-            # Written as a runtime drop-in that outlives the slice's unloading: once per slice
-            # and set of limits while this process runs, not once per job.
-            await self.systemd.set_unit_properties(slice_name, slice_properties(slice_limits))
-            self._slice_limits[slice_name] = dict(slice_limits)
+        await self._limit_slice(ctx.slice_name, slice_limits)
         job = Job(
             id=new_job_id(),
             spec=spec,
@@ -169,6 +173,85 @@ class Manager:
         # first, `status` records them (from the unit, or PID 1's journal).
         return job
 
+    async def _limit_slice(self, slice_name: str, slice_limits: dict[str, int] | None) -> None:
+        if slice_limits is not None and self._slice_limits.get(slice_name) != slice_limits:
+            # Written as a runtime drop-in that outlives the slice's unloading: once per slice
+            # and set of limits while this process runs, not once per job.
+            await self.systemd.set_unit_properties(slice_name, slice_properties(slice_limits))
+            self._slice_limits[slice_name] = dict(slice_limits)
+
+    async def start_scope(
+        self,
+        spec: JobSpec,
+        claim: processes.Claim,
+        parent: int,
+        caller: Caller | None = None,
+        slice_limits: dict[str, int] | None = None,
+    ) -> Job:
+        """Put the caller's process `claim` in a new scope job (`jobrun run --scope`) in the
+        caller's slice, with the spec's limits. `parent`: the PID of the caller's process
+        that asks, which must be the claimed process's parent (processes.check_child) and
+        reports its exit status (report_exit)."""
+        caller = caller or Caller.current()
+        if caller.remote or spec.kind != JobKind.SCOPE:
+            raise InvalidArgument("only a local caller's own process can be put in a scope")
+        processes.check_child(claim, caller.uid, parent)
+        parent_started = processes.start_time(parent)
+        if parent_started is None:
+            raise PermissionDenied("the process asking has exited")
+        slice_name = caller.unit_context().slice_name
+        await self._limit_slice(slice_name, slice_limits)
+        now = datetime.now(UTC)
+        job = Job(id=new_job_id(), spec=spec, owner=caller.user, uid=caller.uid,
+                  created_at=now, started_at=now)  # fmt: skip
+        # Record first, with who reports its exit, so the scope is never unknown to jobrun.
+        self.store.add(job)
+        self.store.set_started(job.id, None, now)
+        self.store.set_reporter(job.id, parent, parent_started)
+        try:
+            await self.systemd.start_transient_unit(
+                job.unit, scope_properties(job.id, spec, claim.pid, slice_name)
+            )
+        except (SystemdError, PermissionDenied) as e:
+            if getattr(e, "dbus_error", None) not in _NO_ANSWER:
+                self.store.remove(job.id)
+            raise
+        if not processes.still_there(claim):
+            # It exited between the check and systemd's move, so the PID systemd moved may
+            # since be another's (systemd 252 takes PIDs, not pidfds): the job is over, and
+            # nobody manages what the scope may hold through jobrun (docs/DESIGN.md).
+            outcome = Outcome(JobState.FAILED, "unreported", reason="the process exited before "
+                              "it was put in the scope", finished_at=datetime.now(UTC))  # fmt: skip
+            self._cache(self.store.set_outcome, job.id, outcome)
+            raise PermissionDenied(f"process {claim.pid} exited before it was put in the scope")
+        return job
+
+    async def report_exit(
+        self, job_id: str, caller: Caller | None, exit_code: int | None, signum: int | None
+    ) -> Job:
+        """A scope job's end as its client saw its process end (`exit_code`, or killed by
+        `signum`): accepted once, from the job's owner only (not an admin: nobody else saw
+        it). The rest of the scope ends with it, as a service's (KillMode=control-group)."""
+        caller = caller or Caller.current()
+        if (exit_code is None) == (signum is None):
+            raise InvalidArgument("report either an exit code or a signal")
+        if exit_code is not None and not 0 <= exit_code <= 255:
+            raise InvalidArgument(f"exit code {exit_code} is not from 0 to 255")
+        if signum is not None and (signum not in signal.valid_signals() or signum == 0):
+            raise InvalidArgument(f"{signum} is not a signal number")
+        full = self.store.resolve(job_id, *scope(replace(caller, admin=False)))
+        job, stop_requested = self.store.get(full)
+        if job.spec.kind != JobKind.SCOPE:
+            raise InvalidArgument(f"job {job.id} is not a scope: systemd reports how it ended")
+        outcome = oc.reported(exit_code, signum, stop_requested is not None, datetime.now(UTC))
+        if not self.store.set_outcome_once(job.id, outcome):
+            raise InvalidArgument(f"job {job.id} has ended already; its end was recorded")
+        with contextlib.suppress(SystemdError):  # the scope is gone: nothing left in it
+            await self.systemd.stop_unit(job.unit)
+        for event in self._reports:
+            event.set()
+        return replace(job, outcome=outcome)
+
     def _cache(self, write: Callable[..., None], *args: object) -> None:
         """A write of what systemd itself knows (start, outcome): a failure (disk full) costs
         only the cache, which the next status fills again; the answer stays right."""
@@ -196,7 +279,7 @@ class Manager:
                 break
         if inv is None and started is None:
             return
-        job_id = path[len(_UNIT_PATH) :].removesuffix("_2eservice")
+        job_id = path[len(_UNIT_PATH) :].removesuffix("_2eservice").removesuffix("_2escope")
         with contextlib.suppress(JobrunError):  # a signal handler has nobody to tell
             self.store.set_started_once(job_id, inv, started)
 
@@ -207,11 +290,14 @@ class Manager:
         """The job with its current outcome (and usage while it runs)."""
         full = self.resolve(job_id, caller)
         job, stop_requested = self.store.get(full)
-        if job.outcome.state.finished and not fresh:
+        # A scope's outcome is what its client reported: systemd has nothing to derive it from.
+        if job.outcome.state.finished and (not fresh or job.spec.kind == JobKind.SCOPE):
             return job
         return await self._refresh(job, stop_requested is not None)
 
     async def _refresh(self, job: Job, stop_requested: bool) -> Job:
+        if job.spec.kind == JobKind.SCOPE:
+            return await self._refresh_scope(job, stop_requested)
         path = await self.systemd.get_unit(job.unit)
         props = await self.systemd.unit_properties(path, oc.STATUS_PROPERTIES) if path else {}
         if props and job.started_at is None:
@@ -231,6 +317,26 @@ class Manager:
         if outcome.state.finished:
             self._cache(self.store.set_outcome, job.id, outcome)
             envfile.remove(job.id)  # PID 1 read it when the job started
+        return replace(job, outcome=outcome)
+
+    async def _refresh_scope(self, job: Job, stop_requested: bool) -> Job:
+        """A scope job with no reported end: running while its scope runs, or while the client
+        that reports it lives (its process has ended, its report is on the way); else it ended
+        unreported (the client was killed)."""
+        path = await self.systemd.get_unit(job.unit)
+        props = (
+            await self.systemd.unit_properties(path, oc.STATUS_PROPERTIES, SCOPE) if path else {}
+        )
+        if props and job.invocation_id is None:
+            job = self._record_start(job, props.get("InvocationID"), job.started_at)
+        if props and oc.running(props):
+            return replace(job, outcome=Outcome(JobState.RUNNING), usage=oc.usage(props))
+        reporter = self.store.reporter(job.id)
+        if reporter is not None and processes.alive(*reporter):
+            return replace(job, outcome=Outcome(JobState.RUNNING))
+        outcome = oc.unreported(stop_requested, datetime.now(UTC))
+        if not self.store.set_outcome_once(job.id, outcome):  # reported meanwhile
+            return self.store.get(job.id)[0]
         return replace(job, outcome=outcome)
 
     def _record_start(self, job: Job, invocation: object, started: datetime | None) -> Job:
@@ -263,9 +369,9 @@ class Manager:
 
     async def running_count(self, caller: Caller) -> int:
         """How many of the caller's jobs systemd runs now: one call for the units, one query."""
-        units = await self.systemd.list_units(f"{UNIT_PREFIX}*.service")
+        units = await self.systemd.list_units(f"{UNIT_PREFIX}*.service", f"{UNIT_PREFIX}*.scope")
         running = [
-            name[len(UNIT_PREFIX) : -len(".service")]
+            name[len(UNIT_PREFIX) :].removesuffix(".service").removesuffix(".scope")
             for name, active, _, _, queued in units
             if active in oc.ACTIVE_STATES or queued == "start"  # started, not yet run
         ]
@@ -305,6 +411,10 @@ class Manager:
                 except TimeoutError:
                     await self.systemd.kill_unit(job.unit, signal.SIGKILL)
             await done
+        if job.spec.kind == JobKind.SCOPE:
+            # Its end is what its client reports once its process died: wait for that a while.
+            with contextlib.suppress(TimeoutError):
+                return await asyncio.wait_for(self.wait(job.id, caller), SCOPE_REPORT_WAIT), True
         return await self.status(job.id, caller), True
 
     async def kill(
@@ -370,6 +480,7 @@ class Manager:
         """As `logs`, in lists of records (never empty). Followers of one job share one journal
         reader and one watcher of its unit (journal/fanout.py)."""
         job = await self.status(job_id, caller)
+        require_journal_output(job)
         # Access was checked here; the watcher of the job's end serves every follower.
         wait = functools.partial(self.wait, job.id, Caller(0, "root", admin=True))
         batches = job_batches(
@@ -382,7 +493,7 @@ class Manager:
     async def wait(self, job_id: str, caller: Caller | None = None) -> Job:
         """Wait until the job has ended; returns it with its outcome."""
         full = self.resolve(job_id, caller)
-        unit = unit_name(full)
+        unit = self.store.get(full)[0].unit
         changed = asyncio.Event()
 
         def on_signal(msg: Message) -> None:
@@ -392,7 +503,8 @@ class Manager:
 
         await self.systemd.subscribe()  # before the first look at the job, below
         path = await self.systemd.get_unit(unit)
-        with self.systemd.listen(on_signal):
+        self._reports.add(changed)  # a scope job ends with its client's report
+        with self.systemd.listen(on_signal), _discarding(self._reports, changed):
             while True:
                 changed.clear()
                 job = await self.status(full, caller)
@@ -402,3 +514,22 @@ class Manager:
                 # Signals wake us at once; the timeout is only a safety net for a missed one.
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(changed.wait(), timeout=2.0)
+
+
+@contextlib.contextmanager
+def _discarding(events: set[asyncio.Event], event: asyncio.Event) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        events.discard(event)
+
+
+def require_journal_output(job: Job) -> None:
+    """NoJournalOutput for a scope job: its output went to its caller's terminal."""
+    if job.spec.kind == JobKind.SCOPE:
+        raise NoJournalOutput(
+            f"job {job.id} ran as a scope in its caller's terminal (run --scope): its output "
+            "went there, not to the journal, and jobrun has none of it",
+            "redirect it yourself (e.g. `jobrun run --scope -- CMD | tee FILE`), or run the "
+            "command as a job of its own (without --scope) to keep its output",
+        )

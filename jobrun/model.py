@@ -41,8 +41,26 @@ def user_slice(uid: int | None) -> str:
     return REMOTE_SLICE if uid is None or uid < 0 else f"jobrun-u{uid}.slice"
 
 
-def unit_name(job_id: str) -> str:
-    return f"{UNIT_PREFIX}{job_id}.service"
+class JobKind(enum.StrEnum):
+    """What systemd runs a job as. A service is started by systemd (output in the journal); a
+    scope holds a process its caller started (`jobrun run --scope`: the caller's terminal),
+    which systemd only accounts and limits (docs/DESIGN.md)."""
+
+    SERVICE = "service"
+    SCOPE = "scope"
+
+
+def kind_of(text: str | None) -> JobKind:
+    """A job's kind as a record or the wire spells it; unset or unknown (a newer version's):
+    a service."""
+    try:
+        return JobKind(text or JobKind.SERVICE)
+    except ValueError:
+        return JobKind.SERVICE
+
+
+def unit_name(job_id: str, kind: str = JobKind.SERVICE) -> str:
+    return f"{UNIT_PREFIX}{job_id}.{kind}"
 
 
 class JobState(enum.StrEnum):
@@ -77,6 +95,7 @@ class JobSpec:
     cpu_affinity: tuple[int, ...] | None = None
     profile: str | None = None  # isolation profile (profiles.py); None: the default one
     writable: tuple[str, ...] = ()  # paths the job may write despite ProtectSystem=strict
+    kind: JobKind = JobKind.SERVICE
 
     def replace(self, **changes: Any) -> JobSpec:
         return dataclasses.replace(self, **changes)
@@ -117,6 +136,12 @@ class Outcome:
     signal: str | None = None
     reason: str | None = None  # a sentence for humans, e.g. "command not found: foo"
     finished_at: datetime | None = None
+    # Who says so: None for systemd; "client" for a scope's exit status, which only the
+    # process that waited for it saw (Manager.report_exit).
+    reported_by: str | None = None
+
+
+REPORTED_BY_CLIENT = "client"
 
 
 @dataclass(frozen=True)
@@ -136,7 +161,7 @@ class Job:
 
     @property
     def unit(self) -> str:
-        return unit_name(self.id)
+        return unit_name(self.id, self.spec.kind)
 
     @property
     def state(self) -> JobState:

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .model import JobSpec, JobState, Outcome, Usage
+from .model import REPORTED_BY_CLIENT, JobSpec, JobState, Outcome, Usage
 
 # sd-messages.h
 MSG_PROCESS_EXIT = "98e322203f7a4ed290d09fe03c09fe15"
@@ -118,6 +118,35 @@ def from_exit(
     return Outcome(state, result, exit_code, sig, reason, finished_at)
 
 
+def reported(
+    exit_code: int | None, signum: int | None, stopped: bool, finished_at: datetime
+) -> Outcome:
+    """A scope job's outcome as its client saw its process end (systemd keeps no exit status
+    of a scope): marked reported by the client."""
+    sig = signal_name(signum) if signum is not None else None
+    reason: str | None
+    if sig is not None:
+        result, reason = "signal", f"killed by {sig}"
+    else:
+        result = "success" if exit_code == 0 else "exit-code"
+        reason = None if exit_code == 0 else f"exited with status {exit_code}"
+    if stopped:
+        state, reason = JobState.STOPPED, "stopped on request" + (f" ({sig})" if sig else "")
+    else:
+        state = JobState.SUCCEEDED if exit_code == 0 else JobState.FAILED
+    return Outcome(state, result, exit_code, sig, reason, finished_at,
+                   reported_by=REPORTED_BY_CLIENT)  # fmt: skip
+
+
+def unreported(stopped: bool, finished_at: datetime) -> Outcome:
+    """A scope job that ended with no exit status reported: its client went away first."""
+    reason = "exit status not reported: the jobrun client that started it went away first"
+    if stopped:
+        return Outcome(JobState.STOPPED, "unreported", None, None, "stopped on request; " + reason,
+                       finished_at)  # fmt: skip
+    return Outcome(JobState.FAILED, "unreported", None, None, reason, finished_at)
+
+
 # The unit properties a job's status is made of (running, from_unit, unit_oom, usage, and the
 # manager's record of the start); the rest of systemd's are not fetched.
 STATUS_PROPERTIES = frozenset(
@@ -129,6 +158,7 @@ STATUS_PROPERTIES = frozenset(
         "InvocationID",
         "InactiveEnterTimestamp",
         "FreezerState",  # frozen by FreezeUnit (freezer.py)
+        "InactiveExitTimestamp",
         # org.freedesktop.systemd1.Service
         "Result",
         "ExecMainCode",

@@ -33,9 +33,15 @@ from .inputs import (
     parse_writable,
     size_parser,
 )
-from .model import JobSpec
+from .model import JobKind, JobSpec
 
 USEC_PER_SEC = 1_000_000
+
+# How a setting applies to a scope (`jobrun run --scope`). systemd gives a scope resource control
+# only: it starts no process, so no exec or sandbox setting reaches one.
+SCOPE_UNIT = "unit"  # a property of the scope unit, as of a service
+SCOPE_CLIENT = "client"  # applied by the CLI to the process it starts (cli/scope.py)
+SCOPE_NO = ""  # refused: a scope's command is the caller's own process, with no sandbox
 
 
 def _cpu_mask(cpus: tuple[int, ...]) -> bytes:
@@ -68,6 +74,7 @@ class Setting:
     # Whether `jobrun set` may change it on a running job (SetUnitProperties, runtime): resource
     # control only; systemd 252 refuses the rest on a started unit (CPUAffinity included).
     live: bool = False
+    scope: str = SCOPE_NO  # how it applies to a scope: SCOPE_UNIT, SCOPE_CLIENT or SCOPE_NO
 
     @property
     def is_list(self) -> bool:
@@ -78,21 +85,27 @@ class Setting:
 SETTINGS: tuple[Setting, ...] = (
     Setting("cpu_weight", "--cpu-weight", "CPUWeight", "t", int_parser(1, 10000, "--cpu-weight"),
             _same, "CPU share relative to other jobs (1–10000, systemd's default 100)",
-            metavar="N", live=True),
+            metavar="N",
+            scope=SCOPE_UNIT, live=True),
     Setting("memory_high", "--memory-high", "MemoryHigh", "t", size_parser("--memory-high"), _same,
-            "Throttle the job above this much memory (e.g. 512M)", metavar="SIZE", live=True),
+            "Throttle the job above this much memory (e.g. 512M)", metavar="SIZE",
+            scope=SCOPE_UNIT, live=True),
     Setting("memory_max", "--memory-max", "MemoryMax", "t", size_parser("--memory-max"), _same,
-            "Kill the job above this much memory (e.g. 2G)", metavar="SIZE", live=True),
+            "Kill the job above this much memory (e.g. 2G)", metavar="SIZE",
+            scope=SCOPE_UNIT, live=True),
     Setting("io_weight", "--io-weight", "IOWeight", "t", int_parser(1, 10000, "--io-weight"), _same,
-            "IO share relative to other jobs (1–10000)", metavar="N", live=True),
+            "IO share relative to other jobs (1–10000)", metavar="N",
+            scope=SCOPE_UNIT, live=True),
     Setting("tasks_max", "--tasks-max", "TasksMax", "t", int_parser(1, 4194304, "--tasks-max"),
-            _same, "Most processes and threads the job may have at once", metavar="N", live=True),
+            _same, "Most processes and threads the job may have at once", metavar="N",
+            scope=SCOPE_UNIT, live=True),
     Setting("cpu_quota", "--cpu-quota", "CPUQuotaPerSecUSec", "t", parse_percent,
             lambda pct: pct * USEC_PER_SEC // 100,
-            "CPU time cap, in percent of one CPU (e.g. 150%)", metavar="PCT", live=True),
+            "CPU time cap, in percent of one CPU (e.g. 150%)", metavar="PCT",
+            scope=SCOPE_UNIT, live=True),
     Setting("cpu_affinity", "--cpu-affinity", "CPUAffinity", "ay", parse_cpus, _cpu_mask,
             "Run only on these CPUs (e.g. 0 or 0,2-3)", metavar="CPUS", several=True,
-            to_input=cpus_text),
+            to_input=cpus_text, scope=SCOPE_CLIENT),
     Setting("network", "--network/--no-network", "PrivateNetwork", "b", parse_bool,
             lambda allowed: not allowed,
             "Give the job the host's network (default: none, only its own loopback)",
@@ -103,13 +116,13 @@ SETTINGS: tuple[Setting, ...] = (
     # shows Environment= to every local user.
     Setting("env", "-E/--env", "", "as", parse_env, list,
             "Set KEY=VALUE in the job's environment (repeatable; nothing is inherited)",
-            metavar="KEY=VALUE", repeat=True),
+            metavar="KEY=VALUE", repeat=True, scope=SCOPE_CLIENT),
     Setting("workdir", "-C/--workdir", "WorkingDirectory", "s", parse_workdir, _same,
-            "Working directory of the job (default /)", metavar="DIR"),
+            "Working directory of the job (default /)", metavar="DIR", scope=SCOPE_CLIENT),
     Setting("stop_timeout", "--stop-timeout", "TimeoutStopUSec", "t", parse_seconds,
             lambda s: int(s * USEC_PER_SEC),
             "Seconds between SIGTERM and SIGKILL when the job is stopped", default=10.0,
-            metavar="SECONDS"),
+            metavar="SECONDS", scope=SCOPE_UNIT),
     # Sent by unit.fixed_properties (every job gets its profile's properties; None: the default).
     Setting("profile", "--profile", "", "s", profiles.parse_profile, _same,
             f"Isolation profile: {', '.join(profiles.names())} (default: {profiles.DEFAULT}; "
@@ -184,6 +197,28 @@ def build_spec(command: list[str] | tuple[str, ...], /, name: str | None = None,
     spec = JobSpec(command=cmd, name=name, **parsed)
     profiles.check(spec)
     return spec
+
+
+def build_scope_spec(command: list[str] | tuple[str, ...], /, name: str | None = None,
+                     **values: Any) -> JobSpec:  # fmt: skip
+    """As `build_spec`, for a scope (`jobrun run --scope`): a setting a scope cannot have (the
+    sandbox: SCOPE_NO in the table) is refused, not ignored."""
+    for key, value in values.items():
+        setting = SETTINGS_BY_FIELD.get(key)
+        if setting is not None and setting.scope == SCOPE_NO and value not in (None, [], ()):
+            flag = setting.flags.split("/")[0]
+            raise InvalidArgument(
+                f"{flag} does not apply to --scope: a scope's command is your own process, "
+                "in your terminal, with no sandbox (systemd gives a scope resource limits only)",
+                f"drop {flag}, or run the command as a job of its own (without --scope)",
+            )
+    return build_spec(command, name=name, **values).replace(kind=JobKind.SCOPE)
+
+
+def for_scope(spec: JobSpec) -> JobSpec:
+    """The spec without what a scope cannot have (defaults an admin's config filled in)."""
+    drop = {s.field: () if s.repeat else None for s in SETTINGS if s.scope == SCOPE_NO}
+    return spec.replace(**drop)
 
 
 def as_input(values: Mapping[str, Any]) -> dict[str, Any]:

@@ -52,6 +52,8 @@ def _status_rows(job: Job, width: int | None = None) -> list[tuple[str, str, str
     state = job.state.value
     style = _STATE_STYLE.get(state, "")
     ended = f"  {_ended(job)}" if _ended(job) else ""
+    if ended and job.outcome.reported_by:
+        ended += f" (reported by the {job.outcome.reported_by})"
     add("ID", job.id)
     if job.spec.name:
         add("Name", job.spec.name)

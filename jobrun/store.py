@@ -22,7 +22,7 @@ from typing import Any
 
 from . import accounting as acct
 from .errors import AmbiguousJobId, InvalidArgument, JobNotFound, StateError
-from .model import Accounting, Job, JobSpec, JobState, Outcome, is_valid_id_prefix
+from .model import Accounting, Job, JobSpec, JobState, Outcome, is_valid_id_prefix, kind_of
 
 DEFAULT_STATE_DIR = "/var/lib/jobrun"
 SCHEMA_VERSION = 1
@@ -73,6 +73,7 @@ def _set_up(db: sqlite3.Connection) -> None:
     db.execute("PRAGMA synchronous=NORMAL")
     db.executescript(_SCHEMA)
     _set_up_live(db)
+    _set_up_scopes(db)
     db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
 
@@ -89,6 +90,17 @@ def _set_up_live(db: sqlite3.Connection) -> None:
         " limits TEXT,"  # JSON: settings changed while it ran (`jobrun set`), by field
         " accounting TEXT"  # JSON of model.Accounting: the last reading of its cgroup
         ")"
+    )
+
+
+def _set_up_scopes(db: sqlite3.Connection) -> None:
+    """Who reports the exit status of each scope job (`run --scope`): the client process, by
+    PID and start time (processes.py). While it lives, a scope that has ended waits for its
+    report; once it is gone, the job ends without one."""
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS scope_reporters ("
+        "id TEXT PRIMARY KEY, "
+        "pid INTEGER NOT NULL, start_time INTEGER NOT NULL)"
     )
 
 
@@ -117,6 +129,8 @@ def spec_from_json(text: str) -> JobSpec:
     values: dict[str, Any] = {
         k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items() if k in known
     }
+    if "kind" in values:
+        values["kind"] = kind_of(values["kind"])
     return JobSpec(**values)
 
 
@@ -194,6 +208,7 @@ class Store:
         with self._write() as db:
             db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
             db.execute("DELETE FROM job_live WHERE id = ?", (job_id,))
+            db.execute("DELETE FROM scope_reporters WHERE id = ?", (job_id,))
 
     def set_started(
         self, job_id: str, invocation_id: str | None, started_at: datetime | None
@@ -230,6 +245,29 @@ class Store:
             db.execute(
                 "UPDATE jobs SET outcome = ? WHERE id = ?", (outcome_to_json(outcome), job_id)
             )
+
+    def set_outcome_once(self, job_id: str, outcome: Outcome) -> bool:
+        """Record a final outcome unless one is recorded already; whether it was."""
+        with self._write() as db:
+            cur = db.execute(
+                "UPDATE jobs SET outcome = ? WHERE id = ? AND outcome IS NULL",
+                (outcome_to_json(outcome), job_id),
+            )
+            return cur.rowcount == 1
+
+    def set_reporter(self, job_id: str, pid: int, start_time: int) -> None:
+        with self._write() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO scope_reporters (id, pid, start_time) VALUES (?, ?, ?)",
+                (job_id, pid, start_time),
+            )
+
+    def reporter(self, job_id: str) -> tuple[int, int] | None:
+        """(PID, start time) of the process that reports the scope job's exit status."""
+        row = self.db.execute(
+            "SELECT pid, start_time FROM scope_reporters WHERE id = ?", (job_id,)
+        ).fetchone()
+        return (int(row[0]), int(row[1])) if row else None
 
     def _row_to_job(self, row: tuple[Any, ...]) -> tuple[Job, datetime | None]:
         (jid, owner, uid, spec, created, inv, started, stop_req, outcome) = row

@@ -23,6 +23,7 @@ PATH = "/org/freedesktop/systemd1"
 MANAGER = "org.freedesktop.systemd1.Manager"
 UNIT = "org.freedesktop.systemd1.Unit"
 SERVICE = "org.freedesktop.systemd1.Service"
+SCOPE = "org.freedesktop.systemd1.Scope"
 PROPS = "org.freedesktop.DBus.Properties"
 BUS_NAME = "org.freedesktop.DBus"  # the sender of the bus's own signals (dbus-daemon sets it)
 
@@ -310,13 +311,14 @@ class Systemd:
         return str(path)
 
     async def unit_properties(
-        self, path: str, names: Collection[str] | None = None
+        self, path: str, names: Collection[str] | None = None, kind: str = SERVICE
     ) -> dict[str, Any]:
-        """Unit and Service properties of a loaded unit (empty if it went away meanwhile): all
-        of them, or those in `names`. A unit has some 350; keeping only those a caller reads
-        keeps a daemon answering hundreds of status calls at once from holding them all."""
+        """Unit and `kind` (Service or Scope) properties of a loaded unit (empty if it went away
+        meanwhile): all of them, or those in `names`. A unit has some 350; keeping only those a
+        caller reads keeps a daemon answering hundreds of status calls at once from holding
+        them all."""
         props: dict[str, Any] = {}
-        for interface in (UNIT, SERVICE):
+        for interface in (UNIT, kind):
             try:
                 (values,) = await self.call("GetAll", "s", [interface], path=path, interface=PROPS)
             except SystemdError as e:
@@ -329,10 +331,10 @@ class Systemd:
             props.update({k: unwrap(v) for k, v in values.items() if names is None or k in names})
         return props
 
-    async def list_units(self, pattern: str) -> list[tuple[str, str, str, str, str]]:
+    async def list_units(self, *patterns: str) -> list[tuple[str, str, str, str, str]]:
         """(name, active state, sub state, object path, queued job type or "") of loaded units
-        matching a glob."""
-        (units,) = await self.call("ListUnitsByPatterns", "asas", [[], [pattern]])
+        matching any of the globs."""
+        (units,) = await self.call("ListUnitsByPatterns", "asas", [[], list(patterns)])
         return [(u[0], u[3], u[4], u[6], u[8] if u[7] else "") for u in units]
 
     async def freeze_unit(self, name: str) -> None:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from . import profiles
 from .model import JOB_FIELD, LOG_NAMESPACE, SLICE, JobSpec
-from .properties import SETTINGS
+from .properties import SCOPE_UNIT, SETTINGS
 
 if TYPE_CHECKING:
     from dbus_fast import Variant  # imported where used: the CLI's start-up time matters
@@ -126,6 +126,33 @@ def unit_properties(
         props.append((s.prop, Variant(s.signature, s.to_dbus(value))))
     if spec.writable and ctx.as_the_user:
         props += _writable_as_the_user(spec.writable)
+    return props
+
+
+def scope_properties(
+    job_id: str, spec: JobSpec, pid: int, slice_name: str
+) -> list[tuple[str, Variant]]:
+    """The properties of a scope job's unit (`jobrun run --scope`): its identity, the process
+    it holds, accounting, and the settings of the table that apply to a scope (SCOPE_UNIT).
+    No User=, output or sandbox: the process is the caller's, started by the caller."""
+    from dbus_fast import Variant
+
+    props = [
+        ("Description", Variant("s", describe(job_id, spec))),
+        ("Slice", Variant("s", slice_name)),
+        ("PIDs", Variant("au", [pid])),
+        ("KillMode", Variant("s", "control-group")),
+        ("CPUAccounting", Variant("b", True)),
+        ("MemoryAccounting", Variant("b", True)),
+        ("IOAccounting", Variant("b", True)),
+        ("TasksAccounting", Variant("b", True)),
+    ]
+    for s in SETTINGS:
+        value = getattr(spec, s.field)
+        if value is None or value == ():
+            value = s.default
+        if s.scope == SCOPE_UNIT and value is not None:
+            props.append((s.prop, Variant(s.signature, s.to_dbus(value))))
     return props
 
 

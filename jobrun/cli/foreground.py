@@ -14,7 +14,8 @@ from ..model import JobState
 from . import common
 from .app import app
 from .common import err, run_async
-from .settings import COMMAND_CONTEXT, parse, with_settings
+from .scope import HELP as SCOPE_HELP
+from .settings import COMMAND_CONTEXT, parse, parse_spec, with_settings, with_settings_and
 
 if TYPE_CHECKING:
     from ..client.backend import Backend
@@ -38,9 +39,14 @@ def start(**values: Any) -> None:
 
 
 @app.command(context_settings=COMMAND_CONTEXT)
-@with_settings
+@with_settings_and(("scope", "--scope", SCOPE_HELP))
 def run(**values: Any) -> None:
     """Start COMMAND as a job, stream its output, and exit with its exit code."""
+    if values.pop("scope"):
+        from .scope import run_scope
+
+        command, name, options, spec = parse_spec(values, scope=True)
+        raise typer.Exit(run_scope(command, name, options, spec))
     command, name, options = parse(values)
 
     # Like a foreground command, the job reads what is piped or redirected to jobrun (as

@@ -11,7 +11,8 @@ from typing import Any, Optional
 import typer
 
 from ..errors import InvalidArgument, JobrunError
-from ..properties import SETTINGS, build_spec, check_paths
+from ..model import JobSpec
+from ..properties import SETTINGS, build_scope_spec, build_spec, check_paths
 from .common import fail, is_local
 
 
@@ -56,28 +57,59 @@ def with_settings(fn: Callable[..., None]) -> Callable[..., None]:
     return fn
 
 
+def with_settings_and(
+    *flags: tuple[str, str, str],
+) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """As with_settings, plus on/off flags, each (parameter name, flag, help)."""
+
+    def decorate(fn: Callable[..., None]) -> Callable[..., None]:
+        params = _setting_parameters()
+        for name, flag, text in reversed(flags):
+            option = typer.Option(False, flag, help=text, show_default=False)
+            params.insert(0, inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY,
+                                               default=option, annotation=bool))  # fmt: skip
+        fn.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+        return fn
+
+    return decorate
+
+
 COMMAND_CONTEXT = {"allow_interspersed_args": False}
 
 
 def parse(values: dict[str, Any]) -> tuple[list[str], str | None, dict[str, Any]]:
     """Validate here, before anything is started; the backend gets the user's own values."""
+    command, name, options, _ = parse_spec(values)
+    return command, name, options
+
+
+def parse_spec(
+    values: dict[str, Any], scope: bool = False
+) -> tuple[list[str], str | None, dict[str, Any], JobSpec]:
+    """As `parse`, with the spec; `scope`: for `run --scope` (properties.build_scope_spec),
+    which runs only here."""
     command = list(values.pop("command") or [])
     name = values.pop("name")
     if command and "/" in command[0] and not command[0].startswith("/"):
         command[0] = os.path.abspath(command[0])  # ./build.sh, bin/tool: as a shell finds them
     local = is_local()
     try:
+        if scope and not local:
+            from ..client.remote import no_scope_error
+
+            raise no_scope_error()
         if local and values.get("workdir") is None:
             # The job runs where the caller is, as a command in a shell would. (A remote host's
             # jobrund has no use for this host's current directory: there the default stays.)
             values["workdir"] = _current_directory()
-        spec = build_spec(command, name=name, **values)
+        spec = (build_scope_spec if scope else build_spec)(command, name=name, **values)
         if local:
             # As the caller, where the caller is: jobrund (root) does not look (security model).
-            check_paths(spec, as_root=os.geteuid() == 0)
+            check_paths(spec, as_root=os.geteuid() == 0 and not scope)
     except JobrunError as e:
         fail(e)
-    return command, name, {k: v for k, v in values.items() if v is not None and v != []}
+    options = {k: v for k, v in values.items() if v is not None and v != []}
+    return command, name, options, spec
 
 
 def _current_directory() -> str:

@@ -14,6 +14,7 @@ from ..model import flatten
 if TYPE_CHECKING:
     from ..journal import Record
     from ..model import Job
+    from ..processes import Claim
     from ..usage import Sample
 
     Batch = list[Record]  # `list` is a method name in the class below
@@ -35,6 +36,15 @@ class Backend(Protocol):
 
     async def start(self, command: list[str], name: str | None, values: dict[str, Any],
                     stdin: int | None = None) -> Job: ...  # fmt: skip
+    async def start_scope(self, command: list[str], name: str | None, values: dict[str, Any],
+                          claim: Claim) -> Job:  # fmt: skip
+        """`run --scope`: this process's child `claim` in a new scope job."""
+        ...
+
+    async def report_exit(self, job_id: str, exit_code: int | None, signum: int | None) -> Job:
+        """A scope job's end as this process saw its child end."""
+        ...
+
     async def stop(self, job_id: str, timeout: float | None) -> tuple[Job, bool]: ...
     async def kill(self, job_id: str, signum: int) -> tuple[Job, bool]: ...
     async def status(self, job_id: str) -> Job: ...

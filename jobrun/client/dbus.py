@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from dbus_fast.aio import MessageBus
 
     from ..model import Job
+    from ..processes import Claim
     from .backend import Batch, Jobs, Samples
 
 MAX_PENDING_CALLS = 64  # per bus connection (dbus-daemon allows 128)
@@ -76,6 +77,23 @@ class DaemonBackend(Backend):
         (job,) = await self.call(
             "Start", [command, options], unix_fds=None if stdin is None else [stdin]
         )
+        return job_from_json(job)
+
+    async def start_scope(self, command: list[str], name: str | None, values: dict[str, Any],
+                          claim: Claim) -> Job:  # fmt: skip
+        from ..wire.dbus import start_options
+        from ..wire.jobs import job_from_json
+
+        options = start_options(name, values, False)
+        body = [command, options, claim.pid, claim.start_time, 0]
+        (job,) = await self.call("StartScope", body, unix_fds=[claim.pidfd])
+        return job_from_json(job)
+
+    async def report_exit(self, job_id: str, exit_code: int | None, signum: int | None) -> Job:
+        from ..wire.jobs import job_from_json
+
+        body = [job_id, -1 if exit_code is None else exit_code, signum or 0]
+        (job,) = await self.call("ReportScopeExit", body)
         return job_from_json(job)
 
     async def stop(self, job_id: str, timeout: float | None) -> tuple[Job, bool]:

@@ -14,6 +14,7 @@ from .backend import Backend
 if TYPE_CHECKING:
     from ..manager import Manager
     from ..model import Job
+    from ..processes import Claim
     from ..store import Store
     from .backend import Batch, Jobs, Samples
 
@@ -54,6 +55,16 @@ class LocalBackend(Backend):
         ensure()  # no rate limit in the journal namespace, or no job (journald_conf.py)
         m = await self._m()
         return await m.start(spec, stdin=stdin)
+
+    async def start_scope(self, command: list[str], name: str | None, values: dict[str, Any],
+                          claim: Claim) -> Job:  # fmt: skip
+        from ..properties import build_scope_spec
+
+        spec = build_scope_spec(command, name=name, **values)
+        return await (await self._m()).start_scope(spec, claim, os.getpid())
+
+    async def report_exit(self, job_id: str, exit_code: int | None, signum: int | None) -> Job:
+        return await (await self._m()).report_exit(job_id, None, exit_code, signum)
 
     async def stop(self, job_id: str, timeout: float | None) -> tuple[Job, bool]:
         return await (await self._m()).stop(job_id, timeout=timeout)

@@ -12,13 +12,14 @@ from collections.abc import AsyncGenerator
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from ..errors import JobrunError, RemoteUnavailable, error_from_name
+from ..errors import InvalidArgument, JobrunError, RemoteUnavailable, error_from_name
 from .backend import RESUME_RETRIES, Backend, resume_after
 
 if TYPE_CHECKING:
     from grpclib.client import Channel
 
     from ..model import Job
+    from ..processes import Claim
     from .backend import Batch, Jobs, Samples
     from .target import Remote
 
@@ -152,6 +153,13 @@ class RemoteBackend(Backend):
         except BaseException:
             task.cancel()
             raise
+
+    async def start_scope(self, command: list[str], name: str | None, values: dict[str, Any],
+                          claim: Claim) -> Job:  # fmt: skip
+        raise no_scope_error()
+
+    async def report_exit(self, job_id: str, exit_code: int | None, signum: int | None) -> Job:
+        raise no_scope_error()
 
     async def stop(self, job_id: str, timeout: float | None) -> tuple[Job, bool]:
         from ..v1 import jobrun_pb2 as pb
@@ -346,3 +354,11 @@ def close_channel(channel: Any) -> None:
 def _wake(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
+
+
+def no_scope_error() -> InvalidArgument:
+    return InvalidArgument(
+        "--scope runs the command here, as your own process: a remote jobrund has no process "
+        "of yours to put in a scope",
+        "drop --remote/--context to run it on this host, or drop --scope to run a job there",
+    )

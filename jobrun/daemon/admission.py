@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 _MANAGE = (polkit.ACTION_MANAGE_OWN, "manage jobs")
 ACTIONS: dict[str, tuple[str, str]] = {
     "start": (polkit.ACTION_START, "start jobs"),  # also of admins: starting is not managing
+    "start_scope": (polkit.ACTION_START, "start jobs"),
+    "report_scope_exit": _MANAGE,
     "stop": _MANAGE,
     "kill": _MANAGE,  # as Stop: the caller's own jobs, or an admin's any
     "pause": _MANAGE,

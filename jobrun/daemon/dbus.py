@@ -25,11 +25,14 @@ from dbus_fast import Message, MessageFlag, MessageType
 from dbus_fast.aio import MessageBus
 
 from .. import dbus_api as api
+from ..bus import call_bus_daemon
 from ..config import Config
 from ..errors import Busy, InvalidArgument, JobrunError, PermissionDenied, error_text
 from ..journal import JournalUnavailable
-from ..manager import Caller, Manager
+from ..manager import Caller, Manager, require_journal_output
 from ..model import UNIT_PREFIX
+from ..processes import Claim
+from ..properties import for_scope
 from ..wire import dbus as wire
 from ..wire.jobs import job_json, jobs_json
 from ..wire.logs import pack_end, pack_error, pack_records
@@ -124,6 +127,33 @@ class Daemon(FairShare):
         job = await self.manager.start(spec, caller, slice_limits, stdin=stdin)
         return [job_json(job)]
 
+    async def start_scope(self, msg: Message, caller: Caller) -> list[Any]:
+        """`run --scope`: the caller's own child, named by PID, start time and pidfd, in a new
+        scope job (processes.py says what proves it is the caller's)."""
+        command, options, pid, start_time, fd_index = msg.body
+        if not 0 <= fd_index < len(msg.unix_fds):
+            raise InvalidArgument("StartScope's pidfd names no descriptor sent with the call")
+        parent = await self._pid_of(msg.sender or "")
+        spec = wire.decode_start(command, options, scope=True)
+        spec, slice_limits = await admit(self.config, self.manager, spec, caller)
+        claim = Claim(pid, start_time, msg.unix_fds[fd_index])
+        job = await self.manager.start_scope(for_scope(spec), claim, parent, caller, slice_limits)
+        return [job_json(job)]
+
+    async def _pid_of(self, sender: str) -> int:
+        reply = await call_bus_daemon(self.bus, "GetConnectionUnixProcessID", "s", [sender])
+        if reply is None or reply.message_type == MessageType.ERROR:
+            raise PermissionDenied("cannot tell which process is asking")
+        return int(reply.body[0])
+
+    async def report_scope_exit(self, msg: Message, caller: Caller) -> list[Any]:
+        job_id, exit_code, signum = msg.body
+        job = await self.manager.report_exit(
+            job_id, caller, None if exit_code < 0 else exit_code, signum or None
+        )
+        self._job_changed(job.id)  # systemd may have nothing left to signal of the scope
+        return [job_json(job)]
+
     async def stop(self, msg: Message, caller: Caller) -> list[Any]:
         job_id, timeout = msg.body
         job, was_running = await self.manager.stop(
@@ -165,6 +195,7 @@ class Daemon(FairShare):
         job_id, options = msg.body
         kwargs = wire.decode_logs_options(options)
         job = await self.manager.status(job_id, caller)  # not found → error now, not in the pipe
+        require_journal_output(job)
         if len(self._streams) >= MAX_STREAMS:
             raise Busy("jobrund is serving too many log streams", "try again in a moment")
         if caller.uid != 0 and self._streams_of[caller.uid] >= PER_UID_STREAMS:
@@ -252,13 +283,19 @@ class Daemon(FairShare):
         job_id = None
         if msg.member == "JobRemoved" and len(msg.body) == 4:
             unit = str(msg.body[2])
-            if unit.startswith(UNIT_PREFIX) and unit.endswith(".service"):
-                job_id = unit[len(UNIT_PREFIX) : -len(".service")]
+            if unit.startswith(UNIT_PREFIX) and unit.endswith((".service", ".scope")):
+                job_id = unit[len(UNIT_PREFIX) :].removesuffix(".service").removesuffix(".scope")
         elif msg.member == "PropertiesChanged":
             path = msg.path or ""
             if path.startswith(_UNIT_PATH_PREFIX):
-                job_id = path[len(_UNIT_PATH_PREFIX) :].removesuffix("_2eservice")
-        if not job_id or not self._subscribers:
+                job_id = path[len(_UNIT_PATH_PREFIX) :]
+                job_id = job_id.removesuffix("_2eservice").removesuffix("_2escope")
+        if job_id:
+            self._job_changed(job_id)
+
+    def _job_changed(self, job_id: str) -> None:
+        """Announce the job's state to its subscribers, if it changed."""
+        if not self._subscribers:
             return
         if job_id in self._announcing:
             # systemd sends a burst of signals per change of a unit: one status read in flight

@@ -108,16 +108,17 @@ def stdin_of(options: Any, unix_fds: Sequence[int]) -> int | None:
     return unix_fds[index]
 
 
-def decode_start(command: Any, options: Any) -> JobSpec:
+def decode_start(command: Any, options: Any, scope: bool = False) -> JobSpec:
     """Start's (command, options): the JobSpec to run. Options are the settings table's fields
-    plus "name", with the same (text or plain) values the CLI passes."""
-    from ..properties import build_spec
+    plus "name", with the same (text or plain) values the CLI passes. `scope`: StartScope's,
+    for a scope job (properties.build_scope_spec)."""
+    from ..properties import build_scope_spec, build_spec
 
     if not isinstance(options, dict) or not all(isinstance(k, str) for k in options):
         raise InvalidArgument("Start options must be a dictionary of settings")
     values = {k: _plain(v)[1] for k, v in options.items()}
     name = values.pop("name", None)
-    return build_spec(command, name=name, **values)
+    return (build_scope_spec if scope else build_spec)(command, name=name, **values)
 
 
 def decode_set(options: Any) -> dict[str, Any]:

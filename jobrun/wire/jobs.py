@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from .. import accounting as acct
-from ..model import Job, JobSpec, JobState, Outcome, Usage
+from ..model import Job, JobKind, JobSpec, JobState, Outcome, Usage, kind_of
 from ..properties import SETTINGS, limits
 
 
@@ -31,11 +31,13 @@ def job_to_dict(job: Job) -> dict[str, Any]:
         "id": job.id,
         "name": job.spec.name,
         "unit": job.unit,
+        "kind": job.spec.kind.value,
         "state": o.state.value,
         "exit_code": o.exit_code,
         "signal": o.signal,
         "result": o.result,
         "reason": o.reason,
+        "reported_by": o.reported_by,
         "command": list(job.spec.command),
         "owner": job.owner,
         "uid": job.uid,
@@ -52,14 +54,16 @@ def job_to_dict(job: Job) -> dict[str, Any]:
     }
 
 
-def spec_from_limits(command: list[str], name: str | None, values: dict[str, Any]) -> JobSpec:
+def spec_from_limits(
+    command: list[str], name: str | None, values: dict[str, Any], kind: str = JobKind.SERVICE
+) -> JobSpec:
     """The JobSpec whose `limits` are `values` (settings by field name, lists for repeated ones);
     values a front end reports are not parsed again."""
     fields = {s.field for s in SETTINGS}
     settings: dict[str, Any] = {
         k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if k in fields
     }
-    return JobSpec(command=tuple(command), name=name, **settings)
+    return JobSpec(command=tuple(command), name=name, kind=kind_of(kind), **settings)
 
 
 def job_from_dict(d: dict[str, Any]) -> Job:
@@ -69,7 +73,9 @@ def job_from_dict(d: dict[str, Any]) -> Job:
     assert created is not None  # every job has one
     return Job(
         id=d["id"],
-        spec=spec_from_limits(d["command"], d["name"], d["limits"] or {}),
+        spec=spec_from_limits(
+            d["command"], d["name"], d["limits"] or {}, d.get("kind") or JobKind.SERVICE
+        ),
         owner=d["owner"],
         uid=d["uid"],
         created_at=created,
@@ -82,6 +88,7 @@ def job_from_dict(d: dict[str, Any]) -> Job:
             signal=d["signal"],
             reason=d["reason"],
             finished_at=_time(d["finished_at"]),
+            reported_by=d.get("reported_by"),
         ),
         usage=Usage(**usage) if usage else None,
         live_limits=dict(d.get("live_limits") or {}),

@@ -13,7 +13,7 @@ from typing import Any
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from ..journal import Record
-from ..model import Accounting, Job, JobState, Outcome, Usage
+from ..model import Accounting, Job, JobKind, JobState, Outcome, Usage, kind_of
 from ..properties import SETTINGS, limits
 from ..v1 import jobrun_pb2 as pb
 from .jobs import spec_from_limits
@@ -92,6 +92,8 @@ def job_to_proto(job: Job) -> pb.Job:
         "result": o.result,
         "reason": o.reason,
         "invocation_id": job.invocation_id,
+        "kind": None if job.spec.kind == JobKind.SERVICE else job.spec.kind.value,
+        "reported_by": o.reported_by,
     }
     for key, value in optional.items():
         if value is not None:
@@ -137,7 +139,9 @@ def job_from_proto(msg: pb.Job) -> Job:
         )
     return Job(
         id=msg.id,
-        spec=spec_from_limits(list(msg.command), opt("name"), options_from_proto(msg.limits)),
+        spec=spec_from_limits(
+            list(msg.command), opt("name"), options_from_proto(msg.limits), kind_of(opt("kind"))
+        ),
         owner=msg.owner,
         uid=msg.uid,
         created_at=_time(msg, "created_at") or datetime.fromtimestamp(0, UTC),
@@ -150,6 +154,7 @@ def job_from_proto(msg: pb.Job) -> Job:
             signal=opt("signal"),
             reason=opt("reason"),
             finished_at=_time(msg, "finished_at"),
+            reported_by=opt("reported_by"),
         ),
         usage=usage,
         live_limits=options_from_proto(msg.live_limits),
