@@ -23,92 +23,41 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
+from . import cgroup
 from .model import Accounting
 
-CGROUP = Path("/sys/fs/cgroup")
-UNIFIED_MIRROR = CGROUP / "unified"  # hybrid hosts: cgroup2 without controllers
+CGROUP = cgroup.ROOT  # tests point it elsewhere
 SAMPLE_INTERVAL = 1.0  # seconds between jobrund's readings of running jobs
 _UINT64_MAX = 2**64 - 1
-
-
-def is_unified() -> bool:
-    """Whether /sys/fs/cgroup is cgroup v2 itself (else v1 controllers, maybe with a mirror)."""
-    return (CGROUP / "cgroup.controllers").exists()
-
-
-def v2_dir(control_group: str) -> Path | None:
-    """The unit's directory in the cgroup2 hierarchy: /sys/fs/cgroup on a v2 host, the
-    controller-less mirror on a hybrid one; None where there is none (pure v1)."""
-    rel = control_group.lstrip("/")
-    if not rel:
-        return None
-    if is_unified():
-        return CGROUP / rel
-    if (UNIFIED_MIRROR / "cgroup.procs").exists():
-        return UNIFIED_MIRROR / rel
-    return None
-
-
-def _read(path: Path) -> str | None:
-    try:
-        return path.read_text()
-    except OSError:
-        return None
-
-
-def _int(text: str | None) -> int | None:
-    if text is None:
-        return None
-    text = text.strip()
-    return int(text) if text.isdigit() else None
-
-
-def _keyed(text: str | None, key: str) -> int | None:
-    for line in (text or "").splitlines():
-        name, _, value = line.partition(" ")
-        if name == key and value.strip().isdigit():
-            return int(value)
-    return None
 
 
 def read_cgroup(control_group: str) -> Accounting:
     """The counters of a cgroup (systemd's ControlGroup, e.g. /jobrun.slice/…/jobrun-ID.service)
     now; fields the host does not have, or a cgroup that is gone, are None."""
+    root = CGROUP
     rel = control_group.lstrip("/")
-    cpu = memory_peak = io_read = io_write = tasks_peak = None
-    v2 = v2_dir(control_group)
+    cpu = None
+    memory_peak = io_read = io_write = tasks_peak = None
+    unified = cgroup.is_unified(root)
+    v2 = cgroup.v2_dir(control_group, root)
     if v2 is not None:
-        usec = _keyed(_read(v2 / "cpu.stat"), "usage_usec")
-        cpu = usec / 1e6 if usec is not None else None
-        memory_peak = _int(_read(v2 / "memory.peak"))
-        tasks_peak = _int(_read(v2 / "pids.peak"))
-        io = _read(v2 / "io.stat")
-        if io is not None and is_unified():
-            io_read = io_write = 0
-            for line in io.splitlines():
-                for item in line.split()[1:]:
-                    key, _, value = item.partition("=")
-                    if key == "rbytes":
-                        io_read += int(value)
-                    elif key == "wbytes":
-                        io_write += int(value)
-    if rel and not is_unified():
+        cpu = cgroup.cpu_seconds(cgroup.read(v2 / "cpu.stat"))
+        memory_peak = cgroup.number(cgroup.read(v2 / "memory.peak"))
+        tasks_peak = cgroup.number(cgroup.read(v2 / "pids.peak"))
+        if unified:
+            io_read, io_write = cgroup.io_v2(cgroup.read(v2 / "io.stat"))
+    if rel and not unified:
         if memory_peak is None:
-            memory_peak = _int(_read(CGROUP / "memory" / rel / "memory.max_usage_in_bytes"))
+            memory_peak = cgroup.number(
+                cgroup.read(root / "memory" / rel / "memory.max_usage_in_bytes")
+            )
         if tasks_peak is None:
-            tasks_peak = _int(_read(CGROUP / "pids" / rel / "pids.peak"))
-        text = _read(CGROUP / "blkio" / rel / "blkio.throttle.io_service_bytes_recursive")
-        if text is not None:
-            io_read = io_write = 0
-            for line in text.splitlines():
-                parts = line.split()
-                if len(parts) == 3 and parts[1] == "Read":
-                    io_read += int(parts[2])
-                elif len(parts) == 3 and parts[1] == "Write":
-                    io_write += int(parts[2])
+            tasks_peak = cgroup.number(cgroup.read(root / "pids" / rel / "pids.peak"))
+        io_read, io_write = cgroup.io_v1(
+            cgroup.read(root / "blkio" / rel / "blkio.throttle.io_service_bytes_recursive")
+        )
     found = (cpu, memory_peak, io_read, io_write, tasks_peak)
     return Accounting(
         cpu, memory_peak, io_read, io_write, tasks_peak,

@@ -25,7 +25,7 @@ import logging
 import signal
 from typing import TYPE_CHECKING
 
-from .accounting import v2_dir
+from .cgroup import v2_dir
 from .errors import SystemdError
 
 if TYPE_CHECKING:

@@ -16,9 +16,9 @@ import signal as signals
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
+from . import cgroup as cgroups
 from .model import REPORTED_BY_CLIENT, JobSpec, JobState, Outcome, Usage
 
 # sd-messages.h
@@ -341,22 +341,13 @@ def usage(props: Mapping[str, Any]) -> Usage:
     if cgroup:
         if cpu is None:
             # cpu and cpuacct are separate v1 hierarchies here; the cgroup2 mirror still counts.
-            stat = _read(Path("/sys/fs/cgroup/unified") / cgroup.lstrip("/") / "cpu.stat")
-            for line in stat.splitlines():
-                key, _, value = line.partition(" ")
-                if key == "usage_usec":
-                    cpu = int(value) / 1e6
+            v2 = cgroups.v2_dir(cgroup)
+            cpu = cgroups.cpu_seconds(cgroups.read(v2 / "cpu.stat")) if v2 is not None else None
         if io_read is None or io_write is None:
-            io = Path("/sys/fs/cgroup/blkio") / cgroup.lstrip("/")
-            text = _read(io / "blkio.throttle.io_service_bytes_recursive")
-            if text:
-                io_read, io_write = 0, 0
-                for line in text.splitlines():
-                    parts = line.split()
-                    if len(parts) == 3 and parts[1] == "Read":
-                        io_read += int(parts[2])
-                    elif len(parts) == 3 and parts[1] == "Write":
-                        io_write += int(parts[2])
+            path = cgroups.ROOT / "blkio" / cgroup.lstrip("/")
+            io_read, io_write = cgroups.io_v1(
+                cgroups.read(path / "blkio.throttle.io_service_bytes_recursive")
+            )
     return Usage(
         cpu_seconds=cpu,
         memory_bytes=_u64(props.get("MemoryCurrent")),
@@ -364,10 +355,3 @@ def usage(props: Mapping[str, Any]) -> Usage:
         io_read_bytes=io_read,
         io_write_bytes=io_write,
     )
-
-
-def _read(path: Path) -> str:
-    try:
-        return path.read_text()
-    except OSError:
-        return ""

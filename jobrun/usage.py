@@ -25,9 +25,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import cgroup
+from .cgroup import cpu_seconds, io_v2, number, read
 from .model import SLICE, UNIT_PREFIX, is_valid_id_prefix
 
-CGROUP_ROOT = Path("/sys/fs/cgroup")
+CGROUP_ROOT = cgroup.ROOT
 _V1_UNLIMITED = 1 << 62  # memory.limit_in_bytes reads 9223372036854771712 when unlimited
 _MAX_DEPTH = 4  # slices below jobrun.slice (a user's slice today; groups may nest deeper)
 _SERVICE = ".service"
@@ -75,52 +77,6 @@ def rates(before: Sample | None, now: Sample) -> Rates:
         io_read_rate=per_s(before.io_read_bytes, now.io_read_bytes),
         io_write_rate=per_s(before.io_write_bytes, now.io_write_bytes),
     )
-
-
-def _read(path: str) -> bytes | None:
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return None
-    try:
-        return os.read(fd, 65536)
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
-
-
-def _int(data: bytes | None) -> int | None:
-    if data is None:
-        return None
-    try:
-        return int(data)
-    except ValueError:
-        return None
-
-
-def _cpu_stat(data: bytes | None) -> float | None:
-    if data is None:
-        return None
-    for line in data.splitlines():
-        if line.startswith(b"usage_usec "):
-            return int(line[11:]) / 1e6
-    return None
-
-
-def _io_stat(data: bytes | None) -> tuple[int | None, int | None]:
-    """Bytes read and written, summed over devices (cgroup v2's io.stat)."""
-    if data is None:
-        return None, None
-    read = write = 0
-    for line in data.splitlines():
-        for field in line.split()[1:]:
-            key, _, value = field.partition(b"=")
-            if key == b"rbytes":
-                read += int(value)
-            elif key == b"wbytes":
-                write += int(value)
-    return read, write
 
 
 class Layout:
@@ -171,29 +127,29 @@ class Layout:
         of file reads, the rest kept small: 200 jobs a second is what `top` asks (bench P7)."""
         if self.cpu_v2 is not None:
             v2 = f"{self.cpu_v2}/{rel}/"
-            cpu = _cpu_stat(_read(v2 + "cpu.stat"))
+            cpu = cpu_seconds(read(v2 + "cpu.stat"))
             # The v2 freezer works on a hybrid host's mirror too.
-            events = _read(v2 + "cgroup.events")
+            events = read(v2 + "cgroup.events")
             frozen = events is not None and b"frozen 1" in events
         else:
-            usage = _int(_read(f"{self.cpuacct}/{rel}/cpuacct.usage"))
+            usage = number(read(f"{self.cpuacct}/{rel}/cpuacct.usage"))
             cpu = None if usage is None else usage / 1e9
             frozen = False
         memory = f"{self.memory}/{rel}/"
         io_read = io_write = None
         if self.v2:
-            used = _int(_read(memory + "memory.current"))
-            limit = _int(_read(memory + "memory.max"))  # "max": None
-            io_read, io_write = _io_stat(_read(memory + "io.stat"))
+            used = number(read(memory + "memory.current"))
+            limit = number(read(memory + "memory.max"))  # "max": None
+            io_read, io_write = io_v2(read(memory + "io.stat"))
         else:
-            used = _int(_read(memory + "memory.usage_in_bytes"))
-            limit = _int(_read(memory + "memory.limit_in_bytes"))
+            used = number(read(memory + "memory.usage_in_bytes"))
+            limit = number(read(memory + "memory.limit_in_bytes"))
             if limit is not None and limit >= _V1_UNLIMITED:
                 limit = None
             if not frozen and self.freezer_v1 is not None:
-                state = _read(f"{self.freezer_v1}/{rel}/freezer.state")
+                state = read(f"{self.freezer_v1}/{rel}/freezer.state")
                 frozen = state is not None and state.startswith(b"FROZEN")
-        tasks = _int(_read(f"{self.pids}/{rel}/pids.current"))
+        tasks = number(read(f"{self.pids}/{rel}/pids.current"))
         group = rel[: rel.rfind("/")]
         return Sample(
             job_id,

@@ -33,7 +33,6 @@ def test_hybrid_host_reads_the_mirror_and_the_v1_controllers(
             "8:0 Read 4096\n8:0 Write 8192\n8:16 Read 4096\nTotal 16384\n",
     })  # fmt: skip
     monkeypatch.setattr(acct, "CGROUP", tmp_path)
-    monkeypatch.setattr(acct, "UNIFIED_MIRROR", tmp_path / "unified")
     a = acct.read_cgroup(CG)
     assert (a.cpu_seconds, a.memory_peak_bytes, a.tasks_peak) == (2.5, 73400320, 4)
     assert (a.io_read_bytes, a.io_write_bytes) == (8192, 8192)
