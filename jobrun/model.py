@@ -115,6 +115,7 @@ class Job:
     started_at: datetime | None = None
     outcome: Outcome = field(default_factory=lambda: Outcome(JobState.RUNNING))
     usage: Usage | None = None
+    schedule: str | None = None  # the schedule (schedule.py) whose firing started it
 
     @property
     def unit(self) -> str:

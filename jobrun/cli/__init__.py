@@ -3,12 +3,12 @@
 Written in typer's default-value option style so that it also runs on Debian 12's typer 0.7.
 `app` holds the global options and the entry point; the commands register themselves on it as
 their modules are imported, in the order `--help` lists them: `foreground` (start, run), `jobs`
-(stop, wait, status, list), `logs`, `admin` (doctor, certs). The options of `start` and `run` are
-generated from the table in properties.py (`settings`).
+(stop, wait, status, list), `logs`, `schedule` (list, show, rm), `admin` (doctor, certs). The
+options of `start` and `run` are generated from the table in properties.py (`settings`).
 """
 
 # isort: off
-from . import foreground, jobs, logs, admin  # noqa: F401 - in --help's order (above)
+from . import foreground, jobs, logs, schedule, admin  # noqa: F401 - in --help's order (above)
 
 # isort: on
 from .app import app, main

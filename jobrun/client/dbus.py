@@ -19,7 +19,8 @@ if TYPE_CHECKING:
     from dbus_fast.aio import MessageBus
 
     from ..model import Job
-    from .backend import Batch, Jobs
+    from ..schedule import Schedule
+    from .backend import Batch, Jobs, Schedules
 
 MAX_PENDING_CALLS = 64  # per bus connection (dbus-daemon allows 128)
 PIPE_SIZE = 1 << 20  # of the pipe jobrund sends output through
@@ -77,6 +78,33 @@ class DaemonBackend(Backend):
             "Start", [command, options], unix_fds=None if stdin is None else [stdin]
         )
         return job_from_json(job)
+
+    async def schedule(self, command: list[str], name: str | None, values: dict[str, Any],
+                       when: dict[str, Any]) -> Schedule:  # fmt: skip
+        from ..wire.dbus import start_options
+        from ..wire.schedules import schedule_from_json, when_options
+
+        options = start_options(name, values, False) | when_options(when)
+        (text,) = await self.call("Schedule", [command, options])
+        return schedule_from_json(text)
+
+    async def schedules(self) -> Schedules:
+        from ..wire.schedules import schedules_from_json
+
+        (text,) = await self.call("ListSchedules", [])
+        return schedules_from_json(text)
+
+    async def show_schedule(self, schedule_id: str) -> Schedule:
+        from ..wire.schedules import schedule_from_json
+
+        (text,) = await self.call("ShowSchedule", [schedule_id])
+        return schedule_from_json(text)
+
+    async def remove_schedule(self, schedule_id: str) -> Schedule:
+        from ..wire.schedules import schedule_from_json
+
+        (text,) = await self.call("RemoveSchedule", [schedule_id])
+        return schedule_from_json(text)
 
     async def stop(self, job_id: str, timeout: float | None) -> tuple[Job, bool]:
         from ..wire.jobs import job_from_json

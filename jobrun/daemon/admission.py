@@ -37,6 +37,11 @@ ACTIONS: dict[str, tuple[str, str]] = {
     "list_jobs": _MANAGE,
     "logs": _MANAGE,
     "subscribe": _MANAGE,
+    "schedule": (polkit.ACTION_START, "start jobs"),  # daemon/schedules.py
+    "fire_schedule": (polkit.ACTION_START, "start jobs"),  # as its owner
+    "list_schedules": _MANAGE,
+    "show_schedule": _MANAGE,
+    "remove_schedule": _MANAGE,
 }
 
 

@@ -44,6 +44,7 @@ def job_to_dict(job: Job) -> dict[str, Any]:
         "invocation_id": job.invocation_id,
         "limits": limits(job.spec),
         "usage": dataclasses.asdict(job.usage) if job.usage and not o.state.finished else None,
+        "schedule": job.schedule,
     }
 
 
@@ -79,6 +80,7 @@ def job_from_dict(d: dict[str, Any]) -> Job:
             finished_at=_time(d["finished_at"]),
         ),
         usage=Usage(**usage) if usage else None,
+        schedule=d.get("schedule"),
     )
 
 
