@@ -30,6 +30,8 @@ _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|sec|m|min|h|d|w)?")
 _UNITS = {None: 1, "ms": 0.001, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400,
           "w": 7 * 86400}  # fmt: skip
 MAX_AHEAD = timedelta(days=366 * 10)
+# Each schedule is two units in PID 1: a user's schedules are bounded (admins' are not).
+MAX_PER_USER = 256
 
 
 def timer_name(schedule_id: str) -> str:
@@ -297,6 +299,12 @@ class Schedules:
                 "give more characters of the ID",
             )
         return str(ids[0])
+
+    def count(self, owner_uid: int, owner: str) -> int:
+        row = self.store.db.execute(
+            "SELECT COUNT(*) FROM schedules WHERE uid = ? AND owner = ?", (owner_uid, owner)
+        ).fetchone()
+        return int(row[0])
 
     def all(self, owner_uid: int | None = None, owner: str | None = None) -> list[Schedule]:
         args: list[Any] = []

@@ -183,6 +183,36 @@ def test_kill_9_of_jobrund_keeps_schedules_firing() -> None:
     remove("alice", sid)
 
 
+def test_schedules_over_the_remote_api_run_as_the_mapped_user() -> None:
+    from .remote_helpers import remote_jobrund
+
+    with remote_jobrund() as remote:
+        proc = remote.cli("alice", "start", "--in", "2s", "--", "id", "-un")
+        assert proc.returncode == 0, proc.stderr
+        sid = proc.stdout.strip()
+
+        def ran() -> dict[str, Any] | None:
+            p = remote.cli("alice", "schedule", "show", sid, "--json")
+            assert p.returncode == 0, p.stderr
+            d: dict[str, Any] = json.loads(p.stdout)
+            return d if runs(d) else None
+
+        data = wait_for(ran, what="the remote schedule's run", timeout=30, interval=0.2)
+        assert data["owner"] == "remote:alice"
+        (job,) = runs(data)
+        out = wait_for(lambda: remote.cli("alice", "logs", job).stdout, what="its output")
+        assert out == "alice\n"  # run_as alice (remote_helpers.write_config), never root
+        status = json.loads(remote.cli("alice", "status", job, "--json").stdout)
+        assert status["schedule"] == sid and status["owner"] == "remote:alice"
+        # Another certificate, and the local alice (another identity), do not see it.
+        assert remote.cli("bob", "schedule", "show", sid).returncode == NOT_FOUND
+        assert as_user("alice", "schedule", "show", sid).returncode == NOT_FOUND
+        assert remote.cli("bob", "schedule", "rm", sid).returncode == NOT_FOUND
+        assert remote.cli("alice", "schedule", "rm", sid).returncode == 0
+        bad = remote.cli("alice", "start", "--every", "bogus spec", "--", "true")
+        assert bad.returncode == 2 and "systemd refused" in bad.stderr
+
+
 # -- a reboot: two boots of a nested systemd sharing jobrund's state directory ------------------
 
 

@@ -19,7 +19,8 @@ if TYPE_CHECKING:
     from grpclib.client import Channel
 
     from ..model import Job
-    from .backend import Batch, Jobs
+    from ..schedule import Schedule
+    from .backend import Argv, Batch, Jobs, Schedules
     from .target import Remote
 
 
@@ -183,6 +184,48 @@ class RemoteBackend(Backend):
 
         reply = await self._unary("List", pb.ListRequest(all=all), pb.ListResponse)
         return [job_from_proto(j) for j in reply.jobs]
+
+    async def schedule(self, command: Argv, name: str | None, values: dict[str, Any],
+                       when: dict[str, Any]) -> Schedule:  # fmt: skip
+        import dataclasses
+
+        from ..properties import build_spec
+        from ..v1 import jobrun_pb2 as pb
+        from ..wire.proto import options_to_proto
+        from ..wire.schedules_proto import schedule_from_proto, when_to_proto
+
+        spec = build_spec(command, name=name, **values)  # checked here too, as start does
+        start = pb.StartRequest(command=command, options=options_to_proto(dataclasses.asdict(spec)))
+        if name is not None:
+            start.name = name
+        req = pb.ScheduleRequest(start=start)
+        when_to_proto(req, when)
+        reply = await self._unary("Schedule", req, pb.ScheduleResponse)
+        return schedule_from_proto(reply.schedule)
+
+    async def schedules(self) -> Schedules:
+        from ..v1 import jobrun_pb2 as pb
+        from ..wire.schedules_proto import schedule_from_proto
+
+        reply = await self._unary("ListSchedules", pb.ListSchedulesRequest(),
+                                  pb.ListSchedulesResponse)  # fmt: skip
+        return [schedule_from_proto(s) for s in reply.schedules]
+
+    async def show_schedule(self, schedule_id: str) -> Schedule:
+        from ..v1 import jobrun_pb2 as pb
+        from ..wire.schedules_proto import schedule_from_proto
+
+        reply = await self._unary("ShowSchedule", pb.ScheduleIdRequest(id=schedule_id),
+                                  pb.ScheduleResponse)  # fmt: skip
+        return schedule_from_proto(reply.schedule)
+
+    async def remove_schedule(self, schedule_id: str) -> Schedule:
+        from ..v1 import jobrun_pb2 as pb
+        from ..wire.schedules_proto import schedule_from_proto
+
+        reply = await self._unary("RemoveSchedule", pb.ScheduleIdRequest(id=schedule_id),
+                                  pb.ScheduleResponse)  # fmt: skip
+        return schedule_from_proto(reply.schedule)
 
     async def wait(self, job_id: str) -> Job:
         """Poll the job's status until it has ended. Once jobrund has answered, a dropped

@@ -31,8 +31,10 @@ from ..manager import Caller, Manager
 from ..properties import as_input, build_spec
 from ..v1 import jobrun_pb2 as pb
 from ..wire.proto import ERROR_KEY, SERVICE, job_to_proto, options_from_proto, record_to_proto
+from ..wire.schedules_proto import schedule_to_proto, when_from_proto
 from .admission import admit
 from .fairshare import PER_UID_ACTIVE, PER_UID_QUEUED, PER_UID_STREAMS
+from .schedules import Scheduler
 
 if TYPE_CHECKING:
     from grpclib.server import Server, Stream
@@ -105,6 +107,7 @@ class JobsService:
         self.tls = server
         self.peers = tls.PeerCheck(revoked=lambda: server.revoked)
         self.bounds = CallerBounds()
+        self.scheduler = Scheduler(manager, config)
 
     def __mapping__(self) -> dict[str, Handler]:
         def unary(fn: Callable[[Any, Caller], Awaitable[Any]], req: type, rep: type) -> Handler:
@@ -134,6 +137,16 @@ class JobsService:
             f"/{SERVICE}/Kill": unary(self.kill, pb.KillRequest, pb.KillResponse),
             f"/{SERVICE}/Status": unary(self.status, pb.StatusRequest, pb.StatusResponse),
             f"/{SERVICE}/List": unary(self.list, pb.ListRequest, pb.ListResponse),
+            f"/{SERVICE}/Schedule": unary(self.schedule, pb.ScheduleRequest, pb.ScheduleResponse),
+            f"/{SERVICE}/ListSchedules": unary(
+                self.list_schedules, pb.ListSchedulesRequest, pb.ListSchedulesResponse
+            ),
+            f"/{SERVICE}/ShowSchedule": unary(
+                self.show_schedule, pb.ScheduleIdRequest, pb.ScheduleResponse
+            ),
+            f"/{SERVICE}/RemoveSchedule": unary(
+                self.remove_schedule, pb.ScheduleIdRequest, pb.ScheduleResponse
+            ),
             f"/{SERVICE}/Logs": Handler(
                 logs, Cardinality.UNARY_STREAM, pb.LogsRequest, pb.LogsResponse
             ),
@@ -238,6 +251,31 @@ class JobsService:
     async def list(self, req: pb.ListRequest, caller: Caller) -> pb.ListResponse:
         jobs = await self.manager.list(caller, all=req.all)
         return pb.ListResponse(jobs=[job_to_proto(j) for j in jobs])
+
+    async def schedule(self, req: pb.ScheduleRequest, caller: Caller) -> pb.ScheduleResponse:
+        """A schedule (daemon/schedules.py); its firings run as this caller's jobs would."""
+        when = when_from_proto(req)
+        values = as_input(options_from_proto(req.start.options))
+        name = req.start.name if req.start.HasField("name") else None
+        spec = build_spec(list(req.start.command), name=name, **values)
+        sched = await self.scheduler.create(spec, caller, **when)
+        return pb.ScheduleResponse(schedule=schedule_to_proto(sched))
+
+    async def list_schedules(
+        self, req: pb.ListSchedulesRequest, caller: Caller
+    ) -> pb.ListSchedulesResponse:
+        items = await self.scheduler.list(caller)
+        return pb.ListSchedulesResponse(schedules=[schedule_to_proto(s) for s in items])
+
+    async def show_schedule(self, req: pb.ScheduleIdRequest, caller: Caller) -> pb.ScheduleResponse:
+        sched = await self.scheduler.show(req.id, caller)
+        return pb.ScheduleResponse(schedule=schedule_to_proto(sched))
+
+    async def remove_schedule(
+        self, req: pb.ScheduleIdRequest, caller: Caller
+    ) -> pb.ScheduleResponse:
+        sched = await self.scheduler.remove(req.id, caller)
+        return pb.ScheduleResponse(schedule=schedule_to_proto(sched))
 
     async def logs(self, stream: Stream[Any, Any], req: pb.LogsRequest, caller: Caller) -> None:
         """Records in batches as the reader has them at hand (at most MAX_BATCH per message), so

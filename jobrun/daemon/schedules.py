@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import pwd
 import re
 import shutil
 from dataclasses import replace
@@ -34,6 +35,7 @@ from ..manager import Caller
 from ..model import SLICE, Job
 from ..outcome import usec_to_datetime
 from ..schedule import (
+    MAX_PER_USER,
     Event,
     Schedule,
     Schedules,
@@ -146,12 +148,15 @@ class Scheduler:
         """A schedule of `spec` for `caller`: every `calendar`, or once `at`."""
         if (calendar is None) == (at is None):
             raise InvalidArgument("a schedule needs one of --at, --in and --every")
-        if caller.remote:
-            raise InvalidArgument("schedules are not available over the remote API yet")
         if not caller.admin:
             # The caps of now, as a firing will apply them (a count of running jobs aside:
             # that is checked at each firing).
             self.config.apply(spec, caller.user, 0)
+            if self.table.count(caller.uid, caller.user) >= MAX_PER_USER:
+                raise PermissionDenied(
+                    f"you have {MAX_PER_USER} schedules, the most jobrund keeps for one user",
+                    "remove one first (`jobrun schedule rm SID`)",
+                )
         if at is not None:
             calendar = at_calendar(check_future(at))
         assert calendar is not None
@@ -164,6 +169,8 @@ class Scheduler:
             once=at is not None,
             catch_up=catch_up,
             created_at=datetime.now(UTC),
+            remote=caller.remote,
+            run_as=caller.run_as,
         )
         self.table.add(sched)  # first: no timer of jobrun's exists unknown to it
         try:
@@ -215,7 +222,7 @@ class Scheduler:
         """A firing: the schedule's owner (its timer's service calls as the owner) or root asks
         for a run. None if the last run is still running (the skip is recorded)."""
         sched = self._firable(schedule_id, caller)
-        owner = caller if caller.uid == sched.uid else self._owner(sched)
+        owner = caller if not sched.remote and caller.uid == sched.uid else self._owner(sched)
         lock = self._firing.setdefault(sched.id, asyncio.Lock())
         async with lock:
             sched = self.table.get(sched.id)
@@ -257,12 +264,21 @@ class Scheduler:
             raise JobNotFound(f"no schedule {str(schedule_id)[:20]}", "see `jobrun schedule list`")
         return sched
 
-    @staticmethod
-    def _owner(sched: Schedule) -> Caller:
-        """The owner of a schedule root fires (a catch-up, or root by hand)."""
-        if sched.remote:
-            raise PermissionDenied("remote schedules are not supported")
-        return _ROOT if sched.uid == 0 else Caller(sched.uid, sched.owner)
+    def _owner(self, sched: Schedule) -> Caller:
+        """The owner of a schedule root fires (a remote one's service, a catch-up, or root by
+        hand): a remote identity as the remote API's config maps it now (daemon/grpc.py)."""
+        if not sched.remote:
+            return _ROOT if sched.uid == 0 else Caller(sched.uid, sched.owner)
+        if self.config.remote is None:
+            raise PermissionDenied("the remote API is off: its users' schedules do not fire")
+        run_as, admin = self.config.remote.identity(sched.owner.removeprefix("remote:"))
+        uid = -1
+        if run_as is not None:
+            try:
+                uid = pwd.getpwnam(run_as).pw_uid
+            except KeyError:
+                raise PermissionDenied(f"the local user {run_as!r} is gone") from None
+        return Caller(uid, sched.owner, admin=admin, remote=True, run_as=run_as)
 
     # -- systemd ------------------------------------------------------------------------------
 

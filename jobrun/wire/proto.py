@@ -90,6 +90,7 @@ def job_to_proto(job: Job) -> pb.Job:
         "result": o.result,
         "reason": o.reason,
         "invocation_id": job.invocation_id,
+        "schedule": job.schedule,
     }
     for key, value in optional.items():
         if value is not None:
@@ -134,6 +135,7 @@ def job_from_proto(msg: pb.Job) -> Job:
             finished_at=_time(msg, "finished_at"),
         ),
         usage=usage,
+        schedule=opt("schedule"),
     )
 
 
