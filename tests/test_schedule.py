@@ -172,14 +172,40 @@ def test_users_see_and_manage_only_their_own_schedules() -> None:
     remove("root", roots)
 
 
+def test_caps_apply_at_each_firing() -> None:
+    config = Path("/etc/jobrun/jobrund.toml")
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text("[users.alice]\nrunning_jobs = 1\n")
+    subprocess.run(["systemctl", "restart", "jobrund.service"], check=True)
+    try:
+        sid = schedule("alice", "--in", "2s", "--", "true")  # allowed now: nothing runs
+        busy = as_user("alice", "start", "--", "sleep", "60")
+        assert busy.returncode == 0, busy.stderr
+
+        def failed() -> dict[str, Any] | None:
+            d = show("alice", sid)
+            return d if any(e["kind"] == "failed" for e in d["events"]) else None
+
+        data = wait_for(failed, what="the firing refused by the cap", timeout=20, interval=0.2)
+        assert runs(data) == [] and "running jobs" in data["events"][0]["note"]
+        assert as_user("alice", "stop", busy.stdout.strip()).returncode == 0
+        remove("alice", sid)
+    finally:
+        config.unlink(missing_ok=True)
+        subprocess.run(["systemctl", "restart", "jobrund.service"], check=True)
+
+
 def test_kill_9_of_jobrund_keeps_schedules_firing() -> None:
     sid = schedule("alice", "--every", "*:*:0/2", "--", "true")
     before = len(runs(wait_runs("alice", sid, 1)))
     pid = int(systemctl_show("jobrund.service", "MainPID")["MainPID"])
     os.kill(pid, signal.SIGKILL)
     # The next firings reach a new jobrund (restarted, or activated by the firing's call).
-    wait_runs("alice", sid, before + 2, timeout=30)
+    data = wait_runs("alice", sid, before + 2, timeout=30)
     assert int(systemctl_show("jobrund.service", "MainPID")["MainPID"]) != pid
+    # The timer outlived jobrund: the new one found it, made no second one, missed nothing.
+    assert [e for e in data["events"] if e["kind"] == "missed"] == []
+    assert timers().count(f"jobrun-s-{sid}.timer") == 1
     remove("alice", sid)
 
 
