@@ -128,6 +128,29 @@ def test_bad_times_are_refused() -> None:
     assert json.loads(as_user("alice", "schedule", "list", "--json").stdout) == []
 
 
+@pytest.mark.parametrize(
+    "options",
+    [
+        "{}",
+        '{"every": V("s", "hourly"), "in_seconds": V("d", 5.0)}',
+        '{"every": V("x", 5)}',
+        '{"in_seconds": V("d", -1.0)}',
+        '{"in_seconds": V("d", 1e12)}',
+        '{"at_usec": V("x", 1)}',
+        '{"at_usec": V("x", -5)}',
+        '{"every": V("s", "hourly\\nExecStartPre=/bin/sh")}',
+        '{"every": V("s", "hourly"), "catch_up": V("s", "yes")}',
+        '{"every": V("s", "hourly"), "memory_max": V("s", "lots")}',
+        '{"every": V("s", "hourly"), "stdin": V("h", 0)}',
+    ],
+)
+def test_bad_schedule_requests_are_refused_and_create_nothing(options: str) -> None:
+    err, body = dbus_call_as("alice", "Schedule", f'[["true"], {options}]')
+    assert err == "org.jobrun.Error.InvalidArgument", body
+    assert json.loads(as_user("alice", "schedule", "list", "--json").stdout) == []
+    assert "jobrun-s-" not in timers()
+
+
 def test_a_run_still_running_is_not_started_twice() -> None:
     sid = schedule("alice", "--every", "*:*:0/2", "--", "sleep", "60")
 
