@@ -121,3 +121,19 @@ def test_a_database_of_before_schedules_gets_the_link_column(tmp_path: Path) -> 
     store = Store(tmp_path).open()
     assert store.get("old0000001")[0].schedule is None
     store.close()
+
+
+def test_schedules_need_jobrund(tmp_path: Path) -> None:
+    """In-process (root without jobrund) there is nobody to fire a timer: a clear error, exit 69,
+    before anything is made."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, JOBRUN_MODE="local", JOBRUN_STATE_DIR=str(tmp_path))
+    proc = subprocess.run(
+        [sys.executable, "-m", "jobrun", "start", "--every", "hourly", "-C", "/", "--", "true"],
+        capture_output=True, text=True, env=env, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 69, proc.stderr
+    assert "schedules are jobrund's" in proc.stderr and proc.stdout == ""
