@@ -32,6 +32,7 @@ _UNITS = {None: 1, "ms": 0.001, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600,
 MAX_AHEAD = timedelta(days=366 * 10)
 # Each schedule is two units in PID 1: a user's schedules are bounded (admins' are not).
 MAX_PER_USER = 256
+KEEP_DONE = timedelta(days=7)  # how long a one-shot schedule that has fired stays listed
 
 
 def timer_name(schedule_id: str) -> str:
@@ -300,11 +301,29 @@ class Schedules:
             )
         return str(ids[0])
 
+    _DONE = (  # one-shot schedules that have fired (or missed their time)
+        "SELECT schedule_id FROM schedule_events GROUP BY schedule_id "
+        "HAVING SUM(kind != 'skipped') > 0"
+    )
+
     def count(self, owner_uid: int, owner: str) -> int:
+        """The owner's schedules still to fire."""
         row = self.store.db.execute(
-            "SELECT COUNT(*) FROM schedules WHERE uid = ? AND owner = ?", (owner_uid, owner)
+            "SELECT COUNT(*) FROM schedules WHERE uid = ? AND owner = ? AND "
+            f"(once = 0 OR id NOT IN ({self._DONE}))",
+            (owner_uid, owner),
         ).fetchone()
         return int(row[0])
+
+    def prune(self, before: datetime) -> None:
+        """Forget one-shot schedules done before `before` (their runs stay)."""
+        with self._write() as db:
+            ids = [r[0] for r in db.execute(
+                f"SELECT id FROM schedules WHERE once = 1 AND id IN ({self._DONE} "
+                "AND MAX(at) < ?)", (_iso(before),)).fetchall()]  # fmt: skip
+            for sid in ids:
+                db.execute("DELETE FROM schedules WHERE id = ?", (sid,))
+                db.execute("DELETE FROM schedule_events WHERE schedule_id = ?", (sid,))
 
     def all(self, owner_uid: int | None = None, owner: str | None = None) -> list[Schedule]:
         args: list[Any] = []

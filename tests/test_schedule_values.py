@@ -106,6 +106,22 @@ def test_the_store_keeps_schedules_events_and_each_runs_schedule(tmp_path: Path)
     store.close()
 
 
+def test_done_one_shots_do_not_count_and_are_forgotten_after_a_while(tmp_path: Path) -> None:
+    store = Store(tmp_path).open()
+    table = Schedules(store)
+    table.add(_schedule(id="once000001", once=True, calendar="2026-12-06 04:00:00 UTC"))
+    table.add(_schedule(id="once000002", once=True, calendar="2026-12-07 04:00:00 UTC"))
+    table.add(_schedule(id="every00001"))
+    table.add_event("once000001", Event(NOW, "run", job="j000000001"))
+    table.add_event("every00001", Event(NOW, "run", job="j000000002"))
+    assert table.count(1001, "alice") == 2  # once000001 is done
+    table.prune(NOW)  # done, but not before NOW: kept
+    assert len(table.all()) == 3
+    table.prune(NOW + timedelta(seconds=1))
+    assert [s.id for s in table.all()] == ["once000002", "every00001"]
+    store.close()
+
+
 def test_a_database_of_before_schedules_gets_the_link_column(tmp_path: Path) -> None:
     import sqlite3
 

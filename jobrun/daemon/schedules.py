@@ -35,6 +35,7 @@ from ..manager import Caller
 from ..model import SLICE, Job
 from ..outcome import usec_to_datetime
 from ..schedule import (
+    KEEP_DONE,
     MAX_PER_USER,
     Event,
     Schedule,
@@ -99,7 +100,8 @@ def timer_properties(s: Schedule) -> list[tuple[str, Variant]]:
         ("Description", Variant("s", f"jobrun schedule {s.id}")),
         ("TimersCalendar", Variant("a(ss)", [["OnCalendar", s.calendar]])),
         ("AccuracyUSec", Variant("t", ACCURACY_USEC)),
-        ("RemainAfterElapse", Variant("b", True)),
+        # A one-shot's timer unloads once it has fired: PID 1 keeps no unit per past firing.
+        ("RemainAfterElapse", Variant("b", not s.once)),
     ]
 
 
@@ -152,6 +154,7 @@ class Scheduler:
             # The caps of now, as a firing will apply them (a count of running jobs aside:
             # that is checked at each firing).
             self.config.apply(spec, caller.user, 0)
+            self.table.prune(datetime.now(UTC) - KEEP_DONE)
             if self.table.count(caller.uid, caller.user) >= MAX_PER_USER:
                 raise PermissionDenied(
                     f"you have {MAX_PER_USER} schedules, the most jobrund keeps for one user",
@@ -320,6 +323,7 @@ class Scheduler:
         meanwhile; the schedules with a firing to catch up (`catch_up`)."""
         now = datetime.now(UTC)
         catch_up = []
+        self.table.prune(now - KEEP_DONE)
         for sched in self.table.all():
             if sched.done:
                 continue
