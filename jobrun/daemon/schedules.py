@@ -37,6 +37,7 @@ from ..outcome import usec_to_datetime
 from ..schedule import (
     KEEP_DONE,
     MAX_PER_USER,
+    SCHEDULE_PREFIX,
     Event,
     Schedule,
     Schedules,
@@ -320,16 +321,26 @@ class Scheduler:
 
     async def restore(self) -> Schedule_s:
         """Re-create the timers that are gone (the host rebooted), record what was missed
-        meanwhile; the schedules with a firing to catch up (`catch_up`)."""
+        meanwhile; the schedules with a firing to catch up (`catch_up`). One question to systemd
+        for the timers there are; the missing ones are made 16 at a time (jobrund answers no
+        call meanwhile, and its bus activation times out after 25 s)."""
         now = datetime.now(UTC)
-        catch_up = []
         self.table.prune(now - KEEP_DONE)
-        for sched in self.table.all():
-            if sched.done:
-                continue
+        try:
+            units = await self.manager.systemd.list_units(f"{SCHEDULE_PREFIX}*.timer")
+        except JobrunError as e:  # jobrund still serves its jobs; the next start tries again
+            log.error("cannot restore schedules: %s", e)
+            return []
+        loaded = {u[0] for u in units}
+        gone = [s for s in self.table.all() if not s.done and s.timer not in loaded]
+        limit = asyncio.Semaphore(16)
+        results = await asyncio.gather(*(self._restore(s, now, limit) for s in gone))
+        return [s for s, catch_up in zip(gone, results, strict=True) if catch_up]
+
+    async def _restore(self, sched: Schedule, now: datetime, limit: asyncio.Semaphore) -> bool:
+        """Re-create one schedule's timer; whether a missed firing is to be caught up."""
+        async with limit:
             try:
-                if await self._timer(sched):
-                    continue  # jobrund restarted, the host did not: the timer is there
                 marks = [sched.created_at] + [e.until or e.at for e in sched.events]
                 missed, more = await occurrences(sched.calendar, max(marks), now)
                 if missed:
@@ -338,13 +349,12 @@ class Scheduler:
                         note=("at least " if more else "") + f"{len(missed)} firing(s) missed "
                         "while the host was down" + (", one run now (--catch-up)"
                                                      if sched.catch_up else "")))  # fmt: skip
-                    if sched.catch_up:
-                        catch_up.append(sched)
                 if not (sched.once and missed):
                     await self._start_timer(sched)
+                return bool(missed) and sched.catch_up
             except (JobrunError, OSError) as e:  # one schedule's trouble stops no other
                 log.error("cannot restore schedule %s: %s", sched.id, e)
-        return catch_up
+                return False
 
     async def catch_up(self, schedules: Schedule_s) -> None:
         """One firing of each, through its service, as the owner (jobrund is on the bus now)."""
