@@ -132,6 +132,17 @@ def at_calendar(when: datetime) -> str:
     return when.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+def credential_text(credential: tuple[bytes, int]) -> str:
+    """A certificate's (issuer, serial) as the database keeps it."""
+    issuer, serial = credential
+    return f"{issuer.hex()}:{serial}"
+
+
+def credential_of(text: str) -> tuple[bytes, int]:
+    issuer, _, serial = text.partition(":")
+    return bytes.fromhex(issuer), int(serial)
+
+
 def new_schedule_id() -> str:
     from .model import new_job_id
 
@@ -164,6 +175,7 @@ class Schedule:
     created_at: datetime
     remote: bool = False
     run_as: str | None = None
+    credential: str | None = None  # a remote owner's certificate (credential_text)
     next_run: datetime | None = None  # systemd's answer; None: no firing to come
     last_run: Event | None = None
     events: tuple[Event, ...] = field(default=())  # newest last
@@ -211,9 +223,9 @@ class Schedules:
         with self._write() as db:
             db.execute(
                 "INSERT INTO schedules (id, owner, uid, remote, run_as, spec, calendar, once, "
-                "catch_up, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "catch_up, created_at, credential) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (s.id, s.owner, s.uid, int(s.remote), s.run_as, spec_to_json(s.spec), s.calendar,
-                 int(s.once), int(s.catch_up), _iso(s.created_at)),
+                 int(s.once), int(s.catch_up), _iso(s.created_at), s.credential),
             )  # fmt: skip
 
     def remove(self, schedule_id: str) -> None:
@@ -234,7 +246,9 @@ class Schedules:
                 (schedule_id, schedule_id, MAX_EVENTS),
             )
 
-    _COLUMNS = "id, owner, uid, remote, run_as, spec, calendar, once, catch_up, created_at"
+    _COLUMNS = (
+        "id, owner, uid, remote, run_as, spec, calendar, once, catch_up, created_at, credential"
+    )
 
     def _events(self, schedule_id: str) -> tuple[Event, ...]:
         rows = self.store.db.execute(
@@ -248,7 +262,7 @@ class Schedules:
         )
 
     def _row(self, row: tuple[Any, ...]) -> Schedule:
-        sid, owner, uid, remote, run_as, spec, calendar, once, catch_up, created = row
+        sid, owner, uid, remote, run_as, spec, calendar, once, catch_up, created, cred = row
         events = self._events(sid)
         runs = [e for e in events if e.kind == "run"]
         return Schedule(
@@ -262,6 +276,7 @@ class Schedules:
             created_at=_dt(created) or datetime.now(UTC),
             remote=bool(remote),
             run_as=run_as,
+            credential=cred,
             last_run=runs[-1] if runs else None,
             events=events,
         )

@@ -82,6 +82,7 @@ CREATE TABLE IF NOT EXISTS schedules (
     uid INTEGER NOT NULL,
     remote INTEGER NOT NULL DEFAULT 0,
     run_as TEXT,                 -- a remote owner's local user (NULL: DynamicUser=)
+    credential TEXT,             -- a remote owner's certificate: ISSUER-DER-HEX:SERIAL
     spec TEXT NOT NULL,          -- JSON of JobSpec, as checked when the schedule was made
     calendar TEXT NOT NULL,      -- systemd's OnCalendar= expression of the timer
     once INTEGER NOT NULL,       -- --at/--in: a single firing

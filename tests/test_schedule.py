@@ -265,6 +265,34 @@ def test_schedules_over_the_remote_api_run_as_the_mapped_user() -> None:
         assert bad.returncode == 2 and "systemd refused" in bad.stderr
 
 
+def test_a_revoked_certificate_stops_its_schedules() -> None:
+    from jobrun import certs
+
+    from .remote_helpers import PKI, make_pki, remote_jobrund
+
+    if not PKI.exists():
+        make_pki(PKI)
+    if not (PKI / "frank.crt").exists():
+        certs.issue(PKI, "frank")
+    revoke = [sys.executable, "-m", "jobrun", "certs", "revoke", str(PKI)]
+    subprocess.run(revoke, check=True, capture_output=True)  # PKI/ca.crl, nothing revoked
+    with remote_jobrund(f'crl = "{PKI / "ca.crl"}"\n') as remote:
+        proc = remote.cli("frank", "start", "--every", "*:*:0/2", "--", "true")
+        assert proc.returncode == 0, proc.stderr
+        sid = proc.stdout.strip()
+        wait_runs("root", sid, 1)  # root (admin) sees every schedule
+        subprocess.run([*revoke, str(PKI / "frank.crt")], check=True, capture_output=True)
+
+        def refused() -> dict[str, Any] | None:
+            d = show("root", sid)
+            fails = [e for e in d["events"] if e["kind"] == "failed"]
+            return d if fails and "revoked" in fails[-1]["note"] else None
+
+        data = wait_for(refused, what="a firing refused for the revocation", timeout=20)
+        assert data["events"][-1]["kind"] == "failed"
+        remove("root", sid)
+
+
 # -- a reboot: two boots of a nested systemd sharing jobrund's state directory ------------------
 
 

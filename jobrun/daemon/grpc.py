@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import os
 import pwd
@@ -29,6 +30,7 @@ from .. import tls
 from ..errors import Busy, InvalidArgument, JobrunError, error_text
 from ..manager import Caller, Manager
 from ..properties import as_input, build_spec
+from ..trust import Serial
 from ..v1 import jobrun_pb2 as pb
 from ..wire.proto import ERROR_KEY, SERVICE, job_to_proto, options_from_proto, record_to_proto
 from ..wire.schedules_proto import schedule_to_proto, when_from_proto
@@ -93,6 +95,10 @@ class CallerBounds:
 
 
 # -- the service ------------------------------------------------------------------------------
+
+
+# The (issuer, serial) of the certificate of the call being served (a schedule keeps it).
+_CREDENTIAL: contextvars.ContextVar[Serial | None] = contextvars.ContextVar("credential")
 
 
 class JobsService:
@@ -186,6 +192,7 @@ class JobsService:
         ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
         self.tls.refresh()  # a certificate revoked while its connection stays open: refused now
         name = self.peers.identity(ssl_object)
+        _CREDENTIAL.set(self.peers.credential(ssl_object))  # this call's task only
         run_as, admin = self.remote.identity(name)
         uid = -1
         if run_as is not None:
@@ -258,7 +265,8 @@ class JobsService:
         values = as_input(options_from_proto(req.start.options))
         name = req.start.name if req.start.HasField("name") else None
         spec = build_spec(list(req.start.command), name=name, **values)
-        sched = await self.scheduler.create(spec, caller, **when)
+        credential = _CREDENTIAL.get(None)
+        sched = await self.scheduler.create(spec, caller, credential=credential, **when)
         return pb.ScheduleResponse(schedule=schedule_to_proto(sched))
 
     async def list_schedules(

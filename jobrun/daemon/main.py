@@ -34,6 +34,7 @@ async def _serve(stack: contextlib.ExitStack) -> None:
     bus = await connect_system_bus()
     manager = await Manager.open(Store())
     daemon = Daemon(bus, manager, config)
+    daemon.scheduler.tls = server_tls  # a remote identity's revoked certificate fires nothing
     bus.add_message_handler(daemon.on_message)
     # Signals reach the daemon only through the systemd client's filter, which passes on only
     # those of systemd and of the bus: a signal forged by another user is dropped there.

@@ -43,6 +43,8 @@ from ..schedule import (
     Schedules,
     at_calendar,
     check_future,
+    credential_of,
+    credential_text,
     new_schedule_id,
     service_name,
     timer_name,
@@ -54,6 +56,7 @@ if TYPE_CHECKING:
     from ..config import Config
     from ..manager import Manager
     from ..model import JobSpec
+    from ..tls import ServerTLS
 
 log = logging.getLogger("jobrund")
 Schedule_s = list[Schedule]  # `list` is a method name in the class below
@@ -135,6 +138,9 @@ class Scheduler:
         self.manager = manager
         self.config = config
         self.table = Schedules(manager.store)
+        # The remote API's TLS (jobrund sets it where the API is on): its CRL, for firings of
+        # remote identities' schedules.
+        self.tls: ServerTLS | None = None
         self._firing: dict[str, asyncio.Lock] = {}
 
     # -- what callers ask ---------------------------------------------------------------------
@@ -147,8 +153,10 @@ class Scheduler:
         calendar: str | None = None,
         at: datetime | None = None,
         catch_up: bool = False,
+        credential: tuple[bytes, int] | None = None,
     ) -> Schedule:
-        """A schedule of `spec` for `caller`: every `calendar`, or once `at`."""
+        """A schedule of `spec` for `caller`: every `calendar`, or once `at`. `credential`: a
+        remote caller's certificate (issuer, serial): its revocation stops the firings."""
         if (calendar is None) == (at is None):
             raise InvalidArgument("a schedule needs one of --at, --in and --every")
         if not caller.admin:
@@ -175,6 +183,7 @@ class Scheduler:
             created_at=datetime.now(UTC),
             remote=caller.remote,
             run_as=caller.run_as,
+            credential=credential_text(credential) if credential else None,
         )
         self.table.add(sched)  # first: no timer of jobrun's exists unknown to it
         try:
@@ -226,7 +235,6 @@ class Scheduler:
         """A firing: the schedule's owner (its timer's service calls as the owner) or root asks
         for a run. None if the last run is still running (the skip is recorded)."""
         sched = self._firable(schedule_id, caller)
-        owner = caller if not sched.remote and caller.uid == sched.uid else self._owner(sched)
         lock = self._firing.setdefault(sched.id, asyncio.Lock())
         async with lock:
             sched = self.table.get(sched.id)
@@ -240,6 +248,8 @@ class Scheduler:
                             note=f"run {job.id} was still running"))  # fmt: skip
                         return None
             try:
+                mine = not sched.remote and caller.uid == sched.uid
+                owner = caller if mine else self._owner(sched)
                 spec, slice_limits = await admit(self.config, self.manager, sched.spec, owner)
                 job = await self.manager.start(spec, owner, slice_limits, schedule=sched.id)
             except JobrunError as e:
@@ -275,6 +285,13 @@ class Scheduler:
             return _ROOT if sched.uid == 0 else Caller(sched.uid, sched.owner)
         if self.config.remote is None:
             raise PermissionDenied("the remote API is off: its users' schedules do not fire")
+        if self.tls is not None and sched.credential is not None:
+            self.tls.refresh()  # the CRL's file, read again if it changed
+            if credential_of(sched.credential) in self.tls.revoked:
+                raise PermissionDenied(
+                    "the certificate that made this schedule was revoked",
+                    f"an admin removes it: jobrun schedule rm {sched.id}",
+                )
         run_as, admin = self.config.remote.identity(sched.owner.removeprefix("remote:"))
         uid = -1
         if run_as is not None:
