@@ -137,11 +137,15 @@ class Scheduler:
     def __init__(self, manager: Manager, config: Config) -> None:
         self.manager = manager
         self.config = config
-        self.table = Schedules(manager.store)
         # The remote API's TLS (jobrund sets it where the API is on): its CRL, for firings of
         # remote identities' schedules.
         self.tls: ServerTLS | None = None
         self._firing: dict[str, asyncio.Lock] = {}
+
+    @property
+    def table(self) -> Schedules:
+        """The schedules' tables in the manager's database (nothing is read before a call)."""
+        return Schedules(self.manager.store)
 
     # -- what callers ask ---------------------------------------------------------------------
 
