@@ -32,6 +32,7 @@ class Method:
 
 
 _JOB = ("job", "s")  # JSON of a job
+_SCHEDULE = ("schedule", "s")  # JSON of a schedule (wire/schedules.py)
 METHODS: dict[str, Method] = {
     m.name: m
     for m in (
@@ -78,6 +79,16 @@ METHODS: dict[str, Method] = {
         Method("Usage", "usage", (), (("samples", "s"),)),
         # the caller's user name and whether it may manage every job
         Method("Whoami", "whoami", (), (("user", "s"), ("admin", "b"))),
+        # Schedules (schedule.py): command, options (Start's, and wire/schedules.py
+        # SCHEDULE_OPTIONS: when) → JSON of the schedule
+        Method("Schedule", "schedule", (("command", "as"), ("options", "a{sv}")), (_SCHEDULE,)),
+        Method("ListSchedules", "list_schedules", (), (("schedules", "s"),)),
+        Method("ShowSchedule", "show_schedule", (("id", "s"),), (_SCHEDULE,)),
+        # id → the schedule removed (its runs stay)
+        Method("RemoveSchedule", "remove_schedule", (("id", "s"),), (_SCHEDULE,)),
+        # id → the run started, "" if the last one still runs (called by the schedule's timer,
+        # as its owner)
+        Method("FireSchedule", "fire_schedule", (("id", "s"),), (_JOB,)),
     )
 }
 

@@ -118,12 +118,13 @@ class Manager:
         caller: Caller | None = None,
         slice_limits: dict[str, int] | None = None,
         stdin: int | None = None,
+        schedule: str | None = None,
     ) -> Job:
         """Start a job in the caller's slice (model.user_slice); `slice_limits` (numeric
         settings, config.slice_limits): the aggregate limits that slice gets first, exactly
         (None: the slice is left as it is, e.g. an admin's). `stdin`: a descriptor of the
         caller's the job reads as its standard input (systemd keeps a copy; the caller still
-        owns and closes this one)."""
+        owns and closes this one). `schedule`: the schedule whose firing this is (schedule.py)."""
         caller = caller or Caller.current()
         # Whether -C and --writable exist is not asked here: as root, the answer would tell a
         # caller about paths they cannot see. The CLI checks them as the caller
@@ -143,6 +144,7 @@ class Manager:
             owner=caller.user,
             uid=caller.uid,
             created_at=datetime.now(UTC),
+            schedule=schedule,
         )
         # Record first, so a job systemd runs is never unknown to jobrun; forget it if refused.
         self.store.add(job)

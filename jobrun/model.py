@@ -158,6 +158,7 @@ class Job:
     # Limits changed while it ran (`jobrun set`), by setting field: the spec keeps what was asked.
     live_limits: dict[str, Any] = field(default_factory=dict)
     accounting: Accounting | None = None
+    schedule: str | None = None  # the schedule (schedule.py) whose firing started it
 
     @property
     def unit(self) -> str:

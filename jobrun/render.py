@@ -64,6 +64,8 @@ def _status_rows(job: Job, width: int | None = None) -> list[tuple[str, str, str
     add("Command", command if width is None else fit(command, width - 10))
     add("Owner", job.owner)
     add("Unit", job.unit)
+    if job.schedule:
+        add("Schedule", job.schedule)
     for label, dt in (("Created", job.created_at), ("Started", job.started_at),
                       ("Finished", job.outcome.finished_at)):  # fmt: skip
         if dt:

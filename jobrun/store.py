@@ -75,6 +75,42 @@ def _set_up(db: sqlite3.Connection) -> None:
     _set_up_live(db)
     _set_up_scopes(db)
     db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+    _set_up_schedules(db)
+
+
+_SCHEDULES_SCHEMA = """
+CREATE TABLE IF NOT EXISTS schedules (
+    id TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    uid INTEGER NOT NULL,
+    remote INTEGER NOT NULL DEFAULT 0,
+    run_as TEXT,                 -- a remote owner's local user (NULL: DynamicUser=)
+    credential TEXT,             -- a remote owner's certificate: ISSUER-DER-HEX:SERIAL
+    spec TEXT NOT NULL,          -- JSON of JobSpec, as checked when the schedule was made
+    calendar TEXT NOT NULL,      -- systemd's OnCalendar= expression of the timer
+    once INTEGER NOT NULL,       -- --at/--in: a single firing
+    catch_up INTEGER NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS schedule_events (
+    schedule_id TEXT NOT NULL,
+    at TEXT NOT NULL,            -- ISO 8601, UTC
+    kind TEXT NOT NULL,          -- run, skipped, missed, failed
+    job_id TEXT,
+    count INTEGER NOT NULL DEFAULT 1,
+    until TEXT,                  -- missed: the last firing missed
+    note TEXT
+);
+CREATE INDEX IF NOT EXISTS schedule_events_of ON schedule_events (schedule_id, at);
+"""
+
+
+def _set_up_schedules(db: sqlite3.Connection) -> None:
+    """Schedules (schedule.py) and each job's link to the schedule that started it."""
+    db.executescript(_SCHEDULES_SCHEMA)
+    columns = {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
+    if "schedule_id" not in columns:
+        db.execute("ALTER TABLE jobs ADD COLUMN schedule_id TEXT")
 
 
 def _set_up_live(db: sqlite3.Connection) -> None:
@@ -200,8 +236,16 @@ class Store:
     def add(self, job: Job) -> None:
         with self._write() as db:
             db.execute(
-                "INSERT INTO jobs (id, owner, uid, spec, created_at) VALUES (?, ?, ?, ?, ?)",
-                (job.id, job.owner, job.uid, spec_to_json(job.spec), _iso(job.created_at)),
+                "INSERT INTO jobs (id, owner, uid, spec, created_at, schedule_id) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    job.id,
+                    job.owner,
+                    job.uid,
+                    spec_to_json(job.spec),
+                    _iso(job.created_at),
+                    job.schedule,
+                ),
             )
 
     def remove(self, job_id: str) -> None:
@@ -270,7 +314,7 @@ class Store:
         return (int(row[0]), int(row[1])) if row else None
 
     def _row_to_job(self, row: tuple[Any, ...]) -> tuple[Job, datetime | None]:
-        (jid, owner, uid, spec, created, inv, started, stop_req, outcome) = row
+        (jid, owner, uid, spec, created, inv, started, stop_req, outcome, schedule) = row
         job = Job(
             id=jid,
             spec=spec_from_json(spec),
@@ -280,11 +324,13 @@ class Store:
             invocation_id=inv,
             started_at=_dt(started),
             outcome=outcome_from_json(outcome) if outcome else Outcome(JobState.RUNNING),
+            schedule=schedule,
         )
         return job, _dt(stop_req)
 
     _COLUMNS = (
-        "id, owner, uid, spec, created_at, invocation_id, started_at, stop_requested_at, outcome"
+        "id, owner, uid, spec, created_at, invocation_id, started_at, stop_requested_at, outcome, "
+        "schedule_id"
     )
 
     def get(self, job_id: str) -> tuple[Job, datetime | None]:

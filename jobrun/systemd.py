@@ -282,14 +282,19 @@ class Systemd:
     # -- manager API ------------------------------------------------------------------------
 
     async def start_transient_unit(
-        self, name: str, properties: list[tuple[str, Variant]], unix_fds: list[int] | None = None
+        self,
+        name: str,
+        properties: list[tuple[str, Variant]],
+        unix_fds: list[int] | None = None,
+        aux: list[tuple[str, list[tuple[str, Variant]]]] | None = None,
     ) -> str:
         """`unix_fds`: the descriptors that properties of type "h" index (D-Bus passes them
-        out of band), e.g. StandardInputFileDescriptor; systemd keeps copies of its own."""
+        out of band), e.g. StandardInputFileDescriptor; systemd keeps copies of its own.
+        `aux`: units created with it (a timer's service)."""
         return await self._queue_job(
             "StartTransientUnit",
             "ssa(sv)a(sa(sv))",
-            [name, "fail", properties, []],
+            [name, "fail", properties, aux or []],
             unix_fds=unix_fds,
         )
 

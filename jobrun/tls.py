@@ -185,6 +185,13 @@ class PeerCheck:
             )
         return name
 
+    def credential(self, ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> Serial | None:
+        """(issuer, serial) of the certificate `identity` accepted for this peer (schedules
+        keep it, so that a revocation stops their firings too)."""
+        der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+        seen = self._seen.get(hashlib.sha256(der).digest()) if der else None
+        return seen[1] if seen is not None else None
+
     @staticmethod
     def _check(der: bytes, ssl_object: Any) -> tuple[str, Serial]:
         from cryptography import x509

@@ -476,7 +476,7 @@ def test_a_job_dict_survives_the_wire_exactly() -> None:
         "finished_at": "2026-11-29T07:00:01+00:00", "invocation_id": "ab" * 16,
         "limits": {"cpu_weight": 50, "memory_max": 1 << 30, "cpu_affinity": [0, 1],
                    "network": False, "env": ["A=1"], "stop_timeout": 2.5, "profile": "strict"},
-        "usage": None, "live_limits": {}, "accounting": None,
+        "usage": None, "live_limits": {}, "accounting": None, "schedule": "s000000001",
     }  # fmt: skip
     running = {**job, "state": "running", "exit_code": None, "result": None, "reason": None,
                "finished_at": None,

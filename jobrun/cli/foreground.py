@@ -14,6 +14,7 @@ from ..model import JobState
 from . import common
 from .app import app
 from .common import err, run_async
+from .schedule import pop_when, start_scheduled, with_schedule_options
 from .scope import HELP as SCOPE_HELP
 from .settings import COMMAND_CONTEXT, parse, parse_spec, with_settings, with_settings_and
 
@@ -23,10 +24,16 @@ if TYPE_CHECKING:
 
 
 @app.command(context_settings=COMMAND_CONTEXT)
+@with_schedule_options
 @with_settings
 def start(**values: Any) -> None:
-    """Start COMMAND as a job and print its ID."""
+    """Start COMMAND as a job and print its ID (with --at, --in or --every: later, as a
+    schedule, and print the schedule's ID)."""
+    when = pop_when(values)
     command, name, options = parse(values)
+    if when is not None:
+        start_scheduled(command, name, options, when)
+        return
 
     async def go() -> str:
         b = await common.open_backend()

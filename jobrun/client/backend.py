@@ -15,11 +15,14 @@ if TYPE_CHECKING:
     from ..journal import Record
     from ..model import Job
     from ..processes import Claim
+    from ..schedule import Schedule
     from ..usage import Sample
 
     Batch = list[Record]  # `list` is a method name in the class below
     Jobs = list[Job]
     Samples = list[Sample]
+    Schedules = list[Schedule]
+    Argv = list[str]
 
 # Asking again after the server went away mid-stream (jobrund restarted): ~2 min in all.
 RESUME_RETRIES = 50
@@ -66,6 +69,32 @@ class Backend(Protocol):
         cursors: bool = True,
     ) -> AsyncGenerator[Batch, None]: ...
     async def close(self) -> None: ...
+
+    # Schedules (schedule.py) are jobrund's: its D-Bus backend has them; the others say so.
+    async def schedule(self, command: Argv, name: str | None, values: dict[str, Any],
+                       when: dict[str, Any]) -> Schedule:  # fmt: skip
+        """A schedule of the command; `when`: at (datetime), in (seconds) or every (an
+        OnCalendar= expression), and catch_up."""
+        raise self._no_schedules()
+
+    async def schedules(self) -> Schedules:
+        raise self._no_schedules()
+
+    async def show_schedule(self, schedule_id: str) -> Schedule:
+        raise self._no_schedules()
+
+    async def remove_schedule(self, schedule_id: str) -> Schedule:
+        raise self._no_schedules()
+
+    def _no_schedules(self) -> JobrunError:
+        from ..errors import InvalidArgument, SystemdUnavailable
+
+        if self.mode == "remote":
+            return InvalidArgument("schedules are not available over the remote API yet")
+        return SystemdUnavailable(
+            "schedules are jobrund's, and jobrund is not reachable on the system bus",
+            "install jobrun's package (it brings jobrund); `jobrun doctor` checks the host",
+        )
 
     def logs(
         self,

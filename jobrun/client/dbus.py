@@ -20,7 +20,8 @@ if TYPE_CHECKING:
 
     from ..model import Job
     from ..processes import Claim
-    from .backend import Batch, Jobs, Samples
+    from ..schedule import Schedule
+    from .backend import Batch, Jobs, Samples, Schedules
 
 MAX_PENDING_CALLS = 64  # per bus connection (dbus-daemon allows 128)
 PIPE_SIZE = 1 << 20  # of the pipe jobrund sends output through
@@ -95,6 +96,33 @@ class DaemonBackend(Backend):
         body = [job_id, -1 if exit_code is None else exit_code, signum or 0]
         (job,) = await self.call("ReportScopeExit", body)
         return job_from_json(job)
+
+    async def schedule(self, command: list[str], name: str | None, values: dict[str, Any],
+                       when: dict[str, Any]) -> Schedule:  # fmt: skip
+        from ..wire.dbus import start_options
+        from ..wire.schedules import schedule_from_json, when_options
+
+        options = start_options(name, values, False) | when_options(when)
+        (text,) = await self.call("Schedule", [command, options])
+        return schedule_from_json(text)
+
+    async def schedules(self) -> Schedules:
+        from ..wire.schedules import schedules_from_json
+
+        (text,) = await self.call("ListSchedules", [])
+        return schedules_from_json(text)
+
+    async def show_schedule(self, schedule_id: str) -> Schedule:
+        from ..wire.schedules import schedule_from_json
+
+        (text,) = await self.call("ShowSchedule", [schedule_id])
+        return schedule_from_json(text)
+
+    async def remove_schedule(self, schedule_id: str) -> Schedule:
+        from ..wire.schedules import schedule_from_json
+
+        (text,) = await self.call("RemoveSchedule", [schedule_id])
+        return schedule_from_json(text)
 
     async def stop(self, job_id: str, timeout: float | None) -> tuple[Job, bool]:
         from ..wire.jobs import job_from_json

@@ -20,7 +20,8 @@ if TYPE_CHECKING:
 
     from ..model import Job
     from ..processes import Claim
-    from .backend import Batch, Jobs, Samples
+    from ..schedule import Schedule
+    from .backend import Argv, Batch, Jobs, Samples, Schedules
     from .target import Remote
 
 
@@ -222,6 +223,48 @@ class RemoteBackend(Backend):
 
         reply = await self._unary("Usage", pb.UsageRequest(), pb.UsageResponse)
         return [sample_from_proto(s) for s in reply.samples]
+
+    async def schedule(self, command: Argv, name: str | None, values: dict[str, Any],
+                       when: dict[str, Any]) -> Schedule:  # fmt: skip
+        import dataclasses
+
+        from ..properties import build_spec
+        from ..v1 import jobrun_pb2 as pb
+        from ..wire.proto import options_to_proto
+        from ..wire.schedules_proto import schedule_from_proto, when_to_proto
+
+        spec = build_spec(command, name=name, **values)  # checked here too, as start does
+        start = pb.StartRequest(command=command, options=options_to_proto(dataclasses.asdict(spec)))
+        if name is not None:
+            start.name = name
+        req = pb.ScheduleRequest(start=start)
+        when_to_proto(req, when)
+        reply = await self._unary("Schedule", req, pb.ScheduleResponse)
+        return schedule_from_proto(reply.schedule)
+
+    async def schedules(self) -> Schedules:
+        from ..v1 import jobrun_pb2 as pb
+        from ..wire.schedules_proto import schedule_from_proto
+
+        reply = await self._unary("ListSchedules", pb.ListSchedulesRequest(),
+                                  pb.ListSchedulesResponse)  # fmt: skip
+        return [schedule_from_proto(s) for s in reply.schedules]
+
+    async def show_schedule(self, schedule_id: str) -> Schedule:
+        from ..v1 import jobrun_pb2 as pb
+        from ..wire.schedules_proto import schedule_from_proto
+
+        reply = await self._unary("ShowSchedule", pb.ScheduleIdRequest(id=schedule_id),
+                                  pb.ScheduleResponse)  # fmt: skip
+        return schedule_from_proto(reply.schedule)
+
+    async def remove_schedule(self, schedule_id: str) -> Schedule:
+        from ..v1 import jobrun_pb2 as pb
+        from ..wire.schedules_proto import schedule_from_proto
+
+        reply = await self._unary("RemoveSchedule", pb.ScheduleIdRequest(id=schedule_id),
+                                  pb.ScheduleResponse)  # fmt: skip
+        return schedule_from_proto(reply.schedule)
 
     async def wait(self, job_id: str) -> Job:
         """Poll the job's status until it has ended. Once jobrund has answered, a dropped

@@ -43,6 +43,11 @@ ACTIONS: dict[str, tuple[str, str]] = {
     "logs": _MANAGE,
     "subscribe": _MANAGE,
     "usage": _MANAGE,  # the caller's own running jobs, or an admin's every one
+    "schedule": (polkit.ACTION_START, "start jobs"),  # daemon/schedules.py
+    "fire_schedule": (polkit.ACTION_START, "start jobs"),  # as its owner
+    "list_schedules": _MANAGE,
+    "show_schedule": _MANAGE,
+    "remove_schedule": _MANAGE,
 }
 
 

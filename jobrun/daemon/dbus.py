@@ -38,6 +38,8 @@ from ..wire.jobs import job_json, jobs_json
 from ..wire.logs import pack_end, pack_error, pack_records
 from .admission import admit, admit_change, authorize, dbus_caller
 from .fairshare import MAX_STREAMS, PER_UID_STREAMS, FairShare
+from .schedule_verbs import ScheduleVerbs
+from .schedules import Scheduler
 
 log = logging.getLogger("jobrund")
 
@@ -46,11 +48,12 @@ _UNIT_PATH_PREFIX = "/org/freedesktop/systemd1/unit/" + UNIT_PREFIX.replace("-",
 Handler = Callable[[Message, Caller], Awaitable[list[Any]]]
 
 
-class Daemon(FairShare):
+class Daemon(ScheduleVerbs, FairShare):
     def __init__(self, bus: MessageBus, manager: Manager, config: Config) -> None:
         super().__init__(bus)
         self.manager = manager
         self.config = config
+        self.scheduler = Scheduler(manager, config)
         self._streams: set[asyncio.Task[None]] = set()
         self._streams_of: collections.Counter[int] = collections.Counter()
         self._subscribers: dict[str, Caller] = {}

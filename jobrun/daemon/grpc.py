@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import os
 import pwd
@@ -29,11 +30,14 @@ from .. import tls
 from ..errors import Busy, InvalidArgument, JobrunError, error_text
 from ..manager import Caller, Manager
 from ..properties import as_input, build_changes, build_spec
+from ..trust import Serial
 from ..v1 import jobrun_pb2 as pb
 from ..wire.proto import ERROR_KEY, SERVICE, job_to_proto, options_from_proto, record_to_proto
+from ..wire.schedules_proto import schedule_to_proto, when_from_proto
 from ..wire.usage import sample_to_proto
 from .admission import admit, admit_change
 from .fairshare import PER_UID_ACTIVE, PER_UID_QUEUED, PER_UID_STREAMS
+from .schedules import Scheduler
 
 if TYPE_CHECKING:
     from grpclib.server import Server, Stream
@@ -94,6 +98,10 @@ class CallerBounds:
 # -- the service ------------------------------------------------------------------------------
 
 
+# The (issuer, serial) of the certificate of the call being served (a schedule keeps it).
+_CREDENTIAL: contextvars.ContextVar[Serial | None] = contextvars.ContextVar("credential")
+
+
 class JobsService:
     """jobrun.v1.Jobs on top of jobrund's Manager, for callers named by their certificate."""
 
@@ -106,6 +114,7 @@ class JobsService:
         self.tls = server
         self.peers = tls.PeerCheck(revoked=lambda: server.revoked)
         self.bounds = CallerBounds()
+        self.scheduler = Scheduler(manager, config)
 
     def __mapping__(self) -> dict[str, Handler]:
         def unary(fn: Callable[[Any, Caller], Awaitable[Any]], req: type, rep: type) -> Handler:
@@ -139,6 +148,16 @@ class JobsService:
             f"/{SERVICE}/Pause": unary(self.pause, pb.PauseRequest, pb.PauseResponse),
             f"/{SERVICE}/Resume": unary(self.resume, pb.ResumeRequest, pb.ResumeResponse),
             f"/{SERVICE}/Set": unary(self.set_limits, pb.SetRequest, pb.SetResponse),
+            f"/{SERVICE}/Schedule": unary(self.schedule, pb.ScheduleRequest, pb.ScheduleResponse),
+            f"/{SERVICE}/ListSchedules": unary(
+                self.list_schedules, pb.ListSchedulesRequest, pb.ListSchedulesResponse
+            ),
+            f"/{SERVICE}/ShowSchedule": unary(
+                self.show_schedule, pb.ScheduleIdRequest, pb.ScheduleResponse
+            ),
+            f"/{SERVICE}/RemoveSchedule": unary(
+                self.remove_schedule, pb.ScheduleIdRequest, pb.ScheduleResponse
+            ),
             f"/{SERVICE}/Logs": Handler(
                 logs, Cardinality.UNARY_STREAM, pb.LogsRequest, pb.LogsResponse
             ),
@@ -178,6 +197,7 @@ class JobsService:
         ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
         self.tls.refresh()  # a certificate revoked while its connection stays open: refused now
         name = self.peers.identity(ssl_object)
+        _CREDENTIAL.set(self.peers.credential(ssl_object))  # this call's task only
         run_as, admin = self.remote.identity(name)
         uid = -1
         if run_as is not None:
@@ -261,6 +281,32 @@ class JobsService:
         # The caller's own jobs (a remote identity's, not its run_as user's), or an admin's all.
         samples = await self.manager.usage(caller)
         return pb.UsageResponse(samples=[sample_to_proto(s) for s in samples])
+
+    async def schedule(self, req: pb.ScheduleRequest, caller: Caller) -> pb.ScheduleResponse:
+        """A schedule (daemon/schedules.py); its firings run as this caller's jobs would."""
+        when = when_from_proto(req)
+        values = as_input(options_from_proto(req.start.options))
+        name = req.start.name if req.start.HasField("name") else None
+        spec = build_spec(list(req.start.command), name=name, **values)
+        credential = _CREDENTIAL.get(None)
+        sched = await self.scheduler.create(spec, caller, credential=credential, **when)
+        return pb.ScheduleResponse(schedule=schedule_to_proto(sched))
+
+    async def list_schedules(
+        self, req: pb.ListSchedulesRequest, caller: Caller
+    ) -> pb.ListSchedulesResponse:
+        items = await self.scheduler.list(caller)
+        return pb.ListSchedulesResponse(schedules=[schedule_to_proto(s) for s in items])
+
+    async def show_schedule(self, req: pb.ScheduleIdRequest, caller: Caller) -> pb.ScheduleResponse:
+        sched = await self.scheduler.show(req.id, caller)
+        return pb.ScheduleResponse(schedule=schedule_to_proto(sched))
+
+    async def remove_schedule(
+        self, req: pb.ScheduleIdRequest, caller: Caller
+    ) -> pb.ScheduleResponse:
+        sched = await self.scheduler.remove(req.id, caller)
+        return pb.ScheduleResponse(schedule=schedule_to_proto(sched))
 
     async def logs(self, stream: Stream[Any, Any], req: pb.LogsRequest, caller: Caller) -> None:
         """Records in batches as the reader has them at hand (at most MAX_BATCH per message), so

@@ -35,12 +35,17 @@ async def _serve(stack: contextlib.ExitStack) -> None:
     bus = await connect_system_bus()
     manager = await Manager.open(Store())
     daemon = Daemon(bus, manager, config)
+    daemon.scheduler.tls = server_tls  # a remote identity's revoked certificate fires nothing
     bus.add_message_handler(daemon.on_message)
     # Signals reach the daemon only through the systemd client's filter, which passes on only
     # those of systemd and of the bus: a signal forged by another user is dropped there.
     stack.enter_context(manager.systemd.listen(daemon.on_signal))
     await manager.systemd.watch_bus_names()
+    # Timers gone with a reboot are back before the first request (daemon/schedules.py); a
+    # catch-up firing calls jobrund, so it waits until jobrund is on the bus.
+    catch_up = await daemon.scheduler.restore()
     await bus.request_name(api.BUS_NAME)
+    await daemon.scheduler.catch_up(catch_up)
     remote = None
     if config.remote is not None:
         remote = await remote_api.serve(manager, config, server_tls)

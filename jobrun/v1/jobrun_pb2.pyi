@@ -36,7 +36,7 @@ class Accounting(_message.Message):
     def __init__(self, cpu_seconds: _Optional[float] = ..., memory_peak_bytes: _Optional[int] = ..., io_read_bytes: _Optional[int] = ..., io_write_bytes: _Optional[int] = ..., tasks_peak: _Optional[int] = ..., sampled_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ["accounting", "command", "created_at", "exit_code", "finished_at", "id", "invocation_id", "kind", "limits", "live_limits", "name", "owner", "reason", "reported_by", "result", "signal", "started_at", "state", "uid", "unit", "usage"]
+    __slots__ = ["accounting", "command", "created_at", "exit_code", "finished_at", "id", "invocation_id", "kind", "limits", "live_limits", "name", "owner", "reason", "reported_by", "result", "schedule", "signal", "started_at", "state", "uid", "unit", "usage"]
     ACCOUNTING_FIELD_NUMBER: _ClassVar[int]
     COMMAND_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
@@ -52,6 +52,7 @@ class Job(_message.Message):
     REASON_FIELD_NUMBER: _ClassVar[int]
     REPORTED_BY_FIELD_NUMBER: _ClassVar[int]
     RESULT_FIELD_NUMBER: _ClassVar[int]
+    SCHEDULE_FIELD_NUMBER: _ClassVar[int]
     SIGNAL_FIELD_NUMBER: _ClassVar[int]
     STARTED_AT_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -73,13 +74,14 @@ class Job(_message.Message):
     reason: str
     reported_by: str
     result: str
+    schedule: str
     signal: str
     started_at: _timestamp_pb2.Timestamp
     state: JobState
     uid: int
     unit: str
     usage: Usage
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., unit: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., exit_code: _Optional[int] = ..., signal: _Optional[str] = ..., result: _Optional[str] = ..., reason: _Optional[str] = ..., command: _Optional[_Iterable[str]] = ..., owner: _Optional[str] = ..., uid: _Optional[int] = ..., created_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., invocation_id: _Optional[str] = ..., limits: _Optional[_Union[JobOptions, _Mapping]] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., live_limits: _Optional[_Union[JobOptions, _Mapping]] = ..., accounting: _Optional[_Union[Accounting, _Mapping]] = ..., kind: _Optional[str] = ..., reported_by: _Optional[str] = ...) -> None: ...
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., unit: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., exit_code: _Optional[int] = ..., signal: _Optional[str] = ..., result: _Optional[str] = ..., reason: _Optional[str] = ..., command: _Optional[_Iterable[str]] = ..., owner: _Optional[str] = ..., uid: _Optional[int] = ..., created_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., invocation_id: _Optional[str] = ..., limits: _Optional[_Union[JobOptions, _Mapping]] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., live_limits: _Optional[_Union[JobOptions, _Mapping]] = ..., accounting: _Optional[_Union[Accounting, _Mapping]] = ..., kind: _Optional[str] = ..., reported_by: _Optional[str] = ..., schedule: _Optional[str] = ...) -> None: ...
 
 class JobOptions(_message.Message):
     __slots__ = ["cpu_affinity", "cpu_quota", "cpu_weight", "env", "io_weight", "memory_high", "memory_max", "network", "private_tmp", "profile", "stop_timeout", "tasks_max", "workdir", "writable"]
@@ -140,6 +142,16 @@ class ListResponse(_message.Message):
     JOBS_FIELD_NUMBER: _ClassVar[int]
     jobs: _containers.RepeatedCompositeFieldContainer[Job]
     def __init__(self, jobs: _Optional[_Iterable[_Union[Job, _Mapping]]] = ...) -> None: ...
+
+class ListSchedulesRequest(_message.Message):
+    __slots__ = []
+    def __init__(self) -> None: ...
+
+class ListSchedulesResponse(_message.Message):
+    __slots__ = ["schedules"]
+    SCHEDULES_FIELD_NUMBER: _ClassVar[int]
+    schedules: _containers.RepeatedCompositeFieldContainer[Schedule]
+    def __init__(self, schedules: _Optional[_Iterable[_Union[Schedule, _Mapping]]] = ...) -> None: ...
 
 class LogsRequest(_message.Message):
     __slots__ = ["after_cursor", "follow", "id", "since", "tail"]
@@ -210,6 +222,80 @@ class RunResponse(_message.Message):
     JOB_FIELD_NUMBER: _ClassVar[int]
     job: Job
     def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ...) -> None: ...
+
+class Schedule(_message.Message):
+    __slots__ = ["calendar", "catch_up", "command", "created_at", "events", "id", "last_run", "limits", "name", "next_run", "once", "owner", "timer", "uid"]
+    CALENDAR_FIELD_NUMBER: _ClassVar[int]
+    CATCH_UP_FIELD_NUMBER: _ClassVar[int]
+    COMMAND_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    LAST_RUN_FIELD_NUMBER: _ClassVar[int]
+    LIMITS_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    NEXT_RUN_FIELD_NUMBER: _ClassVar[int]
+    ONCE_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    TIMER_FIELD_NUMBER: _ClassVar[int]
+    UID_FIELD_NUMBER: _ClassVar[int]
+    calendar: str
+    catch_up: bool
+    command: _containers.RepeatedScalarFieldContainer[str]
+    created_at: _timestamp_pb2.Timestamp
+    events: _containers.RepeatedCompositeFieldContainer[ScheduleEvent]
+    id: str
+    last_run: ScheduleEvent
+    limits: JobOptions
+    name: str
+    next_run: _timestamp_pb2.Timestamp
+    once: bool
+    owner: str
+    timer: str
+    uid: int
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., timer: _Optional[str] = ..., calendar: _Optional[str] = ..., once: bool = ..., catch_up: bool = ..., command: _Optional[_Iterable[str]] = ..., owner: _Optional[str] = ..., uid: _Optional[int] = ..., created_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., next_run: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., last_run: _Optional[_Union[ScheduleEvent, _Mapping]] = ..., events: _Optional[_Iterable[_Union[ScheduleEvent, _Mapping]]] = ..., limits: _Optional[_Union[JobOptions, _Mapping]] = ...) -> None: ...
+
+class ScheduleEvent(_message.Message):
+    __slots__ = ["at", "count", "job", "kind", "note", "until"]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    UNTIL_FIELD_NUMBER: _ClassVar[int]
+    at: _timestamp_pb2.Timestamp
+    count: int
+    job: str
+    kind: str
+    note: str
+    until: _timestamp_pb2.Timestamp
+    def __init__(self, at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., kind: _Optional[str] = ..., job: _Optional[str] = ..., count: _Optional[int] = ..., until: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., note: _Optional[str] = ...) -> None: ...
+
+class ScheduleIdRequest(_message.Message):
+    __slots__ = ["id"]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class ScheduleRequest(_message.Message):
+    __slots__ = ["at", "catch_up", "every", "in_seconds", "start"]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    CATCH_UP_FIELD_NUMBER: _ClassVar[int]
+    EVERY_FIELD_NUMBER: _ClassVar[int]
+    IN_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    START_FIELD_NUMBER: _ClassVar[int]
+    at: _timestamp_pb2.Timestamp
+    catch_up: bool
+    every: str
+    in_seconds: float
+    start: StartRequest
+    def __init__(self, start: _Optional[_Union[StartRequest, _Mapping]] = ..., at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., in_seconds: _Optional[float] = ..., every: _Optional[str] = ..., catch_up: bool = ...) -> None: ...
+
+class ScheduleResponse(_message.Message):
+    __slots__ = ["schedule"]
+    SCHEDULE_FIELD_NUMBER: _ClassVar[int]
+    schedule: Schedule
+    def __init__(self, schedule: _Optional[_Union[Schedule, _Mapping]] = ...) -> None: ...
 
 class SetRequest(_message.Message):
     __slots__ = ["id", "options"]

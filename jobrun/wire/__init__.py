@@ -4,5 +4,5 @@ that everything inside passes typed values.
 
 One module per form, each imported only where it is needed: `jobs` (JSON of jobs), `logs`
 (records: JSON lines, line-break codes), `dbus` (a{sv} options), `proto` (protobuf, which loads
-the protobuf runtime).
+the protobuf runtime); `schedules` and `schedules_proto` the same for schedules.
 """

@@ -51,6 +51,7 @@ def job_to_dict(job: Job) -> dict[str, Any]:
         "live_limits": dict(job.live_limits),
         # What the whole run used, kept after it ended (accounting.py); null: not measured.
         "accounting": acct.to_dict(job.accounting) if job.accounting else None,
+        "schedule": job.schedule,
     }
 
 
@@ -93,6 +94,7 @@ def job_from_dict(d: dict[str, Any]) -> Job:
         usage=Usage(**usage) if usage else None,
         live_limits=dict(d.get("live_limits") or {}),
         accounting=acct.from_dict(d["accounting"]) if d.get("accounting") else None,
+        schedule=d.get("schedule"),
     )
 
 

@@ -94,6 +94,7 @@ def job_to_proto(job: Job) -> pb.Job:
         "invocation_id": job.invocation_id,
         "kind": None if job.spec.kind == JobKind.SERVICE else job.spec.kind.value,
         "reported_by": o.reported_by,
+        "schedule": job.schedule,
     }
     for key, value in optional.items():
         if value is not None:
@@ -159,6 +160,7 @@ def job_from_proto(msg: pb.Job) -> Job:
         usage=usage,
         live_limits=options_from_proto(msg.live_limits),
         accounting=accounting,
+        schedule=opt("schedule"),
     )
 
 
