@@ -257,3 +257,40 @@ def test_jobrund_refuses_what_is_not_the_callers_terminal() -> None:
     finally:
         os.close(slave)
         os.close(master)
+
+
+@pytest.mark.parametrize("profile", ["strict", "default", "relaxed"])
+def test_every_profile_lets_the_job_use_its_terminal(profile: str) -> None:
+    """PrivateDevices= (strict, default) keeps /dev/pts; PrivateUsers= (strict) still lets the
+    job set its terminal's modes: systemd opens the terminal before it sandboxes the job."""
+    script = "tty; stty -echo && stty size && test -t 0 && test -t 1 && test -t 2 && echo ALL-TTY"
+    proc = jobrun("run", "--pty", "--profile", profile, "--", "sh", "-c", script)
+    assert proc.returncode == 0, (proc.stdout, proc.stderr)
+    lines = proc.stdout.replace("\r", "").splitlines()
+    assert re.fullmatch(r"/dev/pts/\d+", lines[0]), lines
+    assert re.fullmatch(r"\d+ \d+", lines[1]), lines  # (24 80: jobrun's stdin is no terminal)
+    assert lines[2:] == ["ALL-TTY"], lines
+
+
+def test_jobrun_killed_restores_the_terminal_and_hangs_up_the_job() -> None:
+    """jobrun's own end (SIGTERM, or its terminal gone): this terminal's modes as they were,
+    and the job's terminal hung up (its session leader gets SIGHUP, as with a closed ssh)."""
+    cmd, env = _cli("root", "run", "--pty", "--", *SHELL)
+    term = Terminal(cmd, env)
+    try:
+        before = termios.tcgetattr(term.master)  # (a master's are its slave's: the CLI's)
+        term.expect(rb"job ([a-z0-9]+) started", "the job's start")
+        m = re.search(rb"job ([a-z0-9]+) started", term.seen)
+        assert m is not None
+        job_id = m.group(1).decode()
+        term.expect(rb"\$ ", "the shell's prompt")
+        raw = termios.tcgetattr(term.master)
+        assert not raw[3] & termios.ICANON and not raw[3] & termios.ECHO  # raw while it runs
+        term.cli.send_signal(signal.SIGTERM)
+        assert term.cli.wait(timeout=30) == 130
+        assert termios.tcgetattr(term.master) == before
+    finally:
+        term.close()
+    job = wait_for(lambda: (s := status(job_id))["state"] != "running" and s,
+                   what="the job's end", timeout=30)  # fmt: skip
+    assert job["state"] == "failed" and job["signal"] == "SIGHUP", job
