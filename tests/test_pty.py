@@ -175,6 +175,21 @@ def test_stdin_not_a_terminal(user: str) -> None:
     assert re.search(r"^5\r?$", proc.stdout, re.M), proc.stdout
 
 
+def test_large_input_from_a_file_while_the_job_echoes_it(tmp_path: Any) -> None:
+    """200 kB from a file (epoll cannot watch one) through a terminal whose input buffer holds
+    4 kB, all echoed back meanwhile: jobrun relays both ways at once, no deadlock, no loss."""
+    lines = 20000
+    data = tmp_path / "input"
+    data.write_text("".join(f"{i:08d}\n" for i in range(lines)))
+    with data.open("rb") as stdin:
+        cmd, env = _cli("root", "run", "--pty", "--", "wc", "-l")
+        proc = subprocess.run(cmd, stdin=stdin, capture_output=True, env=env, cwd="/", timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout.replace(b"\r", b"").splitlines()
+    assert out[-1].strip() == str(lines).encode(), out[-3:]
+    assert out[:lines] == [f"{i:08d}".encode() for i in range(lines)]  # the echo, in order
+
+
 def test_signal_exit_status_and_success() -> None:
     proc = jobrun("run", "--pty", "--", "sh", "-c", "echo hello; kill -TERM $$")
     assert proc.returncode == 128 + signal.SIGTERM, proc.stderr

@@ -106,32 +106,68 @@ async def _start_and_relay(
 
 
 class _Relay:
-    """stdin → master, master → stdout, SIGWINCH → the master's size."""
+    """stdin → master, master → stdout, SIGWINCH → the master's size. Input waits in `pending`
+    while the terminal's input buffer is full (a large paste, a job that does not read), and
+    stdin is not read meanwhile; the master's output is relayed all the while."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, master: int, local: bool) -> None:
         self.loop, self.master, self.local = loop, master, local
         os.set_blocking(master, False)
-        self.reading_stdin = False
-        with contextlib.suppress(OSError, ValueError):  # no stdin (closed): nothing to relay
+        self.pending = b""
+        self.reading = False  # stdin is watched (add_reader)
+        self.pull = False  # stdin cannot be watched (a file, /dev/null): read it when there is room
+        self.ended = False  # stdin has ended (or is closed)
+        try:
             os.fstat(0)
             loop.add_reader(0, self._from_stdin)
-            self.reading_stdin = True
+            self.reading = True
+        except PermissionError:  # epoll takes no regular file: it is always readable anyway
+            self.pull = True
+            loop.call_soon(self._from_stdin)
+        except (OSError, ValueError):  # closed: nothing to relay
+            self.ended = True
         loop.add_reader(master, self._from_master)
         if local:
             loop.add_signal_handler(signal.SIGWINCH, _copy_size, 0, master)
 
     def _from_stdin(self) -> None:
+        if self.ended or self.pending:
+            return
         try:
             data = os.read(0, _READ)
         except OSError:
             data = b""
-        if not data:  # end of stdin (not a terminal): the job reads an end of file (^D)
-            self.loop.remove_reader(0)
-            self.reading_stdin = False
-            if not self.local:
-                _write_all(self.master, _EOF)
+        if not data:  # its end: with stdin not a terminal, the job reads an end of file (^D)
+            self.ended = True
+            self._stop_reading()
+            data = b"" if self.local else _EOF
+        self.pending = data
+        self._to_master()
+
+    def _to_master(self) -> None:
+        try:
+            while self.pending:
+                self.pending = self.pending[os.write(self.master, self.pending) :]
+        except BlockingIOError:
+            self._stop_reading()
+            self.loop.add_writer(self.master, self._to_master)
             return
-        _write_all(self.master, data)
+        except OSError:  # the terminal is gone: nothing reads it any more
+            self.pending, self.ended = b"", True
+            self._stop_reading()
+        self.loop.remove_writer(self.master)
+        if self.ended:
+            return
+        if self.pull:
+            self.loop.call_soon(self._from_stdin)
+        elif not self.reading:
+            self.loop.add_reader(0, self._from_stdin)
+            self.reading = True
+
+    def _stop_reading(self) -> None:
+        if self.reading:
+            self.loop.remove_reader(0)
+            self.reading = False
 
     def _from_master(self) -> bool:
         try:
@@ -157,20 +193,9 @@ class _Relay:
             pass
 
     def close(self) -> None:
-        if self.reading_stdin:
-            self.loop.remove_reader(0)
+        self.ended = True
+        self._stop_reading()
         self.loop.remove_reader(self.master)
+        self.loop.remove_writer(self.master)
         if self.local:
             self.loop.remove_signal_handler(signal.SIGWINCH)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    """All of `data` to the non-blocking master (waiting for room: a paste larger than the
-    terminal's input buffer)."""
-    import select
-
-    while data:
-        try:
-            data = data[os.write(fd, data) :]
-        except BlockingIOError:
-            select.select([], [fd], [])
