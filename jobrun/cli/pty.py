@@ -85,11 +85,11 @@ async def _start_and_relay(
     try:
         job = await b.start(command, name, options, tty=slaves[0])
         err(f"jobrun: job {job.id} started ({job.unit}) on its own terminal")
+        for s in _ENDS:
+            loop.add_signal_handler(s, lambda: main.cancel() if main else None)
         if local:
             tty.setraw(0, termios.TCSADRAIN)  # restored by run_pty
         relay = _Relay(loop, master, local)
-        for s in _ENDS:
-            loop.add_signal_handler(s, lambda: main.cancel() if main else None)
         job = await b.wait(job.id)
         os.close(slaves.pop())
         relay.drain()
