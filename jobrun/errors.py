@@ -120,7 +120,7 @@ class OutputLost(JobrunError):
 
 class NoJournalOutput(JobrunError):
     """The job's output never went to the journal: a scope job's went to its caller's
-    terminal (`jobrun run --scope`)."""
+    terminal (`jobrun run --scope`), a terminal job's to its pseudo-terminal (`run --pty`)."""
 
     dbus_name = "org.jobrun.Error.NoJournalOutput"
     grpc_status = "FAILED_PRECONDITION"

@@ -119,13 +119,22 @@ class Manager:
         slice_limits: dict[str, int] | None = None,
         stdin: int | None = None,
         schedule: str | None = None,
+        tty: int | None = None,
     ) -> Job:
         """Start a job in the caller's slice (model.user_slice); `slice_limits` (numeric
         settings, config.slice_limits): the aggregate limits that slice gets first, exactly
         (None: the slice is left as it is, e.g. an admin's). `stdin`: a descriptor of the
         caller's the job reads as its standard input (systemd keeps a copy; the caller still
-        owns and closes this one). `schedule`: the schedule whose firing this is (schedule.py)."""
+        owns and closes this one). `schedule`: the schedule whose firing this is (schedule.py).
+        `tty`: the caller's pseudo-terminal, the job's stdio (`run --pty`, pty.py), open until
+        this returns."""
         caller = caller or Caller.current()
+        tty_path = None
+        if tty is not None:
+            from .pty import terminal_path
+
+            tty_path = terminal_path(tty, caller.uid)
+            spec = spec.replace(terminal=True)
         # Whether -C and --writable exist is not asked here: as root, the answer would tell a
         # caller about paths they cannot see. The CLI checks them as the caller
         # (properties.check_paths); systemd checks them as the job's user (exit status 200/226).
@@ -153,7 +162,7 @@ class Manager:
         except OSError as e:
             self.store.remove(job.id)
             raise StateError(f"cannot write the job's environment file: {e}") from e
-        ctx = replace(ctx, env_file=env_file, stdin=stdin is not None)
+        ctx = replace(ctx, env_file=env_file, stdin=stdin is not None, tty=tty_path)
         props = unit_properties(job.id, spec, ctx)
         try:
             await self.systemd.start_transient_unit(
@@ -527,7 +536,15 @@ def _discarding(events: set[asyncio.Event], event: asyncio.Event) -> Iterator[No
 
 
 def require_journal_output(job: Job) -> None:
-    """NoJournalOutput for a scope job: its output went to its caller's terminal."""
+    """NoJournalOutput for a scope job: its output went to its caller's terminal; the same
+    for a terminal job's (`run --pty`)."""
+    if job.spec.terminal:
+        raise NoJournalOutput(
+            f"job {job.id} ran on its caller's terminal (run --pty): its output went there, "
+            "not to the journal, and jobrun has none of it",
+            "record the session yourself (e.g. `script -c 'jobrun run --pty -- CMD' FILE`), "
+            "or run the command without --pty to keep its output",
+        )
     if job.spec.kind == JobKind.SCOPE:
         raise NoJournalOutput(
             f"job {job.id} ran as a scope in its caller's terminal (run --scope): its output "

@@ -96,6 +96,7 @@ class JobSpec:
     profile: str | None = None  # isolation profile (profiles.py); None: the default one
     writable: tuple[str, ...] = ()  # paths the job may write despite ProtectSystem=strict
     kind: JobKind = JobKind.SERVICE
+    terminal: bool = False  # `run --pty`: its stdio was its caller's pseudo-terminal (pty.py)
 
     def replace(self, **changes: Any) -> JobSpec:
         return dataclasses.replace(self, **changes)

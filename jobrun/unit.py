@@ -30,7 +30,8 @@ class UnitContext:
     with no local user). `env_file`: where the job's -E variables are (envfile.py). `home`: the
     home directory of `user` (profiles.home_properties: what the job sees of the homes).
     `stdin`: the job reads the descriptor sent with the start as unix_fds[0] (`jobrun run` with
-    its stdin not a terminal, as `systemd-run --pipe`); otherwise it reads /dev/null."""
+    its stdin not a terminal, as `systemd-run --pipe`); otherwise it reads /dev/null. `tty`: the
+    job's stdio is this terminal instead (`run --pty`, pty.py)."""
 
     user: int | None = None
     dynamic_user: bool = False
@@ -38,6 +39,7 @@ class UnitContext:
     slice_name: str = SLICE
     home: str | None = None
     stdin: bool = False
+    tty: str | None = None
 
     @property
     def as_the_user(self) -> bool:
@@ -107,6 +109,10 @@ def fixed_properties(
         props.append((prop, Variant(signature, value)))
     if ctx.dynamic_user and ("DynamicUser", Variant("b", True)) not in props:
         props.append(("DynamicUser", Variant("b", True)))
+    if ctx.tty is not None:
+        from . import pty
+
+        props = [p for p in props if p[0] not in pty.STDIO] + pty.unit_properties(ctx.tty)
     return props
 
 

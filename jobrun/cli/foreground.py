@@ -9,11 +9,12 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from ..errors import JobrunError
+from ..errors import InvalidArgument, JobrunError
 from ..model import JobState
 from . import common
 from .app import app
 from .common import err, run_async
+from .pty import HELP as PTY_HELP
 from .schedule import pop_when, start_scheduled, with_schedule_options
 from .scope import HELP as SCOPE_HELP
 from .settings import COMMAND_CONTEXT, parse, parse_spec, with_settings, with_settings_and
@@ -46,9 +47,20 @@ def start(**values: Any) -> None:
 
 
 @app.command(context_settings=COMMAND_CONTEXT)
-@with_settings_and(("scope", "--scope", SCOPE_HELP))
+@with_settings_and(("scope", "--scope", SCOPE_HELP), ("pty", "--pty", PTY_HELP))
 def run(**values: Any) -> None:
     """Start COMMAND as a job, stream its output, and exit with its exit code."""
+    if values.pop("pty"):
+        from .pty import run_pty
+
+        if values.pop("scope"):
+            common.fail(InvalidArgument("--pty and --scope cannot go together",
+                                        "--scope runs it in this terminal already"))  # fmt: skip
+        if not common.is_local():
+            from ..client.remote import no_pty_error
+
+            common.fail(no_pty_error())
+        raise typer.Exit(run_pty(*parse(values)))
     if values.pop("scope"):
         from .scope import run_scope
 

@@ -37,8 +37,9 @@ class Backend(Protocol):
 
     mode: str
 
+    # stdin: a descriptor the job reads; tty: a pseudo-terminal's slave, its stdio (run --pty)
     async def start(self, command: list[str], name: str | None, values: dict[str, Any],
-                    stdin: int | None = None) -> Job: ...  # fmt: skip
+                    stdin: int | None = None, tty: int | None = None) -> Job: ...  # fmt: skip
     async def start_scope(self, command: list[str], name: str | None, values: dict[str, Any],
                           claim: Claim) -> Job:  # fmt: skip
         """`run --scope`: this process's child `claim` in a new scope job."""

@@ -70,14 +70,13 @@ class DaemonBackend(Backend):
         return list(reply.body)
 
     async def start(self, command: list[str], name: str | None, values: dict[str, Any],
-                    stdin: int | None = None) -> Job:  # fmt: skip
+                    stdin: int | None = None, tty: int | None = None) -> Job:  # fmt: skip
         from ..wire.dbus import start_options
         from ..wire.jobs import job_from_json
 
-        options = start_options(name, values, stdin is not None)
-        (job,) = await self.call(
-            "Start", [command, options], unix_fds=None if stdin is None else [stdin]
-        )
+        options = start_options(name, values, stdin is not None, tty is not None)
+        fds = [fd for fd in (stdin, tty) if fd is not None]
+        (job,) = await self.call("Start", [command, options], unix_fds=fds)
         return job_from_json(job)
 
     async def start_scope(self, command: list[str], name: str | None, values: dict[str, Any],

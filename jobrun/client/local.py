@@ -47,14 +47,14 @@ class LocalBackend(Backend):
         return self._manager
 
     async def start(self, command: list[str], name: str | None, values: dict[str, Any],
-                    stdin: int | None = None) -> Job:  # fmt: skip
+                    stdin: int | None = None, tty: int | None = None) -> Job:  # fmt: skip
         from ..journald_conf import ensure
         from ..properties import build_spec
 
         spec = build_spec(command, name=name, **values)
         ensure()  # no rate limit in the journal namespace, or no job (journald_conf.py)
         m = await self._m()
-        return await m.start(spec, stdin=stdin)
+        return await m.start(spec, stdin=stdin, tty=tty)
 
     async def start_scope(self, command: list[str], name: str | None, values: dict[str, Any],
                           claim: Claim) -> Job:  # fmt: skip

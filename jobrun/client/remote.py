@@ -94,10 +94,13 @@ class RemoteBackend(Backend):
             raise self._failed(e) from e
 
     async def start(self, command: list[str], name: str | None, values: dict[str, Any],
-                    stdin: int | None = None) -> Job:  # fmt: skip
+                    stdin: int | None = None, tty: int | None = None) -> Job:  # fmt: skip
         """`stdin`: a descriptor whose bytes the job reads, streamed to jobrund (the Run call)
-        until its end of file, the job's end, or close()."""
+        until its end of file, the job's end, or close(). A terminal (`tty`) is refused."""
         import dataclasses
+
+        if tty is not None:
+            raise no_pty_error()
 
         from ..properties import build_spec
         from ..v1 import jobrun_pb2 as pb
@@ -404,4 +407,11 @@ def no_scope_error() -> InvalidArgument:
         "--scope runs the command here, as your own process: a remote jobrund has no process "
         "of yours to put in a scope",
         "drop --remote/--context to run it on this host, or drop --scope to run a job there",
+    )
+
+
+def no_pty_error() -> InvalidArgument:
+    return InvalidArgument(
+        "--pty gives the job a terminal of this host: a remote jobrund cannot open one here",
+        "drop --remote/--context to run it on this host, or drop --pty to run a job there",
     )

@@ -124,10 +124,12 @@ class Daemon(ScheduleVerbs, FairShare):
         # The caller's own descriptor, for a job running as the caller (or, for root, as its
         # dynamic UID): it gives the job nothing the caller could not give it.
         stdin = wire.stdin_of(options, msg.unix_fds)
+        # `run --pty`: the caller's pseudo-terminal, checked to be theirs (pty.py)
+        tty = wire.stdin_of(options, msg.unix_fds, wire.TTY_OPTION)
         spec, slice_limits = await admit(
             self.config, self.manager, wire.decode_start(command, options), caller
         )
-        job = await self.manager.start(spec, caller, slice_limits, stdin=stdin)
+        job = await self.manager.start(spec, caller, slice_limits, stdin=stdin, tty=tty)
         return [job_json(job)]
 
     async def start_scope(self, msg: Message, caller: Caller) -> list[Any]:

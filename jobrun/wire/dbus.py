@@ -18,6 +18,8 @@ if TYPE_CHECKING:
 
 # Start's option for the job's standard input: a descriptor ("h", sent with the message).
 STDIN_OPTION = "stdin"
+# Start's option for `run --pty`: the caller's pseudo-terminal (its slave side), the job's stdio.
+TTY_OPTION = "tty"
 # Logs' options and their D-Bus types.
 LOGS_OPTIONS = {
     "follow": "b",
@@ -48,8 +50,11 @@ def variant(value: Any) -> Variant:
     return Variant("s", str(value))
 
 
-def start_options(name: str | None, values: dict[str, Any], stdin: bool) -> dict[str, Variant]:
-    """Start's options: the settings given, the name, and the index of the stdin descriptor."""
+def start_options(
+    name: str | None, values: dict[str, Any], stdin: bool, tty: bool = False
+) -> dict[str, Variant]:
+    """Start's options: the settings given, the name, and the indexes of the stdin descriptor
+    and then of the terminal's (among the message's fds, in that order)."""
     from dbus_fast import Variant
 
     options = {k: variant(v) for k, v in values.items() if v is not None and v != []}
@@ -57,6 +62,8 @@ def start_options(name: str | None, values: dict[str, Any], stdin: bool) -> dict
         options["name"] = Variant("s", name)
     if stdin:
         options[STDIN_OPTION] = Variant("h", 0)  # an index into the message's fds
+    if tty:
+        options[TTY_OPTION] = Variant("h", int(stdin))
     return options
 
 
@@ -95,16 +102,16 @@ def _plain(value: Any) -> tuple[str | None, Any]:
     return None, value
 
 
-def stdin_of(options: Any, unix_fds: Sequence[int]) -> int | None:
-    """Start's "stdin" option (removed from `options`): the descriptor it names among the
-    message's, or None; InvalidArgument if it names none."""
-    if not isinstance(options, dict) or STDIN_OPTION not in options:
+def stdin_of(options: Any, unix_fds: Sequence[int], key: str = STDIN_OPTION) -> int | None:
+    """Start's "stdin" option (or `key`'s: "tty"), removed from `options`: the descriptor it
+    names among the message's, or None; InvalidArgument if it names none."""
+    if not isinstance(options, dict) or key not in options:
         return None
-    signature, index = _plain(options.pop(STDIN_OPTION))
+    signature, index = _plain(options.pop(key))
     if signature not in (None, "h") or not isinstance(index, int) or isinstance(index, bool):
-        raise InvalidArgument("Start's stdin option must be a file descriptor")
+        raise InvalidArgument(f"Start's {key} option must be a file descriptor")
     if not 0 <= index < len(unix_fds):
-        raise InvalidArgument("Start's stdin option names no descriptor sent with the call")
+        raise InvalidArgument(f"Start's {key} option names no descriptor sent with the call")
     return unix_fds[index]
 
 

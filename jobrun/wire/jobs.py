@@ -32,6 +32,7 @@ def job_to_dict(job: Job) -> dict[str, Any]:
         "name": job.spec.name,
         "unit": job.unit,
         "kind": job.spec.kind.value,
+        "terminal": job.spec.terminal,  # `run --pty`: its output went to a terminal
         "state": o.state.value,
         "exit_code": o.exit_code,
         "signal": o.signal,
@@ -76,7 +77,7 @@ def job_from_dict(d: dict[str, Any]) -> Job:
         id=d["id"],
         spec=spec_from_limits(
             d["command"], d["name"], d["limits"] or {}, d.get("kind") or JobKind.SERVICE
-        ),
+        ).replace(terminal=bool(d.get("terminal"))),
         owner=d["owner"],
         uid=d["uid"],
         created_at=created,
