@@ -186,8 +186,17 @@ def test_large_input_from_a_file_while_the_job_echoes_it(tmp_path: Any) -> None:
         proc = subprocess.run(cmd, stdin=stdin, capture_output=True, env=env, cwd="/", timeout=120)
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout.replace(b"\r", b"").splitlines()
-    assert out[-1].strip() == str(lines).encode(), out[-3:]
-    assert out[:lines] == [f"{i:08d}".encode() for i in range(lines)]  # the echo, in order
+    assert out[-1].strip() == str(lines).encode(), out[-3:]  # every line reached the job
+    # The echo is the kernel's, and not lossless: n_tty drops echoes when its 4 KiB echo buffer
+    # overruns while the master's reader is behind (seen here under load: 19,384 of 20,000
+    # lines echoed, wc still counting all). What jobrun relays must still be in order, with
+    # nothing repeated or made up: the echoed bytes are a subsequence of the input.
+    sent = data.read_bytes().replace(b"\n", b"")
+    echoed = b"".join(out[:-1])
+    at = 0
+    for byte in echoed:
+        at = sent.find(bytes([byte]), at) + 1
+        assert at > 0, "echo out of order, or bytes that were never sent"
 
 
 def test_signal_exit_status_and_success() -> None:
