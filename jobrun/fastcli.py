@@ -27,6 +27,8 @@ TYPE_CHECKING = False  # as typing's, without importing typing (~4 ms, with re) 
 if TYPE_CHECKING:
     from typing import Any
 
+    from .errors import JobrunError
+
 # The environment the typer app reads that the fast path does not handle.
 FULL_PATH_ENV = (
     "JOBRUN_CLI_FULL",
@@ -263,18 +265,74 @@ def start(args: list[str]) -> int:
     try:
         (text,) = call(bus, "Start", [command, options])
     except JobrunError as e:
-        from .cli.common import err
-
-        err(f"jobrun: {e.message}")
-        if e.hint:
-            err(f"  hint: {e.hint}")
-        return e.exit_code
+        return _failed(e)
     finally:
         bus.close()
     import json
 
     print(json.loads(text)["id"])
     return 0
+
+
+def stop(args: list[str]) -> int:
+    """`stop ID` and `stop --timeout SECONDS ID` (-t; SECONDS plain digits) through jobrund."""
+    timeout: float | None = None
+    ids = []
+    i = 0
+    while i < len(args):
+        if args[i] in ("--timeout", "-t") and i + 1 < len(args) and _seconds(args[i + 1]):
+            if timeout is not None:
+                raise Fallback  # given twice: the full CLI decides
+            timeout = float(args[i + 1])
+            i += 1
+        elif args[i].startswith("-"):
+            raise Fallback
+        else:
+            ids.append(args[i])
+        i += 1
+    if len(ids) != 1:
+        raise Fallback
+    from .errors import JobrunError
+
+    bus = daemon_bus()
+    global _sent
+    _sent = True
+    try:
+        text, was_running = call(bus, "Stop", [ids[0], -1.0 if timeout is None else timeout])
+    except JobrunError as e:
+        return _failed(e)
+    finally:
+        bus.close()
+    import json
+
+    job = json.loads(text)
+    if was_running:  # as cli/jobs.py's stop
+        _say(f"jobrun: job {job['id']} {job['state']}")
+    else:
+        _say(f"jobrun: job {job['id']} had already finished ({job['state']})")
+    return 0
+
+
+def _seconds(text: str) -> bool:
+    """Whether click's float parses `text` as this plain decimal number (else: the full CLI)."""
+    whole, _, fraction = text.partition(".")
+    return text.isascii() and whole.isdigit() and (fraction.isdigit() or "." not in text)
+
+
+def _say(line: str) -> None:
+    """A line to stderr, as cli/common.py's err prints one made of job IDs, states and words
+    (rich, with markup and highlighting off, prints such text as it is)."""
+    sys.stderr.write(line + "\n")
+
+
+def _failed(e: JobrunError) -> int:
+    """A JobrunError as the full CLI reports it (cli/common.py's fail): its exit status."""
+    from .cli.common import err
+
+    err(f"jobrun: {e.message}")
+    if e.hint:
+        err(f"  hint: {e.hint}")
+    return e.exit_code
 
 
 def _start_options(args: list[str]) -> tuple[dict[str, Any], str | None, list[str]]:
@@ -341,4 +399,4 @@ def _variant(value: Any) -> Any:
     return Variant("s", str(value))
 
 
-COMMANDS = {"status": status, "list": list_, "logs": logs, "start": start}
+COMMANDS = {"status": status, "list": list_, "logs": logs, "start": start, "stop": stop}

@@ -217,6 +217,25 @@ def test_every_kind_of_job_prints_as_the_full_cli(who: str, mode: str) -> None:
         jobrun(who, mode, ["stop", jobs[-1]], full=True)
 
 
+@pytest.mark.parametrize(("who", "mode"), CALLERS)
+def test_stop_is_the_full_clis(who: str, mode: str) -> None:
+    """stop of a running job (a fresh one for each path), of a finished one, and its errors."""
+    for flags in ([], ["-t", "5"], ["--timeout", "0.5"], ["-t", "x"], ["--timeout=1"], ["-t"]):
+        runs = []
+        for full in (False, True):
+            proc = jobrun(who, mode, ["start", "--", "sleep", "600"], full=True)
+            job = proc.stdout.strip()
+            p = jobrun(who, mode, ["stop", *flags, job], full=full)
+            runs.append((p.returncode, p.stdout, p.stderr.replace(job, "ID")))
+            jobrun(who, mode, ["stop", job], full=True)
+        assert runs[0] == runs[1], (who, mode, flags)
+    job = finished_job(who, mode)
+    lines = [["stop", job], ["stop", "-t", "1", job], ["stop", "0" * 10], ["stop", job[:3]]]
+    lines += [["stop"], ["stop", "--help"], ["stop", job, "extra"], ["stop", "-t", "1", "-t", "2"]]
+    for args in lines:
+        same(who, mode, args)
+
+
 FAST = [
     ["--version"],
     ["status", "JOB"],
@@ -227,6 +246,7 @@ FAST = [
     ["logs", "-n", "1", "OUTPUT"],
     ["start", "--", "true"],
     ["start", "--memory-max", "1G", "-E", "A=1", "--", "true"],
+    ["stop", "JOB"],
 ]
 
 
