@@ -2,10 +2,11 @@
 
 typer, click, rich, asyncio and dbus-fast cost ~150 ms of imports before a command does
 anything; `jobrun status ID` itself needs ~10 ms. This module parses `--version`, `status`,
-`list`, `logs` and `start` through jobrund on this host (and `status` of a finished job in
+`list`, `logs`, `start` and `stop` through jobrund on this host (and `status` of a finished job in
 process, from the job database), with the options generated from the same settings table
 (properties.SETTINGS) as the typer app's, and asks jobrund over a blocking bus connection
-(client/oneshot.py). Whenever anything is not the plain case it understands fully (--help,
+(client/oneshot.py), printing jobs as jobrund sent them (render.py works on that wire form:
+no job model). Whenever anything is not the plain case it understands fully (--help,
 completion, a remote, an option it does not know, a malformed value, a job in process other than
 a finished one's status, an error before a job was started), it hands the command line to the
 typer app (jobrun.cli), which then does everything itself: help, completion and every error
