@@ -10,7 +10,10 @@ they never ship a Python traceback to a caller.
 
 from __future__ import annotations
 
-from typing import ClassVar
+TYPE_CHECKING = False  # as typing's, without importing typing (~3 ms) on the CLI's fast path
+
+if TYPE_CHECKING:
+    from typing import ClassVar
 
 # Exit codes of the CLI (sysexits-style where one fits).
 EXIT_FAILURE = 1

@@ -2,10 +2,11 @@
 
 typer, click, rich, asyncio and dbus-fast cost ~150 ms of imports before a command does
 anything; `jobrun status ID` itself needs ~10 ms. This module parses `--version`, `status`,
-`list`, `logs` and `start` through jobrund on this host (and `status` of a finished job in
+`list`, `logs`, `start` and `stop` through jobrund on this host (and `status` of a finished job in
 process, from the job database), with the options generated from the same settings table
 (properties.SETTINGS) as the typer app's, and asks jobrund over a blocking bus connection
-(client/oneshot.py). Whenever anything is not the plain case it understands fully (--help,
+(client/oneshot.py), printing jobs as jobrund sent them (render.py works on that wire form:
+no job model). Whenever anything is not the plain case it understands fully (--help,
 completion, a remote, an option it does not know, a malformed value, a job in process other than
 a finished one's status, an error before a job was started), it hands the command line to the
 typer app (jobrun.cli), which then does everything itself: help, completion and every error
@@ -27,7 +28,7 @@ TYPE_CHECKING = False  # as typing's, without importing typing (~4 ms, with re) 
 if TYPE_CHECKING:
     from typing import Any
 
-    from .model import Job
+    from .errors import JobrunError
 
 # The environment the typer app reads that the fast path does not handle.
 FULL_PATH_ENV = (
@@ -113,18 +114,16 @@ def status(args: list[str]) -> int:
     given, ids = _flags(args, {"--json": "json", "--wide": "wide", "-w": "wide"})
     if len(ids) != 1:
         raise Fallback
+    import json
+
     bus = bus_or_in_process()
     if bus is None:
         job = _stored_finished_job(ids[0])
     else:
-        from .wire.jobs import job_from_json
-
         (text,) = ask_readonly(bus, "Status", [ids[0]])
-        job = job_from_json(text)
+        job = json.loads(text)  # jobrund's job_to_dict: what `--json` prints and render.py reads
     if given["json"]:
-        from .wire.jobs import job_json
-
-        print(job_json(job, indent=2))
+        print(json.dumps(job, indent=2))  # as wire/jobs.py's job_json
     else:
         from .render import status_table
 
@@ -132,10 +131,12 @@ def status(args: list[str]) -> int:
     return 0
 
 
-def _stored_finished_job(job_id: str) -> Job:
+def _stored_finished_job(job_id: str) -> dict[str, Any]:
     """In-process, a finished job from the job database alone, as client/local.py's status
-    answers it; Fallback for anything else (a running job needs systemd: the full CLI asks)."""
+    answers it, in its wire form; Fallback for anything else (a running job needs systemd: the
+    full CLI asks)."""
     from .store import Store
+    from .wire.jobs import job_to_dict
 
     store = Store().open()
     try:
@@ -146,7 +147,7 @@ def _stored_finished_job(job_id: str) -> Job:
         store.close()
     if not job.outcome.state.finished:
         raise Fallback
-    return job
+    return job_to_dict(job)
 
 
 def list_(args: list[str]) -> int:
@@ -155,14 +156,12 @@ def list_(args: list[str]) -> int:
     )
     if extra:
         raise Fallback
-    from .wire.jobs import jobs_from_json
+    import json
 
     (text,) = ask_readonly(daemon_bus(), "List", [given["all"]])
-    jobs = jobs_from_json(text)
+    jobs = json.loads(text)  # as status: jobrund's job_to_dict of each
     if given["json"]:
-        from .wire.jobs import jobs_json
-
-        print(jobs_json(jobs, indent=2))
+        print(json.dumps(jobs, indent=2))  # as wire/jobs.py's jobs_json
     else:
         from .render import list_table
 
@@ -267,18 +266,74 @@ def start(args: list[str]) -> int:
     try:
         (text,) = call(bus, "Start", [command, options])
     except JobrunError as e:
-        from .cli.common import err
-
-        err(f"jobrun: {e.message}")
-        if e.hint:
-            err(f"  hint: {e.hint}")
-        return e.exit_code
+        return _failed(e)
     finally:
         bus.close()
-    from .wire.jobs import job_from_json
+    import json
 
-    print(job_from_json(text).id)
+    print(json.loads(text)["id"])
     return 0
+
+
+def stop(args: list[str]) -> int:
+    """`stop ID` and `stop --timeout SECONDS ID` (-t; SECONDS plain digits) through jobrund."""
+    timeout: float | None = None
+    ids = []
+    i = 0
+    while i < len(args):
+        if args[i] in ("--timeout", "-t") and i + 1 < len(args) and _seconds(args[i + 1]):
+            if timeout is not None:
+                raise Fallback  # given twice: the full CLI decides
+            timeout = float(args[i + 1])
+            i += 1
+        elif args[i].startswith("-"):
+            raise Fallback
+        else:
+            ids.append(args[i])
+        i += 1
+    if len(ids) != 1:
+        raise Fallback
+    from .errors import JobrunError
+
+    bus = daemon_bus()
+    global _sent
+    _sent = True
+    try:
+        text, was_running = call(bus, "Stop", [ids[0], -1.0 if timeout is None else timeout])
+    except JobrunError as e:
+        return _failed(e)
+    finally:
+        bus.close()
+    import json
+
+    job = json.loads(text)
+    if was_running:  # as cli/jobs.py's stop
+        _say(f"jobrun: job {job['id']} {job['state']}")
+    else:
+        _say(f"jobrun: job {job['id']} had already finished ({job['state']})")
+    return 0
+
+
+def _seconds(text: str) -> bool:
+    """Whether click's float parses `text` as this plain decimal number (else: the full CLI)."""
+    whole, _, fraction = text.partition(".")
+    return text.isascii() and whole.isdigit() and (fraction.isdigit() or "." not in text)
+
+
+def _say(line: str) -> None:
+    """A line to stderr, as cli/common.py's err prints one made of job IDs, states and words
+    (rich, with markup and highlighting off, prints such text as it is)."""
+    sys.stderr.write(line + "\n")
+
+
+def _failed(e: JobrunError) -> int:
+    """A JobrunError as the full CLI reports it (cli/common.py's fail): its exit status."""
+    from .cli.common import err
+
+    err(f"jobrun: {e.message}")
+    if e.hint:
+        err(f"  hint: {e.hint}")
+    return e.exit_code
 
 
 def _start_options(args: list[str]) -> tuple[dict[str, Any], str | None, list[str]]:
@@ -345,4 +400,4 @@ def _variant(value: Any) -> Any:
     return Variant("s", str(value))
 
 
-COMMANDS = {"status": status, "list": list_, "logs": logs, "start": start}
+COMMANDS = {"status": status, "list": list_, "logs": logs, "start": start, "stop": stop}

@@ -1,4 +1,10 @@
-"""Human output of the CLI: `status` and `list` for people (JSON for scripts is wire/jobs.py)."""
+"""Human output of the CLI: `status` and `list` for people (JSON for scripts is wire/jobs.py).
+
+Both render a job in its wire form, the dict `--json` prints and jobrund sends
+(wire/jobs.py `job_to_dict`), not a model.Job: the CLI's fast path (fastcli.py) prints what came
+over the bus without building a Job (dataclasses, datetime and the settings table cost ~12 ms),
+and the typer app prints `job_to_dict(job)`: one renderer for both.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,12 @@ import os
 import re
 import sys
 
-from .model import Job, JobState
+TYPE_CHECKING = False  # as typing's, without importing typing on the CLI's fast path
+
+if TYPE_CHECKING:
+    from typing import Any
+
+    JobDict = dict[str, Any]  # a job as wire/jobs.py's job_to_dict makes it
 
 _STATE_STYLE = {
     "running": "cyan",
@@ -28,18 +39,17 @@ def _bytes(n: int | None) -> str:
     return str(n)
 
 
-def _ended(job: Job) -> str:
-    o = job.outcome
-    if not o.state.finished:
+def _ended(job: JobDict) -> str:
+    if job["state"] == "running":
         return ""
-    if o.signal:
-        return o.signal
-    if o.exit_code is not None:
-        return f"exit {o.exit_code}"
+    if job["signal"]:
+        return str(job["signal"])
+    if job["exit_code"] is not None:
+        return f"exit {job['exit_code']}"
     return ""
 
 
-def _status_rows(job: Job, width: int | None = None) -> list[tuple[str, str, str]]:
+def _status_rows(job: JobDict, width: int | None = None) -> list[tuple[str, str, str]]:
     """(label, text, the text with rich markup) of each row of `status`; with a `width`, the
     command is shortened with … to fit one line of it (the label column is at most 8 wide)."""
     rows: list[tuple[str, str, str]] = []
@@ -47,56 +57,53 @@ def _status_rows(job: Job, width: int | None = None) -> list[tuple[str, str, str
     def add(label: str, text: str, markup: str | None = None) -> None:
         rows.append((label, text, text if markup is None else markup))
 
-    from .properties import limits
-
-    state = job.state.value
+    state = job["state"]
     style = _STATE_STYLE.get(state, "")
     ended = f"  {_ended(job)}" if _ended(job) else ""
-    if ended and job.outcome.reported_by:
-        ended += f" (reported by the {job.outcome.reported_by})"
-    add("ID", job.id)
-    if job.spec.name:
-        add("Name", job.spec.name)
+    if ended and job.get("reported_by"):
+        ended += f" (reported by the {job['reported_by']})"
+    add("ID", job["id"])
+    if job["name"]:
+        add("Name", job["name"])
     add("State", state + ended, f"[{style}]{state}[/]" + ended)
-    if job.outcome.reason:
-        add("Reason", job.outcome.reason)
-    command = " ".join(job.spec.command)
+    if job["reason"]:
+        add("Reason", job["reason"])
+    command = " ".join(job["command"])
     add("Command", command if width is None else fit(command, width - 10))
-    add("Owner", job.owner)
-    add("Unit", job.unit)
-    if job.schedule:
-        add("Schedule", job.schedule)
-    for label, dt in (("Created", job.created_at), ("Started", job.started_at),
-                      ("Finished", job.outcome.finished_at)):  # fmt: skip
-        if dt:
-            add(label, dt.isoformat())
-    settings = limits(job.spec)
-    changed = job.live_limits
+    add("Owner", job["owner"])
+    add("Unit", job["unit"])
+    if job.get("schedule"):
+        add("Schedule", job["schedule"])
+    for label, key in (("Created", "created_at"), ("Started", "started_at"),
+                       ("Finished", "finished_at")):  # fmt: skip
+        if job[key]:
+            add(label, job[key])  # ISO 8601, as datetime.isoformat() wrote it
+    settings = job["limits"] or {}
+    changed = job.get("live_limits") or {}
     if settings or changed:
         shown = []
         for k in [*settings, *(k for k in changed if k not in settings)]:
             if k in changed and changed[k] != settings.get(k):
-                asked = settings.get(k, "none")
-                shown.append(f"{k}={changed[k]} (asked {asked})")
+                shown.append(f"{k}={changed[k]} (asked {settings.get(k, 'none')})")
             else:
                 shown.append(f"{k}={settings[k]}")
         add("Limits", ", ".join(shown))
-    u = job.usage if not job.state.finished else None  # as `--json` shows it
+    u = job["usage"]  # only an unfinished job's (wire/jobs.py), as `--json` shows it
     if u:
-        cpu = "-" if u.cpu_seconds is None else f"{u.cpu_seconds:.2f}s"
+        cpu = "-" if u["cpu_seconds"] is None else f"{u['cpu_seconds']:.2f}s"
         add(
             "Usage",
-            f"cpu {cpu}, memory {_bytes(u.memory_bytes)}, tasks {u.tasks or '-'}, "
-            f"io read {_bytes(u.io_read_bytes)} write {_bytes(u.io_write_bytes)}",
+            f"cpu {cpu}, memory {_bytes(u['memory_bytes'])}, tasks {u['tasks'] or '-'}, "
+            f"io read {_bytes(u['io_read_bytes'])} write {_bytes(u['io_write_bytes'])}",
         )
-    a = job.accounting
+    a = job.get("accounting")
     if a:
-        cpu = "-" if a.cpu_seconds is None else f"{a.cpu_seconds:.2f}s"
-        tasks = "-" if a.tasks_peak is None else str(a.tasks_peak)
+        cpu = "-" if a["cpu_seconds"] is None else f"{a['cpu_seconds']:.2f}s"
+        tasks = "-" if a["tasks_peak"] is None else str(a["tasks_peak"])
         add(
             "Used",
-            f"cpu {cpu}, peak memory {_bytes(a.memory_peak_bytes)}, tasks peak {tasks}, "
-            f"io read {_bytes(a.io_read_bytes)} write {_bytes(a.io_write_bytes)}",
+            f"cpu {cpu}, peak memory {_bytes(a['memory_peak_bytes'])}, tasks peak {tasks}, "
+            f"io read {_bytes(a['io_read_bytes'])} write {_bytes(a['io_write_bytes'])}",
         )
     return rows
 
@@ -149,7 +156,7 @@ def _print_plain(rows: list[tuple[str, str, str]]) -> bool:
     return True
 
 
-def status_table(job: Job, wide: bool = False) -> None:
+def status_table(job: JobDict, wide: bool = False) -> None:
     rows = _status_rows(job, None if wide else terminal_width())
     if _print_plain(rows):
         return
@@ -221,25 +228,25 @@ def _paint(text: str, style: str, colour: bool) -> str:
     return f"\x1b[{_ANSI[style]}m{text}\x1b[0m" if colour and style else text
 
 
-def _created(job: Job, wide: bool) -> str:
-    text = job.created_at.isoformat()[:19].replace("T", " ")
+def _created(job: JobDict, wide: bool) -> str:
+    text = str(job["created_at"])[:19].replace("T", " ")
     return text if wide else text[5:16]  # MM-DD HH:MM
 
 
-def list_lines(jobs: list[Job], width: int | None, colour: bool = False) -> list[str]:
+def list_lines(jobs: list[JobDict], width: int | None, colour: bool = False) -> list[str]:
     """`jobrun list`: a header and one line per job. With a `width`, every line fits it: IDs,
     states and times whole, names and owners shortened, the command given what is left and
     shortened with …; `width` None (--wide): everything in full."""
     wide = width is None
     table = [
         [
-            job.id,
-            job.spec.name or "",
-            job.state.value
-            + (f" {_ended(job)}" if _ended(job) and job.state != JobState.SUCCEEDED else ""),
-            job.owner,
+            job["id"],
+            job["name"] or "",
+            job["state"]
+            + (f" {_ended(job)}" if _ended(job) and job["state"] != "succeeded" else ""),
+            job["owner"],
             _created(job, wide),
-            " ".join(" ".join(job.spec.command).split("\n")),
+            " ".join(" ".join(job["command"]).split("\n")),
         ]
         for job in jobs
     ]
@@ -265,7 +272,7 @@ def list_lines(jobs: list[Job], width: int | None, colour: bool = False) -> list
                 continue
             text = r[i] if wide else fit(r[i], widths[i])
             pad = " " * (widths[i] - cells(text))
-            style = "bold" if n == 0 else _STATE_STYLE[jobs[n - 1].state] if i == 2 else ""
+            style = "bold" if n == 0 else _STATE_STYLE[jobs[n - 1]["state"]] if i == 2 else ""
             parts.append(_paint(text, style, colour) + pad)
         command = r[5] if room is None else fit(r[5], room)
         parts.append(_paint(command, "bold", colour) if n == 0 else command)
@@ -273,7 +280,7 @@ def list_lines(jobs: list[Job], width: int | None, colour: bool = False) -> list
     return lines
 
 
-def list_table(jobs: list[Job], wide: bool = False) -> None:
+def list_table(jobs: list[JobDict], wide: bool = False) -> None:
     if not jobs:
         print("no jobs (jobrun list --all shows older ones)")
         return

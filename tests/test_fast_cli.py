@@ -114,9 +114,11 @@ def read_lines(job: str, big: str) -> list[list[str]]:
     return lines
 
 
-def jobrun(who: str, mode: str, args: list[str], full: bool) -> subprocess.CompletedProcess[str]:
+def jobrun(
+    who: str, mode: str, args: list[str], full: bool, columns: str = "100"
+) -> subprocess.CompletedProcess[str]:
     env = daemon_env() if mode != "local" else dict(os.environ)
-    env.update(JOBRUN_MODE=mode, COLUMNS="100")
+    env.update(JOBRUN_MODE=mode, COLUMNS=columns)
     env.pop("JOBRUN_CLI_FULL", None)
     if full:
         env["JOBRUN_CLI_FULL"] = "1"
@@ -172,6 +174,68 @@ def test_start_is_the_full_clis(who: str, mode: str) -> None:
         assert started[0] == started[1], args
 
 
+# Jobs of every state and ending: (options of start, command, stop it)
+KINDS: list[tuple[list[str], list[str], bool]] = [
+    ([], ["sh", "-c", "exit 3"], False),  # failed, exit 3
+    ([], ["sh", "-c", "kill -9 $$"], False),  # failed, SIGKILL
+    (["--name", "nïght ✓ 漢字", "--memory-max", "1G", "--cpu-weight", "50", "-E", "A=é",
+      "--cpu-affinity", "0", "--stop-timeout", "5", "-C", "/"], ["true"], False),
+    ([], ["echo", *[f"--a-long-argument-{i}" for i in range(30)]], False),
+    (["--name", "stopped"], ["sleep", "600"], True),  # stopped
+    (["--name", "running"], ["sleep", "600"], False),  # running (in process: the full CLI)
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("who", "mode"), CALLERS)
+def test_every_kind_of_job_prints_as_the_full_cli(who: str, mode: str) -> None:
+    """status and list of jobs running, succeeded, failed (exit code, signal), stopped, with
+    limits, non-ASCII names, long commands; at 80 and 100 columns, --wide and --json."""
+    jobs = []
+    for options, command, stop in KINDS:
+        proc = jobrun(who, mode, ["start", *options, "--", *command], full=True)
+        assert proc.returncode == 0, proc.stderr
+        jobs.append(proc.stdout.strip())
+        if stop:
+            assert jobrun(who, mode, ["stop", jobs[-1]], full=True).returncode == 0
+        elif command[0] != "sleep":
+            jobrun(who, mode, ["wait", jobs[-1]], full=True)
+    try:
+        lines = [["status", job, *flags] for job in jobs for flags in ([], ["--json"], ["-w"])]
+        lines += [["list", *flags] for flags in ([], ["--json"], ["-w"])]
+        for columns in ("80", "100"):
+            for args in lines:
+                # A running job's usage is measured anew by each: ask again if it moved.
+                for _attempt in range(3):
+                    fast = jobrun(who, mode, args, full=False, columns=columns)
+                    full = jobrun(who, mode, args, full=True, columns=columns)
+                    got, want = [(p.returncode, p.stdout, p.stderr) for p in (fast, full)]
+                    if got == want:
+                        break
+                assert got == want, (who, mode, columns, args)
+                assert fast.returncode == 0, fast.stderr
+    finally:
+        jobrun(who, mode, ["stop", jobs[-1]], full=True)
+
+
+@pytest.mark.parametrize(("who", "mode"), CALLERS)
+def test_stop_is_the_full_clis(who: str, mode: str) -> None:
+    """stop of a running job (a fresh one for each path), of a finished one, and its errors."""
+    for flags in ([], ["-t", "5"], ["--timeout", "0.5"], ["-t", "x"], ["--timeout=1"], ["-t"]):
+        runs = []
+        for full in (False, True):
+            proc = jobrun(who, mode, ["start", "--", "sleep", "600"], full=True)
+            job = proc.stdout.strip()
+            p = jobrun(who, mode, ["stop", *flags, job], full=full)
+            runs.append((p.returncode, p.stdout, p.stderr.replace(job, "ID")))
+            jobrun(who, mode, ["stop", job], full=True)
+        assert runs[0] == runs[1], (who, mode, flags)
+    job = finished_job(who, mode)
+    lines = [["stop", job], ["stop", "-t", "1", job], ["stop", "0" * 10], ["stop", job[:3]]]
+    lines += [["stop"], ["stop", "--help"], ["stop", job, "extra"], ["stop", "-t", "1", "-t", "2"]]
+    for args in lines:
+        same(who, mode, args)
+
+
 FAST = [
     ["--version"],
     ["status", "JOB"],
@@ -182,6 +246,7 @@ FAST = [
     ["logs", "-n", "1", "OUTPUT"],
     ["start", "--", "true"],
     ["start", "--memory-max", "1G", "-E", "A=1", "--", "true"],
+    ["stop", "JOB"],
 ]
 
 
@@ -210,3 +275,7 @@ def test_the_common_commands_take_the_fast_path(who: str, mode: str, args: list[
         if line.startswith("import time:")
     }
     assert not imported & {"typer", "click", "rich", "asyncio", "dbus_fast"}, sorted(imported)
+    if mode == "daemon" and args[0] != "start":  # the job as it came: no model, settings
+        # table, dataclasses or datetime (start checks its options against the settings table)
+        lean = {"jobrun.model", "jobrun.properties", "dataclasses", "inspect", "datetime"}
+        assert not imported & lean, sorted(imported)

@@ -16,7 +16,7 @@ from jobrun import cli, render
 from jobrun.cli import common
 from jobrun.cli import jobs as job_commands
 from jobrun.model import Job
-from jobrun.wire.jobs import job_from_dict
+from jobrun.wire.jobs import job_from_dict, job_to_dict
 
 from .test_render import BASE
 
@@ -92,7 +92,9 @@ def test_colours_only_for_a_terminal_without_no_color(
         monkeypatch.setenv(k, v)
     monkeypatch.setattr(os, "isatty", lambda fd: True)
     assert render.colour_wanted() is colour
-    lines = render.list_lines([job_from_dict(j) for j in JOBS], 80, render.colour_wanted())
+    lines = render.list_lines(
+        [job_to_dict(job_from_dict(j)) for j in JOBS], 80, render.colour_wanted()
+    )
     assert ("\x1b[31mfailed SIGKILL\x1b[0m" in lines[2]) is colour
     monkeypatch.setattr(os, "isatty", lambda fd: False)  # piped
     assert render.colour_wanted() is False
@@ -104,8 +106,8 @@ def test_list_piped_through_the_real_cli_has_no_colour_codes() -> None:
     env.pop("FORCE_COLOR", None)
     code = (
         "import sys; from jobrun import render; from tests.test_output_for_people import JOBS;"
-        "from jobrun.wire.jobs import job_from_dict;"
-        "render.list_table(list(map(job_from_dict, JOBS)))"
+        "from jobrun.wire.jobs import job_from_dict, job_to_dict;"
+        "render.list_table([job_to_dict(job_from_dict(j)) for j in JOBS])"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True

@@ -3,14 +3,24 @@
 from __future__ import annotations
 
 import io
+import json
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from jobrun import render
-from jobrun.wire.jobs import job_from_dict
+from jobrun.model import Job, JobState, Outcome, Usage
+from jobrun.wire.jobs import (
+    job_from_dict,
+    job_from_json,
+    job_json,
+    job_to_dict,
+    jobs_from_json,
+    jobs_json,
+)
 
 BASE: dict[str, Any] = {
     "id": "abc123defg",
@@ -54,7 +64,7 @@ def printed(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, d: dict[str, Any], 
     path = tmp_path / "out"
     with open(path, "w", encoding="utf-8") as f:
         monkeypatch.setattr(sys, "stdout", f)
-        render.status_table(job_from_dict(d))
+        render.status_table(job_to_dict(job_from_dict(d)))
         monkeypatch.undo()
     return path.read_text(encoding="utf-8")
 
@@ -87,6 +97,80 @@ def test_the_plain_path_is_taken_for_an_ordinary_job(
         monkeypatch.delenv(var, raising=False)
     with open(tmp_path / "out", "w") as f:
         monkeypatch.setattr(sys, "stdout", f)
-        assert render._print_plain(render._status_rows(job_from_dict(VARIANTS[2])))
+        assert render._print_plain(render._status_rows(job_to_dict(job_from_dict(VARIANTS[2]))))
     monkeypatch.setattr(sys, "stdout", io.StringIO())  # no file descriptor: rich decides
-    assert not render._print_plain(render._status_rows(job_from_dict(VARIANTS[2])))
+    assert not render._print_plain(render._status_rows(job_to_dict(job_from_dict(VARIANTS[2]))))
+
+
+def every_kind_of_job() -> list[Job]:
+    """Jobs in every state and ending, with no limits and with every setting, non-ASCII, long
+    and multi-line commands and names, usage or none, times with and without microseconds."""
+    from jobrun.properties import build_spec
+
+    values: dict[str, Any] = {
+        "cpu_weight": "50", "memory_high": "512M", "memory_max": "1G", "io_weight": "20",
+        "tasks_max": "64", "cpu_quota": "150%", "cpu_affinity": "0,2-3", "network": True,
+        "private_tmp": False, "env": ["A=héllo ✓", "B=2"], "workdir": "/tmp",
+        "stop_timeout": "5.5", "profile": "relaxed", "writable": ["/tmp"],
+    }  # fmt: skip
+    specs = [
+        build_spec(["true"]),
+        build_spec(["sh", "-c", "line one\nline two"], name="nïght ✓ 漢字", **values),
+        build_spec(["python3", "-c", "print('x' * 200)", *[f"--argument-{i}" for i in range(30)]]),
+        build_spec(["echo", "[bold]x[/] :smile:"], name="n", cpu_weight="1"),
+    ]
+    t = datetime(2026, 11, 29, 6, 0, 0, 123456, tzinfo=UTC)
+    outcomes = [
+        Outcome(JobState.RUNNING),
+        Outcome(JobState.SUCCEEDED, "success", 0, finished_at=t.replace(microsecond=0)),
+        Outcome(JobState.FAILED, "exit-code", 3, reason="exited with status 3", finished_at=t),
+        Outcome(JobState.FAILED, "signal", None, "SIGKILL", "killed by SIGKILL", finished_at=t),
+        Outcome(JobState.STOPPED, "success", None, "SIGTERM", "stopped by jobrun", t),
+    ]
+    usages = [None, Usage(1.5, 123456789, 3, None, 4096), Usage()]
+    return [
+        Job(f"{n:010d}", spec, "alice" if n % 2 else "root", 1000 if n % 2 else 0, t,
+            invocation_id="0123456789abcdef" if n % 3 else None,
+            started_at=t if outcome.state != JobState.RUNNING or n % 2 else None,
+            outcome=outcome, usage=usages[n % len(usages)])
+        for n, (spec, outcome) in enumerate(
+            (spec, outcome) for spec in specs for outcome in outcomes
+        )
+    ]  # fmt: skip
+
+
+def test_the_wire_form_is_the_jobs_to_the_byte() -> None:
+    """The CLI's fast path prints jobrund's JSON as it came (json.loads, json.dumps) and renders
+    that dict; the typer app reads it into a Job (job_from_json) and prints job_to_dict of that:
+    the same dict, and the same --json text, for every kind of job."""
+    jobs = every_kind_of_job()
+    for job in jobs:
+        sent = job_json(job)  # what jobrund sends
+        assert json.loads(sent) == job_to_dict(job_from_json(sent)), job
+        assert json.dumps(json.loads(sent), indent=2) == job_json(job_from_json(sent), indent=2)
+    sent = jobs_json(jobs)
+    assert json.dumps(json.loads(sent), indent=2) == jobs_json(jobs_from_json(sent), indent=2)
+
+
+@pytest.mark.parametrize("columns", ["40", "80", "200"])
+def test_every_kind_of_job_renders(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, columns: str
+) -> None:
+    """Rendering needs nothing but the wire form (a job's state, ending, limits and usage)."""
+    monkeypatch.setenv("COLUMNS", columns)
+    for var in ("FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE"):
+        monkeypatch.delenv(var, raising=False)
+    dicts = [json.loads(job_json(j)) for j in every_kind_of_job()]
+    with open(tmp_path / "out", "w", encoding="utf-8") as f:
+        monkeypatch.setattr(sys, "stdout", f)
+        for d in dicts:
+            render.status_table(d)
+            render.status_table(d, wide=True)
+        render.list_table(dicts)
+        render.list_table(dicts, wide=True)
+        monkeypatch.undo()
+    out = (tmp_path / "out").read_text(encoding="utf-8")
+    if columns != "200":
+        return  # rich folds the values where they do not fit
+    assert "exit 3" in out and "SIGKILL" in out and "stopped" in out and "cpu 1.50s" in out
+    assert "memory_max=1073741824" in out and "nïght ✓ 漢字" in out

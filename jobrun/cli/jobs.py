@@ -139,8 +139,9 @@ def status(
         print(job_json(job, indent=2))
         return
     from ..render import status_table
+    from ..wire.jobs import job_to_dict
 
-    status_table(job, wide=wide)
+    status_table(job_to_dict(job), wide=wide)
 
 
 @app.command("list")
@@ -165,5 +166,6 @@ def list_(
         print(jobs_json(jobs, indent=2))
         return
     from ..render import list_table
+    from ..wire.jobs import job_to_dict
 
-    list_table(jobs, wide=wide)
+    list_table([job_to_dict(j) for j in jobs], wide=wide)

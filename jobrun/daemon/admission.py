@@ -5,13 +5,14 @@ through it: a second copy of a security rule is a future hole. Admins (and root)
 everyone else gets the caps of /etc/jobrun/jobrund.toml (config.py) applied to the spec, and their
 slice's aggregate limits.
 
-`dbus_caller` and `authorize`: who a D-Bus caller is and whether polkit lets it call a method
-(jobrun's own actions, polkit/). A gRPC caller is who its certificate names and the config maps
-(daemon/grpc.py); its authorization is that mapping.
+`dbus_caller` and `authorize` (both in `authorized_dbus_caller`): who a D-Bus caller is and
+whether polkit lets it call a method (jobrun's own actions, polkit/). A gRPC caller is who its
+certificate names and the config maps (daemon/grpc.py); its authorization is that mapping.
 """
 
 from __future__ import annotations
 
+import asyncio
 import pwd
 from typing import TYPE_CHECKING, Any
 
@@ -88,6 +89,34 @@ async def dbus_caller(bus: MessageBus, sender: str, uid: int) -> Caller:
         return Caller(0, user, admin=True)
     admin = await polkit.check(bus, sender, polkit.ACTION_MANAGE_ALL)
     return Caller(uid, user, admin=admin)
+
+
+async def authorized_dbus_caller(
+    bus: MessageBus, sender: str | None, uid: int, verb: str, interactive: bool
+) -> Caller:
+    """`dbus_caller`, then `authorize` for the method `verb`: the same decisions and errors, in
+    the same order. Where both polkit questions are asked whatever the first answer (`start`'s
+    action, which admins need too), they are asked at once: one round trip to polkitd instead
+    of two in a row. `manage-own` is only asked of a non-admin, so after `manage-all`'s answer:
+    asking it anyway could ask an admin something (even interactively) that is not needed."""
+    action = ACTIONS.get(verb)
+    if uid == 0 or sender is None or action is None or action is _MANAGE:
+        caller = await dbus_caller(bus, sender or "", uid)
+        await authorize(bus, sender, caller, verb, interactive)
+        return caller
+    name, what = action
+    who, allowed = await asyncio.gather(
+        dbus_caller(bus, sender, uid),
+        polkit.check(bus, sender, name, interactive),
+        return_exceptions=True,
+    )
+    if isinstance(who, BaseException):
+        raise who  # as dbus_caller alone: an unknown uid, polkit failing
+    if isinstance(allowed, BaseException):
+        raise allowed
+    if not allowed:
+        raise PermissionDenied(f"not authorized to {what}", f"polkit action {name}")
+    return who
 
 
 async def authorize(

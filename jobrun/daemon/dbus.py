@@ -36,7 +36,7 @@ from ..properties import for_scope
 from ..wire import dbus as wire
 from ..wire.jobs import job_json, jobs_json
 from ..wire.logs import pack_end, pack_error, pack_records
-from .admission import admit, admit_change, authorize, dbus_caller
+from .admission import admit, admit_change, authorized_dbus_caller
 from .fairshare import MAX_STREAMS, PER_UID_STREAMS, FairShare
 from .schedule_verbs import ScheduleVerbs
 from .schedules import Scheduler
@@ -87,9 +87,8 @@ class Daemon(ScheduleVerbs, FairShare):
     async def _dispatch(self, msg: Message) -> None:
         try:
             method = api.METHODS[msg.member or ""]
-            caller = await self._caller(msg)
             interactive = bool(msg.flags & MessageFlag.ALLOW_INTERACTIVE_AUTHORIZATION)
-            await authorize(self.bus, msg.sender, caller, method.verb, interactive)
+            caller = await self._caller(msg, method.verb, interactive)
             body = await self._handlers[method.name](msg, caller)
             fds: list[int] = []
             if method.sig_out == "h":  # D-Bus carries fds out of band; the body holds an index
@@ -111,11 +110,12 @@ class Daemon(ScheduleVerbs, FairShare):
             for fd in msg.unix_fds:
                 os.close(fd)  # what a caller sent: systemd holds its own copy of what it needs
 
-    async def _caller(self, msg: Message) -> Caller:
+    async def _caller(self, msg: Message, verb: str, interactive: bool) -> Caller:
+        """Who asks, authorized by polkit for the method `verb` (PermissionDenied if not)."""
         uid = await self._uid_of(msg.sender or "")
         if uid is None:
             raise PermissionDenied("cannot tell who is asking")
-        return await dbus_caller(self.bus, msg.sender or "", uid)
+        return await authorized_dbus_caller(self.bus, msg.sender, uid, verb, interactive)
 
     # -- verbs: each answers the body of its method's reply ---------------------------------
 

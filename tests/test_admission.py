@@ -1,0 +1,91 @@
+"""jobrund asks polkit its two questions of a `Start` at once (admission.authorized_dbus_caller),
+with the same decisions and errors as asking them one after the other (dbus_caller, then
+authorize) for every caller, method and answer of polkit; and only the questions the one after
+the other would ask.
+
+polkit's answers are played by a stand-in here (every combination of yes, no and polkit failing
+is the point); tests/test_daemon.py checks the decisions against the real polkitd."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import pwd
+from typing import Any
+
+import pytest
+
+from jobrun.daemon import admission, polkit
+from jobrun.errors import JobrunError, PermissionDenied
+
+ANSWERS: list[bool | str] = [True, False, "fails"]  # polkit says yes, no, or cannot be asked
+UIDS = [0, pwd.getpwnam("nobody").pw_uid, 2**31 - 7]  # root, a user, a uid with no name
+VERBS = [*admission.ACTIONS, "whoami"]
+
+
+class Polkit:
+    """polkit.check's stand-in: `answers` by action; records the questions, how many were in
+    flight at most, and lets two be in flight at once (each waits a moment for the other)."""
+
+    def __init__(self, answers: dict[str, bool | str]) -> None:
+        self.answers = answers
+        self.asked: list[tuple[str, bool]] = []
+        self.in_flight = self.most = 0
+
+    async def check(self, bus: Any, sender: str, action: str, interactive: bool = False) -> bool:
+        self.asked.append((action, interactive))
+        self.in_flight += 1
+        self.most = max(self.most, self.in_flight)
+        for _ in range(3):
+            await asyncio.sleep(0)  # a round trip to polkitd: another question may start
+        self.in_flight -= 1
+        answer = self.answers[action]
+        if answer == "fails":
+            raise PermissionDenied("cannot check authorization with polkit: x", "hint")
+        return bool(answer)
+
+
+async def outcome(call: Any) -> tuple[str, Any]:
+    try:
+        return "caller", await call
+    except JobrunError as e:
+        return "error", (type(e), e.message, e.hint)
+
+
+async def one_after_the_other(
+    sender: str | None, uid: int, verb: str, interactive: bool
+) -> Any:  # the code before: dbus.py called these two in a row
+    caller = await admission.dbus_caller(None, sender or "", uid)  # type: ignore[arg-type]
+    await admission.authorize(None, sender, caller, verb, interactive)  # type: ignore[arg-type]
+    return caller
+
+
+async def test_same_decisions_and_errors_and_start_asks_both_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    actions = [polkit.ACTION_MANAGE_ALL, polkit.ACTION_START, polkit.ACTION_MANAGE_OWN]
+    cases = 0
+    for answers in itertools.product(ANSWERS, repeat=len(actions)):
+        by_action = dict(zip(actions, answers, strict=True))
+        for uid, verb, sender, interactive in itertools.product(
+            UIDS, VERBS, [":1.42", None], [False, True]
+        ):
+            before, now = Polkit(by_action), Polkit(by_action)
+            monkeypatch.setattr(polkit, "check", before.check)
+            want = await outcome(one_after_the_other(sender, uid, verb, interactive))
+            monkeypatch.setattr(polkit, "check", now.check)
+            got = await outcome(
+                admission.authorized_dbus_caller(None, sender, uid, verb, interactive)  # type: ignore[arg-type]
+            )
+            case = (by_action, uid, verb, sender, interactive)
+            assert got == want, case
+            if verb != "start":
+                assert now.asked == before.asked, case  # manage-own only after manage-all's no
+            else:  # both, even where the one after the other stopped at the first (no sooner)
+                assert set(now.asked) <= set(before.asked) | {(polkit.ACTION_START, interactive)}
+                assert set(before.asked) <= set(now.asked), case
+            if verb == "start" and uid != 0 and sender is not None and uid != UIDS[2]:
+                assert now.most == 2, case  # both questions in flight together
+                assert before.most == 1
+            cases += 1
+    assert cases == 27 * len(UIDS) * len(VERBS) * 4
