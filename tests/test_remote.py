@@ -469,7 +469,7 @@ def test_a_job_dict_survives_the_wire_exactly() -> None:
 
     job: dict[str, Any] = {
         "id": "abc0000001", "name": "n", "unit": "jobrun-abc0000001.service", "kind": "service",
-        "state": "failed", "exit_code": 3, "signal": None, "result": "exit-code",
+        "terminal": False, "state": "failed", "exit_code": 3, "signal": None, "result": "exit-code",
         "reason": "exited with 3", "reported_by": None,
         "command": ["sh", "-c", "exit 3"], "owner": "remote:alice", "uid": -1,
         "created_at": "2026-11-29T07:00:00.123456+00:00", "started_at": None,
@@ -489,7 +489,8 @@ def test_a_job_dict_survives_the_wire_exactly() -> None:
                              "sampled_at": "2026-11-29T07:00:02.500000+00:00"}}  # fmt: skip
     ended = {**job, "accounting": {**paused["accounting"], "cpu_seconds": None}}
     scope = {**job, "unit": "jobrun-abc0000001.scope", "kind": "scope", "reported_by": "client"}
-    for d in (job, running, paused, ended, scope):  # usage is shown only while a job runs
+    pty = {**job, "terminal": True}
+    for d in (job, running, paused, ended, scope, pty):  # usage is shown only while a job runs
         assert job_to_dict(job_from_dict(d)) == d
         back = job_to_dict(job_from_proto(job_to_proto(job_from_dict(d))))
         assert back == d

@@ -36,7 +36,7 @@ class Accounting(_message.Message):
     def __init__(self, cpu_seconds: _Optional[float] = ..., memory_peak_bytes: _Optional[int] = ..., io_read_bytes: _Optional[int] = ..., io_write_bytes: _Optional[int] = ..., tasks_peak: _Optional[int] = ..., sampled_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ["accounting", "command", "created_at", "exit_code", "finished_at", "id", "invocation_id", "kind", "limits", "live_limits", "name", "owner", "reason", "reported_by", "result", "schedule", "signal", "started_at", "state", "uid", "unit", "usage"]
+    __slots__ = ["accounting", "command", "created_at", "exit_code", "finished_at", "id", "invocation_id", "kind", "limits", "live_limits", "name", "owner", "reason", "reported_by", "result", "schedule", "signal", "started_at", "state", "terminal", "uid", "unit", "usage"]
     ACCOUNTING_FIELD_NUMBER: _ClassVar[int]
     COMMAND_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
@@ -56,6 +56,7 @@ class Job(_message.Message):
     SIGNAL_FIELD_NUMBER: _ClassVar[int]
     STARTED_AT_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
+    TERMINAL_FIELD_NUMBER: _ClassVar[int]
     UID_FIELD_NUMBER: _ClassVar[int]
     UNIT_FIELD_NUMBER: _ClassVar[int]
     USAGE_FIELD_NUMBER: _ClassVar[int]
@@ -78,10 +79,11 @@ class Job(_message.Message):
     signal: str
     started_at: _timestamp_pb2.Timestamp
     state: JobState
+    terminal: bool
     uid: int
     unit: str
     usage: Usage
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., unit: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., exit_code: _Optional[int] = ..., signal: _Optional[str] = ..., result: _Optional[str] = ..., reason: _Optional[str] = ..., command: _Optional[_Iterable[str]] = ..., owner: _Optional[str] = ..., uid: _Optional[int] = ..., created_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., invocation_id: _Optional[str] = ..., limits: _Optional[_Union[JobOptions, _Mapping]] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., live_limits: _Optional[_Union[JobOptions, _Mapping]] = ..., accounting: _Optional[_Union[Accounting, _Mapping]] = ..., kind: _Optional[str] = ..., reported_by: _Optional[str] = ..., schedule: _Optional[str] = ...) -> None: ...
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., unit: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., exit_code: _Optional[int] = ..., signal: _Optional[str] = ..., result: _Optional[str] = ..., reason: _Optional[str] = ..., command: _Optional[_Iterable[str]] = ..., owner: _Optional[str] = ..., uid: _Optional[int] = ..., created_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., invocation_id: _Optional[str] = ..., limits: _Optional[_Union[JobOptions, _Mapping]] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., live_limits: _Optional[_Union[JobOptions, _Mapping]] = ..., accounting: _Optional[_Union[Accounting, _Mapping]] = ..., kind: _Optional[str] = ..., reported_by: _Optional[str] = ..., schedule: _Optional[str] = ..., terminal: bool = ...) -> None: ...
 
 class JobOptions(_message.Message):
     __slots__ = ["cpu_affinity", "cpu_quota", "cpu_weight", "env", "io_weight", "memory_high", "memory_max", "network", "private_tmp", "profile", "stop_timeout", "tasks_max", "workdir", "writable"]

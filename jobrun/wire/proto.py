@@ -84,6 +84,7 @@ def job_to_proto(job: Job) -> pb.Job:
         owner=job.owner,
         uid=job.uid,
         limits=options_to_proto(limits(job.spec)),
+        terminal=job.spec.terminal,
     )
     optional = {
         "name": job.spec.name,
@@ -142,7 +143,7 @@ def job_from_proto(msg: pb.Job) -> Job:
         id=msg.id,
         spec=spec_from_limits(
             list(msg.command), opt("name"), options_from_proto(msg.limits), kind_of(opt("kind"))
-        ),
+        ).replace(terminal=msg.terminal),
         owner=msg.owner,
         uid=msg.uid,
         created_at=_time(msg, "created_at") or datetime.fromtimestamp(0, UTC),
