@@ -48,6 +48,10 @@ METHODS: dict[str, Method] = {
         Method("Logs", "logs", (("id", "s"), ("options", "a{sv}")), (("fd", "h"),)),
         # JobChanged signals for the caller's jobs, until it disconnects
         Method("Subscribe", "subscribe"),
+        # name, options (wire/groups.py: parallel, paused, slice limits) → JSON of the group
+        Method("GroupSet", "group_set", (("name", "s"), ("options", "a{sv}")), (("group", "s"),)),
+        # → JSON list of the caller's groups (an admin's: everyone's)
+        Method("Groups", "groups", (), (("groups", "s"),)),
         # the caller's user name and whether it may manage every job
         Method("Whoami", "whoami", (), (("user", "s"), ("admin", "b"))),
     )

@@ -33,13 +33,15 @@ from .model import (
     Outcome,
     flatten,
     new_job_id,
+    queued,
     unit_name,
 )
 from .output import job_batches
 from .profiles import RELAXED_HINT, check_tmp, home_properties
+from .queuestore import Queue, waiting_reason
 from .store import Store
 from .systemd import NO_SUCH_PROCESS, NO_SUCH_UNIT, SERVICE, UNIT, Systemd
-from .unit import unit_properties
+from .unit import UnitContext, unit_properties
 
 if TYPE_CHECKING:
     from .journal import Record
@@ -70,6 +72,7 @@ class Manager:
         self.store = store
         self.feeds = Feeds()  # one journal reader per followed job, for all its followers
         self._slice_limits: dict[str, dict[str, int]] = {}  # slice → the limits it was given
+        self.queue = Queue(store)  # jobrund's queue (dispatch.py): waiting jobs are shown here
         self._listening = contextlib.ExitStack()
         self._listening.enter_context(systemd.listen(self._on_signal))
 
@@ -107,43 +110,41 @@ class Manager:
         caller: Caller | None = None,
         slice_limits: dict[str, int] | None = None,
         stdin: int | None = None,
+        *,
+        job: Job | None = None,
+        slice_name: str | None = None,
     ) -> Job:
         """Start a job in the caller's slice (model.user_slice); `slice_limits` (numeric
         settings, config.slice_limits): the aggregate limits that slice gets first, exactly
         (None: the slice is left as it is, e.g. an admin's). `stdin`: a descriptor of the
         caller's the job reads as its standard input (systemd keeps a copy; the caller still
-        owns and closes this one)."""
+        owns and closes this one).
+
+        `job` and `slice_name`: jobrund's dispatcher (dispatch.py) starting a job of its queue,
+        recorded already, in its group's slice. Without it a queued spec (--group, --after,
+        --retry) is refused: only jobrund keeps a queue."""
         caller = caller or Caller.current()
-        # Whether -C and --writable exist is not asked here: as root, the answer would tell a
-        # caller about paths they cannot see. The CLI checks them as the caller
-        # (properties.check_paths); systemd checks them as the job's user (exit status 200/226).
-        if spec.workdir is not None:
-            check_tmp(spec, spec.workdir, "the working directory",
-                      f"run it from (or -C) a directory elsewhere, or add {RELAXED_HINT} "
-                      "--shared-tmp")  # fmt: skip
-        ctx = caller.unit_context()
-        # What the job may see of the homes depends on who it runs as: refused here, before
-        # anything is recorded or started.
-        home_properties(spec, user=ctx.user, dynamic_user=ctx.dynamic_user, home=ctx.home)
-        slice_name = ctx.slice_name
-        if slice_limits is not None and self._slice_limits.get(slice_name) != slice_limits:
-            # Written as a runtime drop-in that outlives the slice's unloading: once per slice
-            # and set of limits while this process runs, not once per job.
-            await self.systemd.set_unit_properties(slice_name, slice_properties(slice_limits))
-            self._slice_limits[slice_name] = dict(slice_limits)
-        job = Job(
-            id=new_job_id(),
-            spec=spec,
-            owner=caller.user,
-            uid=caller.uid,
-            created_at=datetime.now(UTC),
-        )
-        # Record first, so a job systemd runs is never unknown to jobrun; forget it if refused.
-        self.store.add(job)
+        if job is None and queued(spec):
+            raise InvalidArgument(
+                "--group, --after and --retry need jobrund, which keeps the queue",
+                "install and start jobrund (systemctl start jobrund), or run without them",
+            )
+        ctx = self.check(spec, caller)
+        if slice_name is not None:
+            ctx = replace(ctx, slice_name=slice_name)
+        user_slice_name = caller.unit_context().slice_name
+        if slice_limits is not None:
+            await self.set_slice_limits(user_slice_name, slice_limits)
+        queued_job = job is not None
+        if job is None:
+            job = self.new_job(spec, caller)
+            # Record first, so a job systemd runs is never unknown to jobrun; forget it if
+            # refused.
+            self.store.add(job)
         try:
             env_file = envfile.write(job.id, spec.env)
         except OSError as e:
-            self.store.remove(job.id)
+            self._forget(job.id, queued_job, f"cannot write the job's environment file: {e}")
             raise StateError(f"cannot write the job's environment file: {e}") from e
         ctx = replace(ctx, env_file=env_file, stdin=stdin is not None)
         props = unit_properties(job.id, spec, ctx)
@@ -157,7 +158,7 @@ class Manager:
             # carried the request out, so the record stays: status finds the unit, or reports
             # that none ran.
             if getattr(e, "dbus_error", None) not in _NO_ANSWER:
-                self.store.remove(job.id)
+                self._forget(job.id, queued_job, f"systemd refused to start it: {e}")
                 envfile.remove(job.id)
             raise
         # No question to systemd after the start: asked at once, it answers only after running
@@ -166,6 +167,49 @@ class Manager:
         # come with the unit's PropertiesChanged signal (_on_signal); if this process ends
         # first, `status` records them (from the unit, or PID 1's journal).
         return job
+
+    def check(self, spec: JobSpec, caller: Caller) -> UnitContext:
+        """What a job of this caller's is refused for before anything is recorded; the context
+        of its unit."""
+        # Whether -C and --writable exist is not asked here: as root, the answer would tell a
+        # caller about paths they cannot see. The CLI checks them as the caller
+        # (properties.check_paths); systemd checks them as the job's user (exit status 200/226).
+        if spec.workdir is not None:
+            check_tmp(spec, spec.workdir, "the working directory",
+                      f"run it from (or -C) a directory elsewhere, or add {RELAXED_HINT} "
+                      "--shared-tmp")  # fmt: skip
+        ctx = caller.unit_context()
+        # What the job may see of the homes depends on who it runs as: refused here, before
+        # anything is recorded or started.
+        home_properties(spec, user=ctx.user, dynamic_user=ctx.dynamic_user, home=ctx.home)
+        return ctx
+
+    @staticmethod
+    def new_job(spec: JobSpec, caller: Caller) -> Job:
+        return Job(
+            id=new_job_id(), spec=spec, owner=caller.user, uid=caller.uid,
+            created_at=datetime.now(UTC),
+        )  # fmt: skip
+
+    async def set_slice_limits(self, slice_name: str, limits: dict[str, int]) -> None:
+        """Give a slice exactly these aggregate limits. Written as a runtime drop-in that
+        outlives the slice's unloading: once per slice and set of limits while this process
+        runs, not once per job."""
+        if self._slice_limits.get(slice_name) != limits:
+            await self.systemd.set_unit_properties(slice_name, slice_properties(limits))
+            self._slice_limits[slice_name] = dict(limits)
+
+    def _forget(self, job_id: str, queued_job: bool, reason: str) -> None:
+        """A job systemd did not take: a new one is forgotten (the caller gets the error); one
+        of the queue, which its owner saw waiting, fails saying why."""
+        if queued_job:
+            self._cache(
+                self.store.set_outcome,
+                job_id,
+                Outcome(JobState.FAILED, reason=reason, finished_at=datetime.now(UTC)),
+            )
+        else:
+            self.store.remove(job_id)
 
     def _cache(self, write: Callable[..., None], *args: object) -> None:
         """A write of what systemd itself knows (start, outcome): a failure (disk full) costs
@@ -205,9 +249,30 @@ class Manager:
         """The job with its current outcome (and usage while it runs)."""
         full = self.resolve(job_id, caller)
         job, stop_requested = self.store.get(full)
+        job = self._with_attempts(job)
         if job.outcome.state.finished and not fresh:
             return job
+        waiting = self._waiting(job)
+        if waiting is not None:
+            return waiting
         return await self._refresh(job, stop_requested is not None)
+
+    def _with_attempts(self, job: Job) -> Job:
+        attempt, attempts = self.queue.attempts(job.id)
+        return replace(job, attempt=attempt, attempts=attempts) if attempts else job
+
+    def queued_view(self, job: Job) -> Job:
+        """A job just put in the queue, as `status` shows it."""
+        return self._waiting(job) or job
+
+    def _waiting(self, job: Job) -> Job | None:
+        """The job as `queued`, saying what it waits for, if it waits in jobrund's queue."""
+        entry = self.queue.get(job.id)
+        if entry is None or entry.started:
+            return None
+        return replace(
+            job, outcome=Outcome(JobState.QUEUED, reason=waiting_reason(self.queue, job, entry))
+        )
 
     async def _refresh(self, job: Job, stop_requested: bool) -> Job:
         path = await self.systemd.get_unit(job.unit)
@@ -248,9 +313,14 @@ class Manager:
         rows = self.store.all(*scope(caller), since=since)
         sem = asyncio.Semaphore(16)
 
+        waiting = self.queue.waiting_ids()
+
         async def one(job: Job, stop_requested: bool) -> Job:
+            job = self._with_attempts(job)
             if job.outcome.state.finished:
                 return job
+            if job.id in waiting:
+                return self._waiting(job) or job
             async with sem:
                 return await self._refresh(job, stop_requested)
 
@@ -273,6 +343,11 @@ class Manager:
         job = await self.status(job_id, caller)
         if job.outcome.state.finished:
             return job, False
+        if job.state is JobState.QUEUED and self.queue.cancel(job.id):
+            outcome = Outcome(JobState.STOPPED, reason="stopped before it ran (it was queued)",
+                              finished_at=datetime.now(UTC))  # fmt: skip
+            self.store.set_outcome(job.id, outcome)
+            return replace(job, outcome=outcome), True
         if timeout is not None:
             timeout = parse_seconds(timeout)
         await self.systemd.subscribe()  # JobRemoved of the stop job, below

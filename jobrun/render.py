@@ -8,7 +8,13 @@ import sys
 
 from .model import Job, JobState
 
-_STATE_STYLE = {"running": "cyan", "succeeded": "green", "failed": "red", "stopped": "yellow"}
+_STATE_STYLE = {
+    "queued": "blue",
+    "running": "cyan",
+    "succeeded": "green",
+    "failed": "red",
+    "stopped": "yellow",
+}
 
 
 def _bytes(n: int | None) -> str:
@@ -52,6 +58,8 @@ def _status_rows(job: Job, width: int | None = None) -> list[tuple[str, str, str
     add("State", state + ended, f"[{style}]{state}[/]" + ended)
     if job.outcome.reason:
         add("Reason", job.outcome.reason)
+    if job.attempts:
+        add("Attempt", f"{job.attempt} of {len(job.attempts)} ({', '.join(job.attempts)})")
     command = " ".join(job.spec.command)
     add("Command", command if width is None else fit(command, width - 10))
     add("Owner", job.owner)

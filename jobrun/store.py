@@ -71,7 +71,15 @@ def _set_up(db: sqlite3.Connection) -> None:
             delay = min(delay * 2, 0.1)
     db.execute("PRAGMA synchronous=NORMAL")
     db.executescript(_SCHEMA)
+    _set_up_queue(db)
     db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+
+def _set_up_queue(db: sqlite3.Connection) -> None:
+    """jobrund's queue, groups and attempts (queuestore.py): tables of their own."""
+    from .queuestore import SCHEMA
+
+    db.executescript(SCHEMA)
 
 
 def state_dir() -> Path:

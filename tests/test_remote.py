@@ -451,8 +451,11 @@ def test_a_job_dict_survives_the_wire_exactly() -> None:
         "created_at": "2026-11-29T07:00:00.123456+00:00", "started_at": None,
         "finished_at": "2026-11-29T07:00:01+00:00", "invocation_id": "ab" * 16,
         "limits": {"cpu_weight": 50, "memory_max": 1 << 30, "cpu_affinity": [0, 1],
-                   "network": False, "env": ["A=1"], "stop_timeout": 2.5, "profile": "strict"},
+                   "network": False, "env": ["A=1"], "stop_timeout": 2.5, "profile": "strict",
+                   "group": "build", "after": ["abc0000000"], "retry": 2},
         "usage": None,
+        "attempt": 2,
+        "attempts": ["abc0000000", "abc0000001", "abc0000002"],
     }  # fmt: skip
     running = {**job, "state": "running", "exit_code": None, "result": None, "reason": None,
                "finished_at": None,

@@ -8,7 +8,7 @@ generated from the table in properties.py (`settings`).
 """
 
 # isort: off
-from . import foreground, jobs, logs, admin  # noqa: F401 - in --help's order (above)
+from . import foreground, jobs, logs, groups, admin  # noqa: F401 - in --help's order (above)
 
 # isort: on
 from .app import app, main

@@ -14,6 +14,9 @@ from ..model import flatten
 if TYPE_CHECKING:
     from ..journal import Record
     from ..model import Job
+    from ..queuestore import Group
+
+    Groups = list[Group]  # `list` is a method name in the class below
 
     Batch = list[Record]  # `list` is a method name in the class below
     Jobs = list[Job]
@@ -22,6 +25,15 @@ if TYPE_CHECKING:
 RESUME_RETRIES = 50
 RESUME_DELAY = 0.1  # times the retry's number, at most RESUME_DELAY_MAX
 RESUME_DELAY_MAX = 3.0
+
+
+def _no_groups(mode: str) -> JobrunError:
+    from ..errors import InvalidArgument
+
+    return InvalidArgument(
+        f"groups are jobrund's queue, which is not reachable here (mode: {mode})",
+        "run it where jobrund serves the system bus (JOBRUN_MODE=daemon)",
+    )
 
 
 class Backend(Protocol):
@@ -49,6 +61,13 @@ class Backend(Protocol):
         cursors: bool = True,
     ) -> AsyncGenerator[Batch, None]: ...
     async def close(self) -> None: ...
+
+    async def groups(self) -> Groups:
+        """The caller's groups (jobrund's queue, dispatch.py): only through jobrund's D-Bus."""
+        raise _no_groups(self.mode)
+
+    async def set_group(self, name: str, options: dict[str, str]) -> Group:
+        raise _no_groups(self.mode)
 
     def logs(
         self,

@@ -19,6 +19,9 @@ if TYPE_CHECKING:
     from dbus_fast.aio import MessageBus
 
     from ..model import Job
+    from ..queuestore import Group
+
+    Groups = list[Group]  # `list` is a method name in the class below
     from .backend import Batch, Jobs
 
 MAX_PENDING_CALLS = 64  # per bus connection (dbus-daemon allows 128)
@@ -101,6 +104,23 @@ class DaemonBackend(Backend):
 
         (jobs,) = await self.call("List", [all])
         return jobs_from_json(jobs)
+
+    async def groups(self) -> Groups:
+        from ..wire.groups import groups_from_json
+
+        (groups,) = await self.call("Groups", [])
+        return groups_from_json(groups)
+
+    async def set_group(self, name: str, options: dict[str, str]) -> Group:
+        import json
+
+        from dbus_fast import Variant as V
+
+        from ..wire.groups import group_from_dict
+
+        body = {k: V("s", v) for k, v in options.items()}
+        (group,) = await self.call("GroupSet", [name, body])
+        return group_from_dict(json.loads(group))
 
     def _on_message(self, msg: Message) -> bool:
         from dbus_fast import MessageType

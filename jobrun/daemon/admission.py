@@ -37,6 +37,8 @@ ACTIONS: dict[str, tuple[str, str]] = {
     "list_jobs": _MANAGE,
     "logs": _MANAGE,
     "subscribe": _MANAGE,
+    "group_set": _MANAGE,  # the caller's own groups only (dispatch.py)
+    "groups": _MANAGE,
 }
 
 

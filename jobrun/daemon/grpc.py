@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from grpclib.server import Server, Stream
 
     from ..config import Config, RemoteConfig
+    from ..dispatch import Dispatcher
 
 log = logging.getLogger("jobrund.remote")
 
@@ -97,9 +98,16 @@ class JobsService:
     """jobrun.v1.Jobs on top of jobrund's Manager, for callers named by their certificate."""
 
     def __init__(
-        self, manager: Manager, config: Config, remote: RemoteConfig, server: tls.ServerTLS
+        self,
+        manager: Manager,
+        config: Config,
+        remote: RemoteConfig,
+        server: tls.ServerTLS,
+        dispatcher: Dispatcher | None = None,
     ) -> None:
         self.manager = manager
+        # Jobs enter through the dispatcher (its queue: --group, --after, --retry) in jobrund.
+        self.submit = dispatcher.submit if dispatcher is not None else manager.start
         self.config = config
         self.remote = remote
         self.tls = server
@@ -189,7 +197,7 @@ class JobsService:
         name = req.name if req.HasField("name") else None
         spec = build_spec(list(req.command), name=name, **values)
         spec, slice_limits = await admit(self.config, self.manager, spec, caller)
-        job = await self.manager.start(spec, caller, slice_limits, stdin=stdin)
+        job = await self.submit(spec, caller, slice_limits, stdin=stdin)
         return pb.StartResponse(job=job_to_proto(job))
 
     async def stop(self, req: pb.StopRequest, caller: Caller) -> pb.StopResponse:
@@ -300,7 +308,10 @@ def server_tls(remote: RemoteConfig) -> tls.ServerTLS:
 
 
 async def serve(
-    manager: Manager, config: Config, server: tls.ServerTLS | None = None
+    manager: Manager,
+    config: Config,
+    server: tls.ServerTLS | None = None,
+    dispatcher: Dispatcher | None = None,
 ) -> Server | None:
     """Start the gRPC server if the config asks for one (jobrund calls this once)."""
     remote = config.remote
@@ -309,7 +320,7 @@ async def serve(
     from grpclib.server import Server
 
     server = server or server_tls(remote)
-    grpc_server = Server([JobsService(manager, config, remote, server)])
+    grpc_server = Server([JobsService(manager, config, remote, server, dispatcher)])
     try:
         await grpc_server.start(remote.host, remote.port, ssl=server.context, reuse_address=True)
     except OSError as e:

@@ -11,6 +11,7 @@ import sys
 from .. import dbus_api as api
 from ..bus import connect_system_bus
 from ..config import Config
+from ..dispatch import Dispatcher
 from ..errors import JobrunError
 from ..manager import Manager
 from ..store import Store
@@ -33,16 +34,19 @@ async def _serve(stack: contextlib.ExitStack) -> None:
         server_tls = remote_api.server_tls(config.remote)  # a bad CA or CRL: no start at all
     bus = await connect_system_bus()
     manager = await Manager.open(Store())
-    daemon = Daemon(bus, manager, config)
+    dispatcher = Dispatcher(manager)
+    daemon = Daemon(bus, manager, config, dispatcher)
     bus.add_message_handler(daemon.on_message)
     # Signals reach the daemon only through the systemd client's filter, which passes on only
     # those of systemd and of the bus: a signal forged by another user is dropped there.
     stack.enter_context(manager.systemd.listen(daemon.on_signal))
     await manager.systemd.watch_bus_names()
     await bus.request_name(api.BUS_NAME)
+    # The queue carries on from the database: what waited or ran when jobrund last stopped.
+    dispatcher.start()
     remote = None
     if config.remote is not None:
-        remote = await remote_api.serve(manager, config, server_tls)
+        remote = await remote_api.serve(manager, config, server_tls, dispatcher)
     log.info("jobrund ready on the system bus as %s (config: %s)", api.BUS_NAME, config.source)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -58,6 +62,7 @@ async def _serve(stack: contextlib.ExitStack) -> None:
     # Log streams end without their end frame (clients ask again after their last cursor), not
     # with the end their feeds would report once the manager closes them.
     await daemon.end_streams()
+    await dispatcher.close()
     bus.disconnect()
     await manager.close()
 

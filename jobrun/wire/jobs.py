@@ -44,6 +44,8 @@ def job_to_dict(job: Job) -> dict[str, Any]:
         "invocation_id": job.invocation_id,
         "limits": limits(job.spec),
         "usage": dataclasses.asdict(job.usage) if job.usage and not o.state.finished else None,
+        "attempt": job.attempt,
+        "attempts": list(job.attempts),
     }
 
 
@@ -79,6 +81,8 @@ def job_from_dict(d: dict[str, Any]) -> Job:
             finished_at=_time(d["finished_at"]),
         ),
         usage=Usage(**usage) if usage else None,
+        attempt=d.get("attempt", 1),
+        attempts=tuple(d.get("attempts", ())),
     )
 
 

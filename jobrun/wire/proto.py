@@ -26,6 +26,7 @@ _STATES = {
     JobState.SUCCEEDED: pb.JOB_STATE_SUCCEEDED,
     JobState.FAILED: pb.JOB_STATE_FAILED,
     JobState.STOPPED: pb.JOB_STATE_STOPPED,
+    JobState.QUEUED: pb.JOB_STATE_QUEUED,
 }
 _STATE_OF = {v: k for k, v in _STATES.items()}
 _USAGE = tuple(f.name for f in dataclasses.fields(Usage))
@@ -82,6 +83,8 @@ def job_to_proto(job: Job) -> pb.Job:
         owner=job.owner,
         uid=job.uid,
         limits=options_to_proto(limits(job.spec)),
+        attempt=job.attempt,
+        attempts=job.attempts,
     )
     optional = {
         "name": job.spec.name,
@@ -134,6 +137,8 @@ def job_from_proto(msg: pb.Job) -> Job:
             finished_at=_time(msg, "finished_at"),
         ),
         usage=usage,
+        attempt=msg.attempt or 1,
+        attempts=tuple(msg.attempts),
     )
 
 
