@@ -37,6 +37,7 @@ CREATE TABLE IF NOT EXISTS queue (
     started INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS queue_order ON queue (started, owner, grp, priority DESC, seq);
+CREATE INDEX IF NOT EXISTS queue_seq ON queue (seq);
 CREATE TABLE IF NOT EXISTS groups (
     owner TEXT NOT NULL,
     name TEXT NOT NULL,
