@@ -19,6 +19,7 @@ import contextlib
 import dataclasses
 import logging
 import math
+import time
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -50,6 +51,7 @@ class Dispatcher:
         self._wake = asyncio.Event()
         self._ended: set[str] = set()  # jobs whose unit systemd said ended since the last pass
         self._full = True  # look at every started job in the next pass
+        self._last_full = 0.0  # time.monotonic() of the last such pass
         self._task: asyncio.Task[None] | None = None
         self._listening = contextlib.ExitStack()
 
@@ -178,7 +180,11 @@ class Dispatcher:
         """One pass: record the ends of started jobs (and their retries), fail jobs whose
         dependencies failed, start what may start. Returns the seconds until the next pass
         is due without a signal."""
-        full, self._full = self._full, False
+        # A full look at least every SAFETY_NET seconds, also when signals never stop coming.
+        full = self._full or time.monotonic() - self._last_full > SAFETY_NET
+        if full:
+            self._last_full = time.monotonic()
+        self._full = False
         ended, self._ended = self._ended, set()
         for entry in self.queue.started():
             if full or entry.id in ended:

@@ -135,17 +135,23 @@ def status(args: list[str]) -> int:
 def _stored_finished_job(job_id: str) -> Job:
     """In-process, a finished job from the job database alone, as client/local.py's status
     answers it; Fallback for anything else (a running job needs systemd: the full CLI asks)."""
+    from .queuestore import Queue
     from .store import Store
 
     store = Store().open()
     try:
         job, _ = store.get(store.resolve(job_id, None))  # root: every job
+        attempt, attempts = Queue(store).attempts(job.id)  # of a --retry job, as Manager.status
     except Exception:
         raise Fallback from None
     finally:
         store.close()
     if not job.outcome.state.finished:
         raise Fallback
+    if attempts:
+        from dataclasses import replace
+
+        job = replace(job, attempt=attempt, attempts=attempts)
     return job
 
 

@@ -31,7 +31,7 @@ from jobrun.errors import (
     Unauthenticated,
 )
 
-from .helpers import systemctl_show, wait_for, wait_for_async
+from .helpers import as_user_cmd, systemctl_show, wait_for, wait_for_async
 from .remote_helpers import (
     Remote,
     backend,
@@ -105,6 +105,41 @@ def test_stop_over_remote(remote: Remote) -> None:
     stop = remote.cli("alice", "stop", job_id)
     assert stop.returncode == 0 and "stopped" in stop.stderr, stop.stderr
     assert json.loads(remote.cli("alice", "status", "--json", job_id).stdout)["state"] == "stopped"
+
+
+@pytest.mark.integration
+@pytest.mark.daemon
+def test_groups_and_the_queue_over_remote(remote: Remote) -> None:
+    out = remote.cli("alice", "group", "set", "rq", "--parallel", "1", "--tasks-max", "50",
+                     "--json")  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    (group,) = json.loads(out.stdout)
+    assert group["owner"] == "remote:alice" and group["parallel"] == 1, group
+    assert group["limits"] == {"tasks_max": 50}, group
+    first = remote.cli("alice", "start", "--group", "rq", "--", "sleep", "2").stdout.strip()
+    second = remote.cli("alice", "start", "--group", "rq", "--after", first, "--", "true")
+    assert second.returncode == 0, second.stderr
+    job = json.loads(remote.cli("alice", "status", "--json", second.stdout.strip()).stdout)
+    assert job["state"] == "queued" and job["limits"]["after"] == [first], job
+    listed = json.loads(remote.cli("alice", "group", "list", "--json").stdout)
+    assert [g["name"] for g in listed] == ["rq"], listed
+    # The remote identity's groups are not the local user's.
+    local = subprocess.run(
+        as_user_cmd("alice", sys.executable, "-m", "jobrun", "group", "list", "--json"),
+        capture_output=True, text=True, env={**os.environ, "JOBRUN_MODE": "daemon"}, cwd="/",
+    )  # fmt: skip
+    assert local.returncode == 0 and "remote:alice" not in local.stdout, local.stderr
+    wait_for(
+        lambda: (
+            json.loads(remote.cli("alice", "status", "--json", second.stdout.strip()).stdout)[
+                "state"
+            ]
+            == "succeeded"
+        ),
+        timeout=60,
+        interval=0.2,
+        what="the queued job to run",
+    )
 
 
 # -- who may do what -----------------------------------------------------------------------------

@@ -19,7 +19,10 @@ if TYPE_CHECKING:
     from grpclib.client import Channel
 
     from ..model import Job
+    from ..queuestore import Group
     from .backend import Batch, Jobs
+
+    Groups = list[Group]  # `list` is a method name in the class below
     from .target import Remote
 
 
@@ -183,6 +186,21 @@ class RemoteBackend(Backend):
 
         reply = await self._unary("List", pb.ListRequest(all=all), pb.ListResponse)
         return [job_from_proto(j) for j in reply.jobs]
+
+    async def groups(self) -> Groups:
+        from ..v1 import jobrun_pb2 as pb
+        from ..wire.proto import group_from_proto
+
+        reply = await self._unary("Groups", pb.GroupsRequest(), pb.GroupsResponse)
+        return [group_from_proto(g) for g in reply.groups]
+
+    async def set_group(self, name: str, options: dict[str, str]) -> Group:
+        from ..v1 import jobrun_pb2 as pb
+        from ..wire.proto import group_from_proto
+
+        request = pb.GroupSetRequest(name=name, options=options)
+        reply = await self._unary("GroupSet", request, pb.GroupSetResponse)
+        return group_from_proto(reply.group)
 
     async def wait(self, job_id: str) -> Job:
         """Poll the job's status until it has ended. Once jobrund has answered, a dropped

@@ -26,11 +26,19 @@ from typing import TYPE_CHECKING, Any
 from grpclib.const import Cardinality, Handler, Status
 
 from .. import tls
-from ..errors import Busy, InvalidArgument, JobrunError, error_text
+from ..errors import Busy, InvalidArgument, JobrunError, StateError, error_text
 from ..manager import Caller, Manager
 from ..properties import as_input, build_spec
 from ..v1 import jobrun_pb2 as pb
-from ..wire.proto import ERROR_KEY, SERVICE, job_to_proto, options_from_proto, record_to_proto
+from ..wire.groups import decode_group_options
+from ..wire.proto import (
+    ERROR_KEY,
+    SERVICE,
+    group_to_proto,
+    job_to_proto,
+    options_from_proto,
+    record_to_proto,
+)
 from .admission import admit
 from .fairshare import PER_UID_ACTIVE, PER_UID_QUEUED, PER_UID_STREAMS
 
@@ -107,6 +115,7 @@ class JobsService:
     ) -> None:
         self.manager = manager
         # Jobs enter through the dispatcher (its queue: --group, --after, --retry) in jobrund.
+        self.dispatcher = dispatcher
         self.submit = dispatcher.submit if dispatcher is not None else manager.start
         self.config = config
         self.remote = remote
@@ -142,6 +151,8 @@ class JobsService:
             f"/{SERVICE}/Kill": unary(self.kill, pb.KillRequest, pb.KillResponse),
             f"/{SERVICE}/Status": unary(self.status, pb.StatusRequest, pb.StatusResponse),
             f"/{SERVICE}/List": unary(self.list, pb.ListRequest, pb.ListResponse),
+            f"/{SERVICE}/GroupSet": unary(self.group_set, pb.GroupSetRequest, pb.GroupSetResponse),
+            f"/{SERVICE}/Groups": unary(self.groups, pb.GroupsRequest, pb.GroupsResponse),
             f"/{SERVICE}/Logs": Handler(
                 logs, Cardinality.UNARY_STREAM, pb.LogsRequest, pb.LogsResponse
             ),
@@ -246,6 +257,20 @@ class JobsService:
     async def list(self, req: pb.ListRequest, caller: Caller) -> pb.ListResponse:
         jobs = await self.manager.list(caller, all=req.all)
         return pb.ListResponse(jobs=[job_to_proto(j) for j in jobs])
+
+    async def group_set(self, req: pb.GroupSetRequest, caller: Caller) -> pb.GroupSetResponse:
+        options = decode_group_options(dict(req.options))
+        group = await self._dispatcher().set_group(caller, req.name, **options)
+        return pb.GroupSetResponse(group=group_to_proto(group))
+
+    async def groups(self, req: pb.GroupsRequest, caller: Caller) -> pb.GroupsResponse:
+        groups = self._dispatcher().groups(caller)
+        return pb.GroupsResponse(groups=[group_to_proto(g) for g in groups])
+
+    def _dispatcher(self) -> Dispatcher:
+        if self.dispatcher is None:
+            raise StateError("this jobrund keeps no queue")
+        return self.dispatcher
 
     async def logs(self, stream: Stream[Any, Any], req: pb.LogsRequest, caller: Caller) -> None:
         """Records in batches as the reader has them at hand (at most MAX_BATCH per message), so

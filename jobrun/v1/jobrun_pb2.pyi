@@ -19,6 +19,62 @@ LINE_BREAK_NUL: LineBreak
 LINE_BREAK_PID_CHANGE: LineBreak
 LINE_BREAK_UNSPECIFIED: LineBreak
 
+class Group(_message.Message):
+    __slots__ = ["limits", "name", "owner", "parallel", "paused", "queued", "running"]
+    class LimitsEntry(_message.Message):
+        __slots__ = ["key", "value"]
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    LIMITS_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    PARALLEL_FIELD_NUMBER: _ClassVar[int]
+    PAUSED_FIELD_NUMBER: _ClassVar[int]
+    QUEUED_FIELD_NUMBER: _ClassVar[int]
+    RUNNING_FIELD_NUMBER: _ClassVar[int]
+    limits: _containers.ScalarMap[str, int]
+    name: str
+    owner: str
+    parallel: int
+    paused: bool
+    queued: int
+    running: int
+    def __init__(self, name: _Optional[str] = ..., owner: _Optional[str] = ..., parallel: _Optional[int] = ..., paused: bool = ..., limits: _Optional[_Mapping[str, int]] = ..., queued: _Optional[int] = ..., running: _Optional[int] = ...) -> None: ...
+
+class GroupSetRequest(_message.Message):
+    __slots__ = ["name", "options"]
+    class OptionsEntry(_message.Message):
+        __slots__ = ["key", "value"]
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    options: _containers.ScalarMap[str, str]
+    def __init__(self, name: _Optional[str] = ..., options: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class GroupSetResponse(_message.Message):
+    __slots__ = ["group"]
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    group: Group
+    def __init__(self, group: _Optional[_Union[Group, _Mapping]] = ...) -> None: ...
+
+class GroupsRequest(_message.Message):
+    __slots__ = []
+    def __init__(self) -> None: ...
+
+class GroupsResponse(_message.Message):
+    __slots__ = ["groups"]
+    GROUPS_FIELD_NUMBER: _ClassVar[int]
+    groups: _containers.RepeatedCompositeFieldContainer[Group]
+    def __init__(self, groups: _Optional[_Iterable[_Union[Group, _Mapping]]] = ...) -> None: ...
+
 class Job(_message.Message):
     __slots__ = ["attempt", "attempts", "command", "created_at", "exit_code", "finished_at", "id", "invocation_id", "limits", "name", "owner", "reason", "result", "signal", "started_at", "state", "uid", "unit", "usage"]
     ATTEMPTS_FIELD_NUMBER: _ClassVar[int]

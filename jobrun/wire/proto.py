@@ -15,6 +15,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from ..journal import Record
 from ..model import Job, JobState, Outcome, Usage
 from ..properties import SETTINGS, limits
+from ..queuestore import Group
 from ..v1 import jobrun_pb2 as pb
 from .jobs import spec_from_limits
 from .logs import LINE_BREAK_CODES, LINE_BREAKS
@@ -140,6 +141,20 @@ def job_from_proto(msg: pb.Job) -> Job:
         attempt=msg.attempt or 1,
         attempts=tuple(msg.attempts),
     )
+
+
+def group_to_proto(group: Group) -> pb.Group:
+    msg = pb.Group(name=group.name, owner=group.owner, paused=group.paused, limits=group.limits,
+                   queued=group.queued, running=group.running)  # fmt: skip
+    if group.parallel is not None:
+        msg.parallel = group.parallel
+    return msg
+
+
+def group_from_proto(msg: pb.Group) -> Group:
+    parallel = msg.parallel if msg.HasField("parallel") else None
+    return Group(msg.owner, msg.name, parallel, msg.paused, dict(msg.limits), msg.queued,
+                 msg.running)  # fmt: skip
 
 
 def record_to_proto(rec: Record) -> pb.Record:
