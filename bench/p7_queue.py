@@ -21,8 +21,14 @@ COMMAND = ["true"]
 GROUP = "bench_p7"
 
 
+def _timed(jobs: list[Any]) -> list[Any]:
+    """The jobs whose record has both times (a start time can be missing: see the note)."""
+    return [j for j in jobs if j.started_at is not None and j.outcome.finished_at is not None]
+
+
 def _gaps(jobs: list[Any]) -> list[float]:
     """For the k-th job to start (k ≥ PARALLEL), seconds from the (k-PARALLEL)-th end to it."""
+    jobs = _timed(jobs)
     starts = sorted(j.started_at.timestamp() for j in jobs)
     ends = sorted(j.outcome.finished_at.timestamp() for j in jobs)
     return [max(0.0, starts[k] - ends[k - PARALLEL]) for k in range(PARALLEL, len(starts))]
@@ -81,6 +87,9 @@ async def run(cfg: Config) -> list[Row]:
     note = f"{n} jobs, --parallel {PARALLEL}; p90 gap {percentile(gq, 90) * 1000:.1f} ms"
     if failed:
         note += f"; {failed} jobs did not succeed"
+    untimed = 2 * n - len(_timed(direct)) - len(_timed(queued))
+    if untimed:
+        note += f"; {untimed} records without a start or end time left out"
     return [
         Row("P7", "queue: slot freed → next job started (median)", median(gq) * 1000, "ms",
             median(gd) * 1000, "direct Start as a slot frees, client-driven", note=note,
