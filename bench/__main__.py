@@ -12,7 +12,7 @@ import traceback
 from collections.abc import Awaitable, Callable
 from types import ModuleType
 
-from . import p1_start, p2_throughput, p3_read, p4_follow, p5_ingest, p6_cold, p7_top
+from . import p1_start, p2_throughput, p3_read, p4_follow, p5_ingest, p6_cold, p7_top, p8_queue
 from .common import BenchError, Config, Row, machine, prepare, remove, scratch_dir
 
 # Run order: P5 makes the big job that P3 reads.
@@ -24,6 +24,7 @@ MODULES: dict[str, ModuleType] = {
     "P4": p4_follow,
     "P6": p6_cold,
     "P7": p7_top,
+    "P8": p8_queue,
 }
 TITLES = {
     "P1": "CLI start",
@@ -33,6 +34,7 @@ TITLES = {
     "P5": "ingestion",
     "P6": "CLI cold start",
     "P7": "top's cost",
+    "P8": "queue overhead",
 }
 
 

@@ -83,6 +83,10 @@ METHODS: dict[str, Method] = {
         Method("Subscribe", "subscribe"),
         # JSON list of usage samples (wire/usage.py) of the caller's running jobs (`top`)
         Method("Usage", "usage", (), (("samples", "s"),)),
+        # name, options (wire/groups.py: parallel, paused, slice limits) → JSON of the group
+        Method("GroupSet", "group_set", (("name", "s"), ("options", "a{sv}")), (("group", "s"),)),
+        # → JSON list of the caller's groups (an admin's: everyone's)
+        Method("Groups", "groups", (), (("groups", "s"),)),
         # the caller's user name and whether it may manage every job
         Method("Whoami", "whoami", (), (("user", "s"), ("admin", "b"))),
         # Schedules (schedule.py): command, options (Start's, and wire/schedules.py

@@ -135,18 +135,24 @@ def _stored_finished_job(job_id: str) -> dict[str, Any]:
     """In-process, a finished job from the job database alone, as client/local.py's status
     answers it, in its wire form; Fallback for anything else (a running job needs systemd: the
     full CLI asks)."""
+    from .queuestore import Queue
     from .store import Store
     from .wire.jobs import job_to_dict
 
     store = Store().open()
     try:
         job, _ = store.get(store.resolve(job_id, None))  # root: every job
+        attempt, attempts = Queue(store).attempts(job.id)  # of a --retry job, as Manager.status
     except Exception:
         raise Fallback from None
     finally:
         store.close()
     if not job.outcome.state.finished:
         raise Fallback
+    if attempts:
+        from dataclasses import replace
+
+        job = replace(job, attempt=attempt, attempts=attempts)
     return job_to_dict(job)
 
 

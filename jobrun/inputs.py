@@ -200,18 +200,56 @@ def parse_percent(value: Any) -> int:
     return n
 
 
-def parse_seconds(value: Any) -> float:
-    if not isinstance(value, int | float):
-        value = _bounded(value, "--stop-timeout", MAX_VALUE)
-    try:
-        s = float(value)
-    except (TypeError, ValueError):
-        raise InvalidArgument(
-            f"--stop-timeout must be a number of seconds, not {value!r}"
-        ) from None
-    if not 0 <= s <= 24 * 3600 or s != s:
-        raise InvalidArgument(f"--stop-timeout must be from 0 to 86400 seconds, not {value!r}")
-    return s
+def seconds_parser(what: str, low: float = 0, high: float = 24 * 3600) -> Callable[[Any], float]:
+    """A parser of a number of seconds from `low` to `high`, named `what` in its errors."""
+
+    def parse(value: Any) -> float:
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            value = _bounded(value, what, MAX_VALUE)
+        try:
+            s = float(value)
+        except (TypeError, ValueError):
+            raise InvalidArgument(f"{what} must be a number of seconds, not {value!r}") from None
+        if not low <= s <= high or s != s:
+            raise InvalidArgument(f"{what} must be from {low:g} to {high:g} seconds, not {value!r}")
+        return s
+
+    return parse
+
+
+parse_seconds = seconds_parser("--stop-timeout")
+
+MAX_GROUP = 32
+_GROUP_RE = re.compile(rf"[a-z0-9_]{{1,{MAX_GROUP}}}")
+
+
+def parse_group(value: Any) -> str:
+    """A group's name: lower-case letters, digits and _, as a slice name's part (a dash would be
+    a level of slices)."""
+    text = _bounded(value, "--group", MAX_VALUE).strip()
+    if not _GROUP_RE.fullmatch(text):
+        raise InvalidArgument(f"a group name is 1–{MAX_GROUP} of a–z, 0–9 and _, not {text[:40]!r}")
+    return text
+
+
+MAX_AFTER = 64
+_ID_CHARS = frozenset("0123456789abcdefghijklmnopqrstuvwxyz")
+
+
+def parse_job_ids(value: Any) -> tuple[str, ...]:
+    """`--after ID[,ID…]`: job IDs or unique prefixes (resolved by jobrund, as the caller)."""
+    text = _bounded(value, "--after", MAX_VALUE * 8)
+    ids = tuple(dict.fromkeys(p.strip().lower() for p in text.split(",") if p.strip()))
+    if not ids or len(ids) > MAX_AFTER:
+        raise InvalidArgument(f"--after takes 1 to {MAX_AFTER} job IDs, separated by commas")
+    for i in ids:
+        if len(i) > 10 or not set(i) <= _ID_CHARS:
+            raise InvalidArgument(f"--after: {i[:40]!r} is not a job ID")
+    return ids
+
+
+def ids_text(ids: tuple[str, ...]) -> str:
+    return ",".join(ids)
 
 
 def parse_bool(value: Any) -> bool:

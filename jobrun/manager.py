@@ -42,12 +42,14 @@ from .model import (
     Outcome,
     flatten,
     new_job_id,
+    queued,
 )
 from .output import job_batches
 from .profiles import RELAXED_HINT, check_tmp, home_properties
+from .queuestore import Queue, waiting_reason
 from .store import Store
 from .systemd import NO_SUCH_PROCESS, NO_SUCH_UNIT, SCOPE, SERVICE, UNIT, Systemd
-from .unit import scope_properties, unit_properties
+from .unit import UnitContext, scope_properties, unit_properties
 
 if TYPE_CHECKING:
     from .journal import Record
@@ -81,6 +83,7 @@ class Manager:
         self.feeds = Feeds()  # one journal reader per followed job, for all its followers
         self._slice_limits: dict[str, dict[str, int]] = {}  # slice → the limits it was given
         self._reports: set[asyncio.Event] = set()  # of waiters, set by a scope's report
+        self.queue = Queue(store)  # jobrund's queue (dispatch.py): waiting jobs are shown here
         self._listening = contextlib.ExitStack()
         self._listening.enter_context(systemd.listen(self._on_signal))
 
@@ -120,6 +123,9 @@ class Manager:
         stdin: int | None = None,
         schedule: str | None = None,
         tty: int | None = None,
+        *,
+        job: Job | None = None,
+        slice_name: str | None = None,
     ) -> Job:
         """Start a job in the caller's slice (model.user_slice); `slice_limits` (numeric
         settings, config.slice_limits): the aggregate limits that slice gets first, exactly
@@ -127,40 +133,39 @@ class Manager:
         caller's the job reads as its standard input (systemd keeps a copy; the caller still
         owns and closes this one). `schedule`: the schedule whose firing this is (schedule.py).
         `tty`: the caller's pseudo-terminal, the job's stdio (`run --pty`, pty.py), open until
-        this returns."""
+        this returns.
+
+        `job` and `slice_name`: jobrund's dispatcher (dispatch.py) starting a job of its queue,
+        recorded already, in its group's slice. Without it a queued spec (--group, --after,
+        --retry) is refused: only jobrund keeps a queue."""
         caller = caller or Caller.current()
+        if job is None and queued(spec):
+            raise InvalidArgument(
+                "--group, --after and --retry need jobrund, which keeps the queue",
+                "install and start jobrund (systemctl start jobrund), or run without them",
+            )
         tty_path = None
         if tty is not None:
             from .pty import terminal_path
 
             tty_path = terminal_path(tty, caller.uid)
             spec = spec.replace(terminal=True)
-        # Whether -C and --writable exist is not asked here: as root, the answer would tell a
-        # caller about paths they cannot see. The CLI checks them as the caller
-        # (properties.check_paths); systemd checks them as the job's user (exit status 200/226).
-        if spec.workdir is not None:
-            check_tmp(spec, spec.workdir, "the working directory",
-                      f"run it from (or -C) a directory elsewhere, or add {RELAXED_HINT} "
-                      "--shared-tmp")  # fmt: skip
-        ctx = caller.unit_context()
-        # What the job may see of the homes depends on who it runs as: refused here, before
-        # anything is recorded or started.
-        home_properties(spec, user=ctx.user, dynamic_user=ctx.dynamic_user, home=ctx.home)
-        await self._limit_slice(ctx.slice_name, slice_limits)
-        job = Job(
-            id=new_job_id(),
-            spec=spec,
-            owner=caller.user,
-            uid=caller.uid,
-            created_at=datetime.now(UTC),
-            schedule=schedule,
-        )
-        # Record first, so a job systemd runs is never unknown to jobrun; forget it if refused.
-        self.store.add(job)
+        ctx = self.check(spec, caller)
+        if slice_name is not None:
+            ctx = replace(ctx, slice_name=slice_name)
+        user_slice_name = caller.unit_context().slice_name
+        if slice_limits is not None:
+            await self.set_slice_limits(user_slice_name, slice_limits)
+        queued_job = job is not None
+        if job is None:
+            job = self.new_job(spec, caller, schedule)
+            # Record first, so a job systemd runs is never unknown to jobrun; forget it if
+            # refused.
+            self.store.add(job)
         try:
             env_file = envfile.write(job.id, spec.env)
         except OSError as e:
-            self.store.remove(job.id)
+            self._forget(job.id, queued_job, f"cannot write the job's environment file: {e}")
             raise StateError(f"cannot write the job's environment file: {e}") from e
         ctx = replace(ctx, env_file=env_file, stdin=stdin is not None, tty=tty_path)
         props = unit_properties(job.id, spec, ctx)
@@ -174,7 +179,7 @@ class Manager:
             # carried the request out, so the record stays: status finds the unit, or reports
             # that none ran.
             if getattr(e, "dbus_error", None) not in _NO_ANSWER:
-                self.store.remove(job.id)
+                self._forget(job.id, queued_job, f"systemd refused to start it: {e}")
                 envfile.remove(job.id)
             raise
         # No question to systemd after the start: asked at once, it answers only after running
@@ -183,13 +188,6 @@ class Manager:
         # come with the unit's PropertiesChanged signal (_on_signal); if this process ends
         # first, `status` records them (from the unit, or PID 1's journal).
         return job
-
-    async def _limit_slice(self, slice_name: str, slice_limits: dict[str, int] | None) -> None:
-        if slice_limits is not None and self._slice_limits.get(slice_name) != slice_limits:
-            # Written as a runtime drop-in that outlives the slice's unloading: once per slice
-            # and set of limits while this process runs, not once per job.
-            await self.systemd.set_unit_properties(slice_name, slice_properties(slice_limits))
-            self._slice_limits[slice_name] = dict(slice_limits)
 
     async def start_scope(
         self,
@@ -211,7 +209,8 @@ class Manager:
         if parent_started is None:
             raise PermissionDenied("the process asking has exited")
         slice_name = caller.unit_context().slice_name
-        await self._limit_slice(slice_name, slice_limits)
+        if slice_limits is not None:
+            await self.set_slice_limits(slice_name, slice_limits)
         now = datetime.now(UTC)
         job = Job(id=new_job_id(), spec=spec, owner=caller.user, uid=caller.uid,
                   created_at=now, started_at=now)  # fmt: skip
@@ -263,6 +262,49 @@ class Manager:
             event.set()
         return replace(job, outcome=outcome)
 
+    def check(self, spec: JobSpec, caller: Caller) -> UnitContext:
+        """What a job of this caller's is refused for before anything is recorded; the context
+        of its unit."""
+        # Whether -C and --writable exist is not asked here: as root, the answer would tell a
+        # caller about paths they cannot see. The CLI checks them as the caller
+        # (properties.check_paths); systemd checks them as the job's user (exit status 200/226).
+        if spec.workdir is not None:
+            check_tmp(spec, spec.workdir, "the working directory",
+                      f"run it from (or -C) a directory elsewhere, or add {RELAXED_HINT} "
+                      "--shared-tmp")  # fmt: skip
+        ctx = caller.unit_context()
+        # What the job may see of the homes depends on who it runs as: refused here, before
+        # anything is recorded or started.
+        home_properties(spec, user=ctx.user, dynamic_user=ctx.dynamic_user, home=ctx.home)
+        return ctx
+
+    @staticmethod
+    def new_job(spec: JobSpec, caller: Caller, schedule: str | None = None) -> Job:
+        return Job(
+            id=new_job_id(), spec=spec, owner=caller.user, uid=caller.uid,
+            created_at=datetime.now(UTC), schedule=schedule,
+        )  # fmt: skip
+
+    async def set_slice_limits(self, slice_name: str, limits: dict[str, int]) -> None:
+        """Give a slice exactly these aggregate limits. Written as a runtime drop-in that
+        outlives the slice's unloading: once per slice and set of limits while this process
+        runs, not once per job."""
+        if self._slice_limits.get(slice_name) != limits:
+            await self.systemd.set_unit_properties(slice_name, slice_properties(limits))
+            self._slice_limits[slice_name] = dict(limits)
+
+    def _forget(self, job_id: str, queued_job: bool, reason: str) -> None:
+        """A job systemd did not take: a new one is forgotten (the caller gets the error); one
+        of the queue, which its owner saw waiting, fails saying why."""
+        if queued_job:
+            self._cache(
+                self.store.set_outcome,
+                job_id,
+                Outcome(JobState.FAILED, reason=reason, finished_at=datetime.now(UTC)),
+            )
+        else:
+            self.store.remove(job_id)
+
     def _cache(self, write: Callable[..., None], *args: object) -> None:
         """A write of what systemd itself knows (start, outcome): a failure (disk full) costs
         only the cache, which the next status fills again; the answer stays right."""
@@ -301,10 +343,31 @@ class Manager:
         """The job with its current outcome (and usage while it runs)."""
         full = self.resolve(job_id, caller)
         job, stop_requested = self.store.get(full)
+        job = self._with_attempts(job)
         # A scope's outcome is what its client reported: systemd has nothing to derive it from.
         if job.outcome.state.finished and (not fresh or job.spec.kind == JobKind.SCOPE):
             return job
+        waiting = self._waiting(job)
+        if waiting is not None:
+            return waiting
         return await self._refresh(job, stop_requested is not None)
+
+    def _with_attempts(self, job: Job) -> Job:
+        attempt, attempts = self.queue.attempts(job.id)
+        return replace(job, attempt=attempt, attempts=attempts) if attempts else job
+
+    def queued_view(self, job: Job) -> Job:
+        """A job just put in the queue, as `status` shows it."""
+        return self._waiting(job) or job
+
+    def _waiting(self, job: Job) -> Job | None:
+        """The job as `queued`, saying what it waits for, if it waits in jobrund's queue."""
+        entry = self.queue.get(job.id)
+        if entry is None or entry.started:
+            return None
+        return replace(
+            job, outcome=Outcome(JobState.QUEUED, reason=waiting_reason(self.queue, job, entry))
+        )
 
     async def _refresh(self, job: Job, stop_requested: bool) -> Job:
         if job.spec.kind == JobKind.SCOPE:
@@ -370,9 +433,14 @@ class Manager:
         rows = self.store.all(*scope(caller), since=since)
         sem = asyncio.Semaphore(16)
 
+        waiting = self.queue.waiting_ids()
+
         async def one(job: Job, stop_requested: bool) -> Job:
+            job = self._with_attempts(job)
             if job.outcome.state.finished:
                 return job
+            if job.id in waiting:
+                return self._waiting(job) or job
             async with sem:
                 return await self._refresh(job, stop_requested)
 
@@ -401,6 +469,11 @@ class Manager:
         job = await self.status(job_id, caller)
         if job.outcome.state.finished:
             return job, False
+        if job.state is JobState.QUEUED and self.queue.cancel(job.id):
+            outcome = Outcome(JobState.STOPPED, reason="stopped before it ran (it was queued)",
+                              finished_at=datetime.now(UTC))  # fmt: skip
+            self.store.set_outcome(job.id, outcome)
+            return replace(job, outcome=outcome), True
         if timeout is not None:
             timeout = parse_seconds(timeout)
         if job.state is JobState.PAUSED:

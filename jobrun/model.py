@@ -63,7 +63,24 @@ def unit_name(job_id: str, kind: str = JobKind.SERVICE) -> str:
     return f"{UNIT_PREFIX}{job_id}.{kind}"
 
 
+def group_slice(owner_slice: str, group: str) -> str:
+    """The slice of a user's group, under the slice of the user's jobs (user_slice), so the
+    user's own limits still hold for all of their jobs and a group can only divide the user's
+    share (a dash is a level: jobrun-u1000-g-build.slice is in jobrun-u1000-g.slice, in
+    jobrun-u1000.slice)."""
+    return owner_slice.removesuffix(".slice") + f"-g-{group}.slice"
+
+
+QUEUE_FIELDS = ("group", "priority", "after", "after_any", "retry", "retry_delay", "retry_backoff")
+
+
+def queued(spec: JobSpec) -> bool:
+    """Whether the job goes through jobrund's queue (dispatch.py), not straight to systemd."""
+    return bool(spec.group or spec.after or spec.retry)
+
+
 class JobState(enum.StrEnum):
+    QUEUED = "queued"  # waiting in jobrund's queue (group slot, dependencies, retry delay)
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
@@ -72,7 +89,7 @@ class JobState(enum.StrEnum):
 
     @property
     def finished(self) -> bool:
-        return self is not JobState.RUNNING and self is not JobState.PAUSED
+        return self not in (JobState.RUNNING, JobState.PAUSED, JobState.QUEUED)
 
 
 @dataclass(frozen=True)
@@ -97,6 +114,15 @@ class JobSpec:
     writable: tuple[str, ...] = ()  # paths the job may write despite ProtectSystem=strict
     kind: JobKind = JobKind.SERVICE
     terminal: bool = False  # `run --pty`: its stdio was its caller's pseudo-terminal (pty.py)
+    timeout: float | None = None  # seconds the job may run (TimeoutStartSec= of a oneshot)
+    # jobrund's queue (dispatch.py): none of these is a unit property.
+    group: str | None = None  # the caller's group (queue) the job waits in and runs in
+    priority: int | None = None  # higher first within a group's queue (default 0)
+    after: tuple[str, ...] = ()  # job IDs that must have ended first
+    after_any: bool | None = None  # start once `after` ended whatever the result
+    retry: int | None = None  # further attempts after a failure
+    retry_delay: float | None = None  # seconds before the next attempt (default 0)
+    retry_backoff: bool | None = None  # double the delay at each attempt
 
     def replace(self, **changes: Any) -> JobSpec:
         return dataclasses.replace(self, **changes)
@@ -160,6 +186,8 @@ class Job:
     live_limits: dict[str, Any] = field(default_factory=dict)
     accounting: Accounting | None = None
     schedule: str | None = None  # the schedule (schedule.py) whose firing started it
+    attempt: int = 1  # which attempt of a --retry job this is (each attempt is a job)
+    attempts: tuple[str, ...] = ()  # IDs of all attempts, in order, once retried
 
     @property
     def unit(self) -> str:

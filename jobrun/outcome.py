@@ -93,7 +93,9 @@ def from_exit(
         state = JobState.SUCCEEDED
     else:
         state = JobState.FAILED
-        if result == "oom-kill" or oom:
+        if result == "timeout":
+            reason = "timeout"  # --timeout (TimeoutStartSec=) ran out: SIGTERM, then SIGKILL
+        elif result == "oom-kill" or oom:
             reason = "ran out of memory: killed by the kernel at MemoryMax"
         elif exit_code == EXIT_EXEC:
             exit_code = None
@@ -105,8 +107,6 @@ def from_exit(
             reason = f"killed by {sig}" + (" (core dumped)" if code == CLD_DUMPED else "")
         elif exit_code is not None:
             reason = f"exited with status {exit_code}"
-        elif result == "timeout":
-            reason = "timed out"
         elif result == "exit-code" and spec.writable:
             # The command never ran: the check of its --writable paths failed (unit.py).
             reason = (

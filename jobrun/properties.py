@@ -23,14 +23,18 @@ from .inputs import (
     check_command,
     check_name,
     cpus_text,
+    ids_text,
     int_parser,
     parse_bool,
     parse_cpus,
     parse_env,
+    parse_group,
+    parse_job_ids,
     parse_percent,
     parse_seconds,
     parse_workdir,
     parse_writable,
+    seconds_parser,
     size_parser,
 )
 from .model import JobKind, JobSpec
@@ -130,6 +134,30 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("writable", "--writable", "ReadWritePaths", "as", parse_writable, list,
             "Let the job write to this existing path; the rest of the system is read-only "
             "(repeatable)", metavar="PATH", repeat=True),
+    # A oneshot service's run is its start: RuntimeMaxSec= has no effect on it (systemd 252),
+    # TimeoutStartSec= ends it with Result=timeout (SIGTERM, SIGKILL after --stop-timeout).
+    Setting("timeout", "--timeout", "TimeoutStartUSec", "t", seconds_parser("--timeout", 0.001),
+            lambda s: int(s * USEC_PER_SEC),
+            "End the job as failed (reason: timeout) once it has run this many seconds",
+            metavar="SECONDS"),
+    # jobrund's queue (dispatch.py): no unit property (prop ""), jobrund acts on them.
+    Setting("group", "--group", "", "s", parse_group, _same,
+            "Queue the job in your group NAME (its --parallel limit and aggregate limits: "
+            "`jobrun group set`)", metavar="NAME"),
+    Setting("priority", "--priority", "", "x", int_parser(-1000, 1000, "--priority"), _same,
+            "Higher first in the group's queue (-1000–1000, default 0)", metavar="N"),
+    Setting("after", "--after", "", "as", parse_job_ids, list,
+            "Start once these jobs succeeded (fails, without running, if one did not)",
+            metavar="ID[,ID…]", several=True, to_input=ids_text),
+    Setting("after_any", "--after-any/--after-success", "", "b", parse_bool, _same,
+            "With --after: start once they ended, whatever their result"),
+    Setting("retry", "--retry", "", "u", int_parser(0, 100, "--retry"), _same,
+            "Run a failed job again, at most N more times (each attempt a job of its own)",
+            metavar="N"),
+    Setting("retry_delay", "--retry-delay", "", "d", seconds_parser("--retry-delay"), _same,
+            "Seconds between a failure and the next attempt (default 0)", metavar="SECONDS"),
+    Setting("retry_backoff", "--retry-backoff/--no-retry-backoff", "", "b", parse_bool, _same,
+            "Double --retry-delay at each further attempt"),
 )  # fmt: skip
 
 SETTINGS_BY_FIELD = {s.field: s for s in SETTINGS}

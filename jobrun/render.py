@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     JobDict = dict[str, Any]  # a job as wire/jobs.py's job_to_dict makes it
 
 _STATE_STYLE = {
+    "queued": "blue",
     "running": "cyan",
     "paused": "magenta",
     "succeeded": "green",
@@ -68,6 +69,9 @@ def _status_rows(job: JobDict, width: int | None = None) -> list[tuple[str, str,
     add("State", state + ended, f"[{style}]{state}[/]" + ended)
     if job["reason"]:
         add("Reason", job["reason"])
+    attempts = job.get("attempts")
+    if attempts:
+        add("Attempt", f"{job['attempt']} of {len(attempts)} ({', '.join(attempts)})")
     command = " ".join(job["command"])
     add("Command", command if width is None else fit(command, width - 10))
     add("Owner", job["owner"])

@@ -74,6 +74,7 @@ def _set_up(db: sqlite3.Connection) -> None:
     db.executescript(_SCHEMA)
     _set_up_live(db)
     _set_up_scopes(db)
+    _set_up_queue(db)
     db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
     _set_up_schedules(db)
 
@@ -138,6 +139,13 @@ def _set_up_scopes(db: sqlite3.Connection) -> None:
         "id TEXT PRIMARY KEY, "
         "pid INTEGER NOT NULL, start_time INTEGER NOT NULL)"
     )
+
+
+def _set_up_queue(db: sqlite3.Connection) -> None:
+    """jobrund's queue, groups and attempts (queuestore.py): tables of their own."""
+    from .queuestore import SCHEMA
+
+    db.executescript(SCHEMA)
 
 
 def state_dir() -> Path:

@@ -242,3 +242,18 @@ def inotify_instances(pid: int | str = "self") -> int:
         except OSError:
             continue
     return count
+
+
+MSG_UNIT_STARTING = "7d4958e842da4a758f6c1cdc7b36dcc5"  # PID 1: "Starting UNIT..."
+
+
+def job_starts(since: str) -> list[str]:
+    """Job IDs in the order PID 1 began starting their units since `since` (journalctl's
+    --since), once per start: the order a queue released them in, and how often each ran."""
+    out = subprocess.run(
+        ["journalctl", "-q", "-o", "json", "--output-fields=UNIT", f"--since={since}", "_PID=1",
+         f"MESSAGE_ID={MSG_UNIT_STARTING}"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    units = (str(json.loads(line).get("UNIT", "")) for line in out.splitlines())
+    return [u[len("jobrun-") : -len(".service")] for u in units if u.startswith("jobrun-")]

@@ -14,7 +14,7 @@ from .conftest import ROOT
 
 pytestmark = [pytest.mark.integration, pytest.mark.daemon]
 
-MEASUREMENTS = ("P1", "P2", "P3", "P4", "P5", "P6", "P7")
+MEASUREMENTS = ("P1", "P2", "P3", "P4", "P5", "P6", "P7", "P8")
 
 
 def test_quick_bench_produces_numbers_and_loses_nothing(tmp_path: Path) -> None:

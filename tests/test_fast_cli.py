@@ -41,6 +41,15 @@ GOOD: dict[str, list[str]] = {
     "stop_timeout": ["--stop-timeout", "5"],
     "profile": ["--profile", "relaxed"],
     "writable": ["--writable", "/tmp"],
+    "timeout": ["--timeout", "30"],
+    "group": ["--group", "fastq"],
+    "priority": ["--priority", "5"],
+    # No job has this ID: refused alike by both paths (a real one is not known here).
+    "after": ["--after", "0000000000"],
+    "after_any": ["--after-any"],
+    "retry": ["--retry", "1"],
+    "retry_delay": ["--retry-delay", "0.5"],
+    "retry_backoff": ["--retry-backoff"],
 }
 BAD: dict[str, list[list[str]]] = {
     "cpu_weight": [["--cpu-weight", "0"], ["--cpu-weight"]],
@@ -57,6 +66,14 @@ BAD: dict[str, list[list[str]]] = {
     "stop_timeout": [["--stop-timeout", "-1"], ["--stop-timeout", "1", "--stop-timeout", "2"]],
     "profile": [["--profile", "nope"]],
     "writable": [["--writable", "/no/such/path"]],
+    "timeout": [["--timeout", "0"], ["--timeout", "x"]],
+    "group": [["--group", "Bad-Name"]],
+    "priority": [["--priority", "1001"]],
+    "after": [["--after", "x!"]],
+    "after_any": [["--after-any=yes"]],
+    "retry": [["--retry", "101"]],
+    "retry_delay": [["--retry-delay", "-1"]],
+    "retry_backoff": [["--retry-backoff=1"]],
 }
 
 
@@ -70,7 +87,13 @@ def start_lines() -> list[list[str]]:
         ["start", "--", "true"],
         ["start", "true"],
         ["start", "--name", "héllo ✓", "sh", "-c", "exit 0", "--", "x"],
-        ["start", "--name=n", *[a for s in SETTINGS for a in GOOD[s.field]], "true"],
+        # All of them but --after (whose job does not exist) at once.
+        [
+            "start",
+            "--name=n",
+            *[a for s in SETTINGS if s.field != "after" for a in GOOD[s.field]],
+            "true",
+        ],
     ]
     bad = [["start", *b, "--", "true"] for s in SETTINGS for b in BAD[s.field]]
     bad += [

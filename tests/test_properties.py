@@ -170,10 +170,12 @@ def test_a_specs_values_build_the_same_spec_again_through_as_input() -> None:
         ["true"], cpu_weight="5", memory_high="1G", memory_max="2G", io_weight="7",
         tasks_max="9", cpu_quota="150%", cpu_affinity="0,2-3", network=True, private_tmp=True,
         env=["A=1"], workdir="/srv", stop_timeout="2.5", profile="default", writable=["/srv"],
+        timeout="30", group="build_1", priority="-3", after="abc,def0123456", after_any="yes",
+        retry="2", retry_delay="1.5", retry_backoff=True,
     )  # fmt: skip
     values = limits(spec)
     assert set(values) == {s.field for s in SETTINGS}
     assert build_spec(["true"], **as_input(values)) == spec
-    assert {s.field for s in SETTINGS if s.is_list} == {"cpu_affinity", "env", "writable"}
+    assert {s.field for s in SETTINGS if s.is_list} == {"cpu_affinity", "env", "writable", "after"}
     with pytest.raises(InvalidArgument, match="unknown setting"):
         build_spec(["true"], **as_input({"user": "root"}))

@@ -31,7 +31,7 @@ from jobrun.errors import (
     Unauthenticated,
 )
 
-from .helpers import systemctl_show, wait_for, wait_for_async
+from .helpers import as_user_cmd, systemctl_show, wait_for, wait_for_async
 from .remote_helpers import (
     Remote,
     backend,
@@ -128,6 +128,39 @@ async def test_pause_resume_and_set_over_remote(remote: Remote) -> None:
         await call(remote, "alice", "set_limits", job.id, {"network": True})
     stopped, _ = await call(remote, "alice", "stop", job.id, None)
     assert stopped.state == "stopped"
+
+
+def test_groups_and_the_queue_over_remote(remote: Remote) -> None:
+    out = remote.cli("alice", "group", "set", "rq", "--parallel", "1", "--tasks-max", "50",
+                     "--json")  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    (group,) = json.loads(out.stdout)
+    assert group["owner"] == "remote:alice" and group["parallel"] == 1, group
+    assert group["limits"] == {"tasks_max": 50}, group
+    first = remote.cli("alice", "start", "--group", "rq", "--", "sleep", "2").stdout.strip()
+    second = remote.cli("alice", "start", "--group", "rq", "--after", first, "--", "true")
+    assert second.returncode == 0, second.stderr
+    job = json.loads(remote.cli("alice", "status", "--json", second.stdout.strip()).stdout)
+    assert job["state"] == "queued" and job["limits"]["after"] == [first], job
+    listed = json.loads(remote.cli("alice", "group", "list", "--json").stdout)
+    assert [g["name"] for g in listed] == ["rq"], listed
+    # The remote identity's groups are not the local user's.
+    local = subprocess.run(
+        as_user_cmd("alice", sys.executable, "-m", "jobrun", "group", "list", "--json"),
+        capture_output=True, text=True, env={**os.environ, "JOBRUN_MODE": "daemon"}, cwd="/",
+    )  # fmt: skip
+    assert local.returncode == 0 and "remote:alice" not in local.stdout, local.stderr
+    wait_for(
+        lambda: (
+            json.loads(remote.cli("alice", "status", "--json", second.stdout.strip()).stdout)[
+                "state"
+            ]
+            == "succeeded"
+        ),
+        timeout=60,
+        interval=0.2,
+        what="the queued job to run",
+    )
 
 
 # -- who may do what -----------------------------------------------------------------------------
@@ -475,8 +508,11 @@ def test_a_job_dict_survives_the_wire_exactly() -> None:
         "created_at": "2026-11-29T07:00:00.123456+00:00", "started_at": None,
         "finished_at": "2026-11-29T07:00:01+00:00", "invocation_id": "ab" * 16,
         "limits": {"cpu_weight": 50, "memory_max": 1 << 30, "cpu_affinity": [0, 1],
-                   "network": False, "env": ["A=1"], "stop_timeout": 2.5, "profile": "strict"},
+                   "network": False, "env": ["A=1"], "stop_timeout": 2.5, "profile": "strict",
+                   "group": "build", "after": ["abc0000000"], "retry": 2},
         "usage": None, "live_limits": {}, "accounting": None, "schedule": "s000000001",
+        "attempt": 2,
+        "attempts": ["abc0000000", "abc0000001", "abc0000002"],
     }  # fmt: skip
     running = {**job, "state": "running", "exit_code": None, "result": None, "reason": None,
                "finished_at": None,

@@ -9,7 +9,7 @@ the table in properties.py.
 """
 
 # isort: off
-from . import foreground, jobs, live, logs, top, schedule, admin  # noqa: F401 - --help's order
+from . import foreground, jobs, live, logs, top, schedule, groups, admin  # noqa: F401 - --help's order
 
 # isort: on
 from .app import app, main

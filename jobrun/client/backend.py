@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from ..journal import Record
     from ..model import Job
     from ..processes import Claim
+    from ..queuestore import Group
     from ..schedule import Schedule
     from ..usage import Sample
 
@@ -23,11 +24,21 @@ if TYPE_CHECKING:
     Samples = list[Sample]
     Schedules = list[Schedule]
     Argv = list[str]
+    Groups = list[Group]  # `list` is a method name in the class below
 
 # Asking again after the server went away mid-stream (jobrund restarted): ~2 min in all.
 RESUME_RETRIES = 50
 RESUME_DELAY = 0.1  # times the retry's number, at most RESUME_DELAY_MAX
 RESUME_DELAY_MAX = 3.0
+
+
+def _no_groups(mode: str) -> JobrunError:
+    from ..errors import InvalidArgument
+
+    return InvalidArgument(
+        f"groups are jobrund's queue, which is not reachable here (mode: {mode})",
+        "run it where jobrund serves the system bus (JOBRUN_MODE=daemon)",
+    )
 
 
 class Backend(Protocol):
@@ -96,6 +107,13 @@ class Backend(Protocol):
             "schedules are jobrund's, and jobrund is not reachable on the system bus",
             "install jobrun's package (it brings jobrund); `jobrun doctor` checks the host",
         )
+
+    async def groups(self) -> Groups:
+        """The caller's groups (jobrund's queue, dispatch.py): only through jobrund's D-Bus."""
+        raise _no_groups(self.mode)
+
+    async def set_group(self, name: str, options: dict[str, str]) -> Group:
+        raise _no_groups(self.mode)
 
     def logs(
         self,

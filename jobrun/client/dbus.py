@@ -20,8 +20,11 @@ if TYPE_CHECKING:
 
     from ..model import Job
     from ..processes import Claim
+    from ..queuestore import Group
     from ..schedule import Schedule
     from .backend import Batch, Jobs, Samples, Schedules
+
+    Groups = list[Group]
 
 MAX_PENDING_CALLS = 64  # per bus connection (dbus-daemon allows 128)
 PIPE_SIZE = 1 << 20  # of the pipe jobrund sends output through
@@ -172,6 +175,23 @@ class DaemonBackend(Backend):
 
         (samples,) = await self.call("Usage", [])
         return samples_from_json(samples)
+
+    async def groups(self) -> Groups:
+        from ..wire.groups import groups_from_json
+
+        (groups,) = await self.call("Groups", [])
+        return groups_from_json(groups)
+
+    async def set_group(self, name: str, options: dict[str, str]) -> Group:
+        import json
+
+        from dbus_fast import Variant as V
+
+        from ..wire.groups import group_from_dict
+
+        body = {k: V("s", v) for k, v in options.items()}
+        (group,) = await self.call("GroupSet", [name, body])
+        return group_from_dict(json.loads(group))
 
     def _on_message(self, msg: Message) -> bool:
         from dbus_fast import MessageType

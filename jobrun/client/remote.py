@@ -20,8 +20,11 @@ if TYPE_CHECKING:
 
     from ..model import Job
     from ..processes import Claim
+    from ..queuestore import Group
     from ..schedule import Schedule
     from .backend import Argv, Batch, Jobs, Samples, Schedules
+
+    Groups = list[Group]
     from .target import Remote
 
 
@@ -268,6 +271,21 @@ class RemoteBackend(Backend):
         reply = await self._unary("RemoveSchedule", pb.ScheduleIdRequest(id=schedule_id),
                                   pb.ScheduleResponse)  # fmt: skip
         return schedule_from_proto(reply.schedule)
+
+    async def groups(self) -> Groups:
+        from ..v1 import jobrun_pb2 as pb
+        from ..wire.proto import group_from_proto
+
+        reply = await self._unary("Groups", pb.GroupsRequest(), pb.GroupsResponse)
+        return [group_from_proto(g) for g in reply.groups]
+
+    async def set_group(self, name: str, options: dict[str, str]) -> Group:
+        from ..v1 import jobrun_pb2 as pb
+        from ..wire.proto import group_from_proto
+
+        request = pb.GroupSetRequest(name=name, options=options)
+        reply = await self._unary("GroupSet", request, pb.GroupSetResponse)
+        return group_from_proto(reply.group)
 
     async def wait(self, job_id: str) -> Job:
         """Poll the job's status until it has ended. Once jobrund has answered, a dropped

@@ -49,6 +49,8 @@ ACTIONS: dict[str, tuple[str, str]] = {
     "list_schedules": _MANAGE,
     "show_schedule": _MANAGE,
     "remove_schedule": _MANAGE,
+    "group_set": _MANAGE,  # the caller's own groups only (dispatch.py)
+    "groups": _MANAGE,
 }
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import json
 import logging
 import os
 from collections.abc import Awaitable, Callable
@@ -27,13 +28,22 @@ from dbus_fast.aio import MessageBus
 from .. import dbus_api as api
 from ..bus import call_bus_daemon
 from ..config import Config
-from ..errors import Busy, InvalidArgument, JobrunError, PermissionDenied, error_text
+from ..dispatch import Dispatcher
+from ..errors import (
+    Busy,
+    InvalidArgument,
+    JobrunError,
+    PermissionDenied,
+    StateError,
+    error_text,
+)
 from ..journal import JournalUnavailable
 from ..manager import Caller, Manager, require_journal_output
 from ..model import UNIT_PREFIX
 from ..processes import Claim
 from ..properties import for_scope
 from ..wire import dbus as wire
+from ..wire.groups import decode_group_options, group_to_dict, groups_json
 from ..wire.jobs import job_json, jobs_json
 from ..wire.logs import pack_end, pack_error, pack_records
 from .admission import admit, admit_change, authorized_dbus_caller
@@ -49,11 +59,18 @@ Handler = Callable[[Message, Caller], Awaitable[list[Any]]]
 
 
 class Daemon(ScheduleVerbs, FairShare):
-    def __init__(self, bus: MessageBus, manager: Manager, config: Config) -> None:
+    def __init__(
+        self,
+        bus: MessageBus,
+        manager: Manager,
+        config: Config,
+        dispatcher: Dispatcher | None = None,
+    ) -> None:
         super().__init__(bus)
         self.manager = manager
+        self.dispatcher = dispatcher
         self.config = config
-        self.scheduler = Scheduler(manager, config)
+        self.scheduler = Scheduler(manager, config, dispatcher)
         self._streams: set[asyncio.Task[None]] = set()
         self._streams_of: collections.Counter[int] = collections.Counter()
         self._subscribers: dict[str, Caller] = {}
@@ -129,7 +146,9 @@ class Daemon(ScheduleVerbs, FairShare):
         spec, slice_limits = await admit(
             self.config, self.manager, wire.decode_start(command, options), caller
         )
-        job = await self.manager.start(spec, caller, slice_limits, stdin=stdin, tty=tty)
+        # Through the dispatcher: a job of the queue (--group, --after, --retry) waits there.
+        submit = self.dispatcher.submit if self.dispatcher else self.manager.start
+        job = await submit(spec, caller, slice_limits, stdin=stdin, tty=tty)
         return [job_json(job)]
 
     async def start_scope(self, msg: Message, caller: Caller) -> list[Any]:
@@ -273,6 +292,20 @@ class Daemon(ScheduleVerbs, FairShare):
         from ..wire.usage import samples_json
 
         return [samples_json(await self.manager.usage(caller))]
+
+    async def group_set(self, msg: Message, caller: Caller) -> list[Any]:
+        name, options = msg.body
+        values = {k: v.value if hasattr(v, "value") else v for k, v in options.items()}
+        group = await self._dispatcher().set_group(caller, name, **decode_group_options(values))
+        return [json.dumps(group_to_dict(group))]
+
+    async def groups(self, msg: Message, caller: Caller) -> list[Any]:
+        return [groups_json(self._dispatcher().groups(caller))]
+
+    def _dispatcher(self) -> Dispatcher:
+        if self.dispatcher is None:
+            raise StateError("this jobrund keeps no queue")
+        return self.dispatcher
 
     async def whoami(self, msg: Message, caller: Caller) -> list[Any]:
         return [caller.user, caller.admin]

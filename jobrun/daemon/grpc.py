@@ -27,12 +27,20 @@ from typing import TYPE_CHECKING, Any
 from grpclib.const import Cardinality, Handler, Status
 
 from .. import tls
-from ..errors import Busy, InvalidArgument, JobrunError, error_text
+from ..errors import Busy, InvalidArgument, JobrunError, StateError, error_text
 from ..manager import Caller, Manager
 from ..properties import as_input, build_changes, build_spec
 from ..trust import Serial
 from ..v1 import jobrun_pb2 as pb
-from ..wire.proto import ERROR_KEY, SERVICE, job_to_proto, options_from_proto, record_to_proto
+from ..wire.groups import decode_group_options
+from ..wire.proto import (
+    ERROR_KEY,
+    SERVICE,
+    group_to_proto,
+    job_to_proto,
+    options_from_proto,
+    record_to_proto,
+)
 from ..wire.schedules_proto import schedule_to_proto, when_from_proto
 from ..wire.usage import sample_to_proto
 from .admission import admit, admit_change
@@ -43,6 +51,7 @@ if TYPE_CHECKING:
     from grpclib.server import Server, Stream
 
     from ..config import Config, RemoteConfig
+    from ..dispatch import Dispatcher
 
 log = logging.getLogger("jobrund.remote")
 
@@ -106,15 +115,23 @@ class JobsService:
     """jobrun.v1.Jobs on top of jobrund's Manager, for callers named by their certificate."""
 
     def __init__(
-        self, manager: Manager, config: Config, remote: RemoteConfig, server: tls.ServerTLS
+        self,
+        manager: Manager,
+        config: Config,
+        remote: RemoteConfig,
+        server: tls.ServerTLS,
+        dispatcher: Dispatcher | None = None,
     ) -> None:
         self.manager = manager
+        # Jobs enter through the dispatcher (its queue: --group, --after, --retry) in jobrund.
+        self.dispatcher = dispatcher
+        self.submit = dispatcher.submit if dispatcher is not None else manager.start
         self.config = config
         self.remote = remote
         self.tls = server
         self.peers = tls.PeerCheck(revoked=lambda: server.revoked)
         self.bounds = CallerBounds()
-        self.scheduler = Scheduler(manager, config)
+        self.scheduler = Scheduler(manager, config, dispatcher)
 
     def __mapping__(self) -> dict[str, Handler]:
         def unary(fn: Callable[[Any, Caller], Awaitable[Any]], req: type, rep: type) -> Handler:
@@ -158,6 +175,8 @@ class JobsService:
             f"/{SERVICE}/RemoveSchedule": unary(
                 self.remove_schedule, pb.ScheduleIdRequest, pb.ScheduleResponse
             ),
+            f"/{SERVICE}/GroupSet": unary(self.group_set, pb.GroupSetRequest, pb.GroupSetResponse),
+            f"/{SERVICE}/Groups": unary(self.groups, pb.GroupsRequest, pb.GroupsResponse),
             f"/{SERVICE}/Logs": Handler(
                 logs, Cardinality.UNARY_STREAM, pb.LogsRequest, pb.LogsResponse
             ),
@@ -214,7 +233,7 @@ class JobsService:
         name = req.name if req.HasField("name") else None
         spec = build_spec(list(req.command), name=name, **values)
         spec, slice_limits = await admit(self.config, self.manager, spec, caller)
-        job = await self.manager.start(spec, caller, slice_limits, stdin=stdin)
+        job = await self.submit(spec, caller, slice_limits, stdin=stdin)
         return pb.StartResponse(job=job_to_proto(job))
 
     async def stop(self, req: pb.StopRequest, caller: Caller) -> pb.StopResponse:
@@ -308,6 +327,20 @@ class JobsService:
         sched = await self.scheduler.remove(req.id, caller)
         return pb.ScheduleResponse(schedule=schedule_to_proto(sched))
 
+    async def group_set(self, req: pb.GroupSetRequest, caller: Caller) -> pb.GroupSetResponse:
+        options = decode_group_options(dict(req.options))
+        group = await self._dispatcher().set_group(caller, req.name, **options)
+        return pb.GroupSetResponse(group=group_to_proto(group))
+
+    async def groups(self, req: pb.GroupsRequest, caller: Caller) -> pb.GroupsResponse:
+        groups = self._dispatcher().groups(caller)
+        return pb.GroupsResponse(groups=[group_to_proto(g) for g in groups])
+
+    def _dispatcher(self) -> Dispatcher:
+        if self.dispatcher is None:
+            raise StateError("this jobrund keeps no queue")
+        return self.dispatcher
+
     async def logs(self, stream: Stream[Any, Any], req: pb.LogsRequest, caller: Caller) -> None:
         """Records in batches as the reader has them at hand (at most MAX_BATCH per message), so
         a finished job streams at the journal's speed and a follower still gets each line at
@@ -369,7 +402,10 @@ def server_tls(remote: RemoteConfig) -> tls.ServerTLS:
 
 
 async def serve(
-    manager: Manager, config: Config, server: tls.ServerTLS | None = None
+    manager: Manager,
+    config: Config,
+    server: tls.ServerTLS | None = None,
+    dispatcher: Dispatcher | None = None,
 ) -> Server | None:
     """Start the gRPC server if the config asks for one (jobrund calls this once)."""
     remote = config.remote
@@ -378,7 +414,7 @@ async def serve(
     from grpclib.server import Server
 
     server = server or server_tls(remote)
-    grpc_server = Server([JobsService(manager, config, remote, server)])
+    grpc_server = Server([JobsService(manager, config, remote, server, dispatcher)])
     try:
         await grpc_server.start(remote.host, remote.port, ssl=server.context, reuse_address=True)
     except OSError as e:

@@ -12,6 +12,7 @@ from .. import dbus_api as api
 from .. import live
 from ..bus import connect_system_bus
 from ..config import Config
+from ..dispatch import Dispatcher
 from ..errors import JobrunError
 from ..manager import Manager
 from ..store import Store
@@ -34,7 +35,8 @@ async def _serve(stack: contextlib.ExitStack) -> None:
         server_tls = remote_api.server_tls(config.remote)  # a bad CA or CRL: no start at all
     bus = await connect_system_bus()
     manager = await Manager.open(Store())
-    daemon = Daemon(bus, manager, config)
+    dispatcher = Dispatcher(manager)
+    daemon = Daemon(bus, manager, config, dispatcher)
     daemon.scheduler.tls = server_tls  # a remote identity's revoked certificate fires nothing
     bus.add_message_handler(daemon.on_message)
     # Signals reach the daemon only through the systemd client's filter, which passes on only
@@ -45,10 +47,12 @@ async def _serve(stack: contextlib.ExitStack) -> None:
     # catch-up firing calls jobrund, so it waits until jobrund is on the bus.
     catch_up = await daemon.scheduler.restore()
     await bus.request_name(api.BUS_NAME)
+    # The queue carries on from the database: what waited or ran when jobrund last stopped.
+    dispatcher.start()
     await daemon.scheduler.catch_up(catch_up)
     remote = None
     if config.remote is not None:
-        remote = await remote_api.serve(manager, config, server_tls)
+        remote = await remote_api.serve(manager, config, server_tls, dispatcher)
     exporter = None
     if config.metrics is not None:
         from ..metrics import export
@@ -79,6 +83,7 @@ async def _serve(stack: contextlib.ExitStack) -> None:
     # Log streams end without their end frame (clients ask again after their last cursor), not
     # with the end their feeds would report once the manager closes them.
     await daemon.end_streams()
+    await dispatcher.close()
     bus.disconnect()
     await manager.close()
 

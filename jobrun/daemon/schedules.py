@@ -54,6 +54,7 @@ from .admission import admit
 
 if TYPE_CHECKING:
     from ..config import Config
+    from ..dispatch import Dispatcher
     from ..manager import Manager
     from ..model import JobSpec
     from ..tls import ServerTLS
@@ -134,8 +135,11 @@ async def occurrences(
 class Scheduler:
     """Schedules for jobrund's front ends: create, list, show, remove, fire, restore."""
 
-    def __init__(self, manager: Manager, config: Config) -> None:
+    def __init__(
+        self, manager: Manager, config: Config, dispatcher: Dispatcher | None = None
+    ) -> None:
         self.manager = manager
+        self.dispatcher = dispatcher
         self.config = config
         # The remote API's TLS (jobrund sets it where the API is on): its CRL, for firings of
         # remote identities' schedules.
@@ -255,7 +259,9 @@ class Scheduler:
                 mine = not sched.remote and caller.uid == sched.uid
                 owner = caller if mine else self._owner(sched)
                 spec, slice_limits = await admit(self.config, self.manager, sched.spec, owner)
-                job = await self.manager.start(spec, owner, slice_limits, schedule=sched.id)
+                # Through the queue where the spec asks for it (--group, --after, --retry).
+                submit = self.dispatcher.submit if self.dispatcher else self.manager.start
+                job = await submit(spec, owner, slice_limits, schedule=sched.id)
             except JobrunError as e:
                 self.table.add_event(sched.id, Event(datetime.now(UTC), "failed", note=e.message))
                 raise

@@ -8,6 +8,7 @@ from typing import ClassVar as _ClassVar, Iterable as _Iterable, Mapping as _Map
 DESCRIPTOR: _descriptor.FileDescriptor
 JOB_STATE_FAILED: JobState
 JOB_STATE_PAUSED: JobState
+JOB_STATE_QUEUED: JobState
 JOB_STATE_RUNNING: JobState
 JOB_STATE_STOPPED: JobState
 JOB_STATE_SUCCEEDED: JobState
@@ -35,9 +36,67 @@ class Accounting(_message.Message):
     tasks_peak: int
     def __init__(self, cpu_seconds: _Optional[float] = ..., memory_peak_bytes: _Optional[int] = ..., io_read_bytes: _Optional[int] = ..., io_write_bytes: _Optional[int] = ..., tasks_peak: _Optional[int] = ..., sampled_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
+class Group(_message.Message):
+    __slots__ = ["limits", "name", "owner", "parallel", "paused", "queued", "running"]
+    class LimitsEntry(_message.Message):
+        __slots__ = ["key", "value"]
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    LIMITS_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    PARALLEL_FIELD_NUMBER: _ClassVar[int]
+    PAUSED_FIELD_NUMBER: _ClassVar[int]
+    QUEUED_FIELD_NUMBER: _ClassVar[int]
+    RUNNING_FIELD_NUMBER: _ClassVar[int]
+    limits: _containers.ScalarMap[str, int]
+    name: str
+    owner: str
+    parallel: int
+    paused: bool
+    queued: int
+    running: int
+    def __init__(self, name: _Optional[str] = ..., owner: _Optional[str] = ..., parallel: _Optional[int] = ..., paused: bool = ..., limits: _Optional[_Mapping[str, int]] = ..., queued: _Optional[int] = ..., running: _Optional[int] = ...) -> None: ...
+
+class GroupSetRequest(_message.Message):
+    __slots__ = ["name", "options"]
+    class OptionsEntry(_message.Message):
+        __slots__ = ["key", "value"]
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    options: _containers.ScalarMap[str, str]
+    def __init__(self, name: _Optional[str] = ..., options: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class GroupSetResponse(_message.Message):
+    __slots__ = ["group"]
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    group: Group
+    def __init__(self, group: _Optional[_Union[Group, _Mapping]] = ...) -> None: ...
+
+class GroupsRequest(_message.Message):
+    __slots__ = []
+    def __init__(self) -> None: ...
+
+class GroupsResponse(_message.Message):
+    __slots__ = ["groups"]
+    GROUPS_FIELD_NUMBER: _ClassVar[int]
+    groups: _containers.RepeatedCompositeFieldContainer[Group]
+    def __init__(self, groups: _Optional[_Iterable[_Union[Group, _Mapping]]] = ...) -> None: ...
+
 class Job(_message.Message):
-    __slots__ = ["accounting", "command", "created_at", "exit_code", "finished_at", "id", "invocation_id", "kind", "limits", "live_limits", "name", "owner", "reason", "reported_by", "result", "schedule", "signal", "started_at", "state", "terminal", "uid", "unit", "usage"]
+    __slots__ = ["accounting", "attempt", "attempts", "command", "created_at", "exit_code", "finished_at", "id", "invocation_id", "kind", "limits", "live_limits", "name", "owner", "reason", "reported_by", "result", "schedule", "signal", "started_at", "state", "terminal", "uid", "unit", "usage"]
     ACCOUNTING_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     COMMAND_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
@@ -61,6 +120,8 @@ class Job(_message.Message):
     UNIT_FIELD_NUMBER: _ClassVar[int]
     USAGE_FIELD_NUMBER: _ClassVar[int]
     accounting: Accounting
+    attempt: int
+    attempts: _containers.RepeatedScalarFieldContainer[str]
     command: _containers.RepeatedScalarFieldContainer[str]
     created_at: _timestamp_pb2.Timestamp
     exit_code: int
@@ -83,39 +144,55 @@ class Job(_message.Message):
     uid: int
     unit: str
     usage: Usage
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., unit: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., exit_code: _Optional[int] = ..., signal: _Optional[str] = ..., result: _Optional[str] = ..., reason: _Optional[str] = ..., command: _Optional[_Iterable[str]] = ..., owner: _Optional[str] = ..., uid: _Optional[int] = ..., created_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., invocation_id: _Optional[str] = ..., limits: _Optional[_Union[JobOptions, _Mapping]] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., live_limits: _Optional[_Union[JobOptions, _Mapping]] = ..., accounting: _Optional[_Union[Accounting, _Mapping]] = ..., kind: _Optional[str] = ..., reported_by: _Optional[str] = ..., schedule: _Optional[str] = ..., terminal: bool = ...) -> None: ...
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., unit: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., exit_code: _Optional[int] = ..., signal: _Optional[str] = ..., result: _Optional[str] = ..., reason: _Optional[str] = ..., command: _Optional[_Iterable[str]] = ..., owner: _Optional[str] = ..., uid: _Optional[int] = ..., created_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., invocation_id: _Optional[str] = ..., limits: _Optional[_Union[JobOptions, _Mapping]] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., live_limits: _Optional[_Union[JobOptions, _Mapping]] = ..., accounting: _Optional[_Union[Accounting, _Mapping]] = ..., kind: _Optional[str] = ..., reported_by: _Optional[str] = ..., schedule: _Optional[str] = ..., terminal: bool = ..., attempt: _Optional[int] = ..., attempts: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class JobOptions(_message.Message):
-    __slots__ = ["cpu_affinity", "cpu_quota", "cpu_weight", "env", "io_weight", "memory_high", "memory_max", "network", "private_tmp", "profile", "stop_timeout", "tasks_max", "workdir", "writable"]
+    __slots__ = ["after", "after_any", "cpu_affinity", "cpu_quota", "cpu_weight", "env", "group", "io_weight", "memory_high", "memory_max", "network", "priority", "private_tmp", "profile", "retry", "retry_backoff", "retry_delay", "stop_timeout", "tasks_max", "timeout", "workdir", "writable"]
+    AFTER_ANY_FIELD_NUMBER: _ClassVar[int]
+    AFTER_FIELD_NUMBER: _ClassVar[int]
     CPU_AFFINITY_FIELD_NUMBER: _ClassVar[int]
     CPU_QUOTA_FIELD_NUMBER: _ClassVar[int]
     CPU_WEIGHT_FIELD_NUMBER: _ClassVar[int]
     ENV_FIELD_NUMBER: _ClassVar[int]
+    GROUP_FIELD_NUMBER: _ClassVar[int]
     IO_WEIGHT_FIELD_NUMBER: _ClassVar[int]
     MEMORY_HIGH_FIELD_NUMBER: _ClassVar[int]
     MEMORY_MAX_FIELD_NUMBER: _ClassVar[int]
     NETWORK_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
     PRIVATE_TMP_FIELD_NUMBER: _ClassVar[int]
     PROFILE_FIELD_NUMBER: _ClassVar[int]
+    RETRY_BACKOFF_FIELD_NUMBER: _ClassVar[int]
+    RETRY_DELAY_FIELD_NUMBER: _ClassVar[int]
+    RETRY_FIELD_NUMBER: _ClassVar[int]
     STOP_TIMEOUT_FIELD_NUMBER: _ClassVar[int]
     TASKS_MAX_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_FIELD_NUMBER: _ClassVar[int]
     WORKDIR_FIELD_NUMBER: _ClassVar[int]
     WRITABLE_FIELD_NUMBER: _ClassVar[int]
+    after: _containers.RepeatedScalarFieldContainer[str]
+    after_any: bool
     cpu_affinity: _containers.RepeatedScalarFieldContainer[int]
     cpu_quota: int
     cpu_weight: int
     env: _containers.RepeatedScalarFieldContainer[str]
+    group: str
     io_weight: int
     memory_high: int
     memory_max: int
     network: bool
+    priority: int
     private_tmp: bool
     profile: str
+    retry: int
+    retry_backoff: bool
+    retry_delay: float
     stop_timeout: float
     tasks_max: int
+    timeout: float
     workdir: str
     writable: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, cpu_weight: _Optional[int] = ..., memory_high: _Optional[int] = ..., memory_max: _Optional[int] = ..., io_weight: _Optional[int] = ..., tasks_max: _Optional[int] = ..., cpu_quota: _Optional[int] = ..., cpu_affinity: _Optional[_Iterable[int]] = ..., network: bool = ..., private_tmp: bool = ..., env: _Optional[_Iterable[str]] = ..., workdir: _Optional[str] = ..., stop_timeout: _Optional[float] = ..., profile: _Optional[str] = ..., writable: _Optional[_Iterable[str]] = ...) -> None: ...
+    def __init__(self, cpu_weight: _Optional[int] = ..., memory_high: _Optional[int] = ..., memory_max: _Optional[int] = ..., io_weight: _Optional[int] = ..., tasks_max: _Optional[int] = ..., cpu_quota: _Optional[int] = ..., cpu_affinity: _Optional[_Iterable[int]] = ..., network: bool = ..., private_tmp: bool = ..., env: _Optional[_Iterable[str]] = ..., workdir: _Optional[str] = ..., stop_timeout: _Optional[float] = ..., profile: _Optional[str] = ..., writable: _Optional[_Iterable[str]] = ..., timeout: _Optional[float] = ..., group: _Optional[str] = ..., priority: _Optional[int] = ..., after: _Optional[_Iterable[str]] = ..., after_any: bool = ..., retry: _Optional[int] = ..., retry_delay: _Optional[float] = ..., retry_backoff: bool = ...) -> None: ...
 
 class KillRequest(_message.Message):
     __slots__ = ["id", "signal"]

@@ -53,6 +53,8 @@ def job_to_dict(job: Job) -> dict[str, Any]:
         # What the whole run used, kept after it ended (accounting.py); null: not measured.
         "accounting": acct.to_dict(job.accounting) if job.accounting else None,
         "schedule": job.schedule,
+        "attempt": job.attempt,
+        "attempts": list(job.attempts),
     }
 
 
@@ -96,6 +98,8 @@ def job_from_dict(d: dict[str, Any]) -> Job:
         live_limits=dict(d.get("live_limits") or {}),
         accounting=acct.from_dict(d["accounting"]) if d.get("accounting") else None,
         schedule=d.get("schedule"),
+        attempt=d.get("attempt", 1),
+        attempts=tuple(d.get("attempts", ())),
     )
 
 

@@ -15,6 +15,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from ..journal import Record
 from ..model import Accounting, Job, JobKind, JobState, Outcome, Usage, kind_of
 from ..properties import SETTINGS, limits
+from ..queuestore import Group
 from ..v1 import jobrun_pb2 as pb
 from .jobs import spec_from_limits
 from .logs import LINE_BREAK_CODES, LINE_BREAKS
@@ -27,6 +28,7 @@ _STATES = {
     JobState.FAILED: pb.JOB_STATE_FAILED,
     JobState.STOPPED: pb.JOB_STATE_STOPPED,
     JobState.PAUSED: pb.JOB_STATE_PAUSED,
+    JobState.QUEUED: pb.JOB_STATE_QUEUED,
 }
 _STATE_OF = {v: k for k, v in _STATES.items()}
 _USAGE = tuple(f.name for f in dataclasses.fields(Usage))
@@ -85,6 +87,8 @@ def job_to_proto(job: Job) -> pb.Job:
         uid=job.uid,
         limits=options_to_proto(limits(job.spec)),
         terminal=job.spec.terminal,
+        attempt=job.attempt,
+        attempts=job.attempts,
     )
     optional = {
         "name": job.spec.name,
@@ -162,7 +166,23 @@ def job_from_proto(msg: pb.Job) -> Job:
         live_limits=options_from_proto(msg.live_limits),
         accounting=accounting,
         schedule=opt("schedule"),
+        attempt=msg.attempt or 1,
+        attempts=tuple(msg.attempts),
     )
+
+
+def group_to_proto(group: Group) -> pb.Group:
+    msg = pb.Group(name=group.name, owner=group.owner, paused=group.paused, limits=group.limits,
+                   queued=group.queued, running=group.running)  # fmt: skip
+    if group.parallel is not None:
+        msg.parallel = group.parallel
+    return msg
+
+
+def group_from_proto(msg: pb.Group) -> Group:
+    parallel = msg.parallel if msg.HasField("parallel") else None
+    return Group(msg.owner, msg.name, parallel, msg.paused, dict(msg.limits), msg.queued,
+                 msg.running)  # fmt: skip
 
 
 def record_to_proto(rec: Record) -> pb.Record:
