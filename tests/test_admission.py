@@ -79,12 +79,14 @@ async def test_same_decisions_and_errors_and_start_asks_both_at_once(
             )
             case = (by_action, uid, verb, sender, interactive)
             assert got == want, case
-            if verb != "start":
+            # Every method that starts jobs (start, run --scope, schedules) asks `start`'s action.
+            starts = verb in admission.ACTIONS and admission.ACTIONS[verb][0] == polkit.ACTION_START
+            if not starts:
                 assert now.asked == before.asked, case  # manage-own only after manage-all's no
             else:  # both, even where the one after the other stopped at the first (no sooner)
                 assert set(now.asked) <= set(before.asked) | {(polkit.ACTION_START, interactive)}
                 assert set(before.asked) <= set(now.asked), case
-            if verb == "start" and uid != 0 and sender is not None and uid != UIDS[2]:
+            if starts and uid != 0 and sender is not None and uid != UIDS[2]:
                 assert now.most == 2, case  # both questions in flight together
                 assert before.most == 1
             cases += 1
