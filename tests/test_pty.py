@@ -109,6 +109,24 @@ def _run(user: str, *args: str) -> subprocess.CompletedProcess[str]:
 SHELL = ["bash", "--norc", "--noprofile", "-i"]
 
 
+def _sleep_in_foreground(unit: str) -> bool:
+    """Whether the job's shell runs `sleep` as its terminal's foreground process group: only
+    then does a Ctrl-C or Ctrl-Z typed reach it (typed between bash's fork and its tcsetpgrp,
+    it reaches the shell, which ignores it)."""
+    for pid in cgroup_pids(unit) or []:
+        try:
+            with open(f"/proc/{pid}/comm") as f:
+                comm = f.read().strip()
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        # after the command: state, ppid, pgrp, session, tty_nr, tpgid
+        if comm == "sleep" and fields[2] == fields[5]:
+            return True
+    return False
+
+
 @pytest.mark.parametrize("user", USERS)
 def test_interactive_shell(user: str) -> None:
     cmd, env = _cli(user, "run", "--pty", "-E", f"PS1={PROMPT.decode()}", "--", *SHELL)
@@ -138,7 +156,7 @@ def test_interactive_shell(user: str) -> None:
         wait_for(resized, what="the new window size in the job")
         # Ctrl-C interrupts what the shell runs in the foreground; the shell lives on.
         at = term.type(b"sleep 100; echo NOT-REACHED\r")
-        wait_for(lambda: len(cgroup_pids(unit) or []) >= 2, what="the sleep in the job")
+        wait_for(lambda: _sleep_in_foreground(unit), what="the sleep in the job's foreground")
         term.type(b"\x03")
         term.expect(re.escape(PROMPT), "the prompt after Ctrl-C", at)
         at = term.type(b"echo alive $((1+1))\r")
@@ -146,7 +164,7 @@ def test_interactive_shell(user: str) -> None:
         assert not re.search(rb"[\r\n]NOT-REACHED", term.seen), term.seen
         # Ctrl-Z stops it: job control in the job's shell.
         at = term.type(b"sleep 100\r")
-        wait_for(lambda: len(cgroup_pids(unit) or []) >= 2, what="the sleep in the job")
+        wait_for(lambda: _sleep_in_foreground(unit), what="the sleep in the job's foreground")
         term.type(b"\x1a")
         term.expect(rb"Stopped\s+sleep 100", "the shell's report of the stopped sleep", at)
         at = term.type(b"kill %1; wait; echo killed\r")
