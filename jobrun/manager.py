@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from dbus_fast import Message
 
-from . import envfile, live, processes
+from . import envfile, live, processes, scopes
 from . import outcome as oc
 from . import usage as usage_
 from .caller import Caller as Caller
@@ -27,7 +27,6 @@ from .config import slice_properties
 from .errors import (
     InvalidArgument,
     JobrunError,
-    NoJournalOutput,
     PermissionDenied,
     StateError,
     SystemdError,
@@ -48,8 +47,8 @@ from .output import job_batches
 from .profiles import RELAXED_HINT, check_tmp, home_properties
 from .queuestore import Queue, waiting_reason
 from .store import Store
-from .systemd import NO_SUCH_PROCESS, NO_SUCH_UNIT, SCOPE, SERVICE, UNIT, Systemd
-from .unit import UnitContext, scope_properties, unit_properties
+from .systemd import NO_ANSWER, NO_SUCH_PROCESS, NO_SUCH_UNIT, SERVICE, UNIT, Systemd
+from .unit import UnitContext, unit_properties
 
 if TYPE_CHECKING:
     from .journal import Record
@@ -61,14 +60,6 @@ _UNIT_PATH = "/org/freedesktop/systemd1/unit/" + UNIT_PREFIX.replace("-", "_2d")
 
 log = logging.getLogger(__name__)
 
-# Errors from the bus itself, not from systemd: the call may or may not have been carried out.
-# (Under load the bus answers "Message recipient disconnected from message bus without replying".)
-_NO_ANSWER = (
-    "org.freedesktop.DBus.Error.NoReply",
-    "org.freedesktop.DBus.Error.Disconnected",
-    "org.freedesktop.DBus.Error.Timeout",
-    "org.freedesktop.DBus.Error.TimedOut",
-)
 
 SCOPE_REPORT_WAIT = 5.0  # seconds `stop` waits for a stopped scope's client to report its end
 RECENT = timedelta(hours=24)  # `list` without --all: running jobs and those created since
@@ -82,7 +73,7 @@ class Manager:
         self.store = store
         self.feeds = Feeds()  # one journal reader per followed job, for all its followers
         self._slice_limits: dict[str, dict[str, int]] = {}  # slice → the limits it was given
-        self._reports: set[asyncio.Event] = set()  # of waiters, set by a scope's report
+        self.report_waiters: set[asyncio.Event] = set()  # of waiters, set by a scope's report
         self.queue = Queue(store)  # jobrund's queue (dispatch.py): waiting jobs are shown here
         self._listening = contextlib.ExitStack()
         self._listening.enter_context(systemd.listen(self._on_signal))
@@ -178,7 +169,7 @@ class Manager:
             # this task cancelled because jobrund is stopping) leaves it unknown whether systemd
             # carried the request out, so the record stays: status finds the unit, or reports
             # that none ran.
-            if getattr(e, "dbus_error", None) not in _NO_ANSWER:
+            if getattr(e, "dbus_error", None) not in NO_ANSWER:
                 self._forget(job.id, queued_job, f"systemd refused to start it: {e}")
                 envfile.remove(job.id)
             raise
@@ -197,70 +188,17 @@ class Manager:
         caller: Caller | None = None,
         slice_limits: dict[str, int] | None = None,
     ) -> Job:
-        """Put the caller's process `claim` in a new scope job (`jobrun run --scope`) in the
-        caller's slice, with the spec's limits. `parent`: the PID of the caller's process
-        that asks, which must be the claimed process's parent (processes.check_child) and
-        reports its exit status (report_exit)."""
-        caller = caller or Caller.current()
-        if caller.remote or spec.kind != JobKind.SCOPE:
-            raise InvalidArgument("only a local caller's own process can be put in a scope")
-        processes.check_child(claim, caller.uid, parent)
-        parent_started = processes.start_time(parent)
-        if parent_started is None:
-            raise PermissionDenied("the process asking has exited")
-        slice_name = caller.unit_context().slice_name
-        if slice_limits is not None:
-            await self.set_slice_limits(slice_name, slice_limits)
-        now = datetime.now(UTC)
-        job = Job(id=new_job_id(), spec=spec, owner=caller.user, uid=caller.uid,
-                  created_at=now, started_at=now)  # fmt: skip
-        # Record first, with who reports its exit, so the scope is never unknown to jobrun.
-        self.store.add(job)
-        self.store.set_started(job.id, None, now)
-        self.store.set_reporter(job.id, parent, parent_started)
-        try:
-            await self.systemd.start_transient_unit(
-                job.unit, scope_properties(job.id, spec, claim.pid, slice_name)
-            )
-        except (SystemdError, PermissionDenied) as e:
-            if getattr(e, "dbus_error", None) not in _NO_ANSWER:
-                self.store.remove(job.id)
-            raise
-        if not processes.still_there(claim):
-            # It exited between the check and systemd's move, so the PID systemd moved may
-            # since be another's (systemd 252 takes PIDs, not pidfds): the job is over, and
-            # nobody manages what the scope may hold through jobrun (docs/DESIGN.md).
-            outcome = Outcome(JobState.FAILED, "unreported", reason="the process exited before "
-                              "it was put in the scope", finished_at=datetime.now(UTC))  # fmt: skip
-            self._cache(self.store.set_outcome, job.id, outcome)
-            raise PermissionDenied(f"process {claim.pid} exited before it was put in the scope")
-        return job
+        """Put the caller's process `claim` in a new scope job (`jobrun run --scope`, scopes.py);
+        `parent`: the caller's process that asks and will report its exit status."""
+        return await scopes.start(
+            self, spec, claim, parent, caller or Caller.current(), slice_limits
+        )
 
     async def report_exit(
         self, job_id: str, caller: Caller | None, exit_code: int | None, signum: int | None
     ) -> Job:
-        """A scope job's end as its client saw its process end (`exit_code`, or killed by
-        `signum`): accepted once, from the job's owner only (not an admin: nobody else saw
-        it). The rest of the scope ends with it, as a service's (KillMode=control-group)."""
-        caller = caller or Caller.current()
-        if (exit_code is None) == (signum is None):
-            raise InvalidArgument("report either an exit code or a signal")
-        if exit_code is not None and not 0 <= exit_code <= 255:
-            raise InvalidArgument(f"exit code {exit_code} is not from 0 to 255")
-        if signum is not None and (signum not in signal.valid_signals() or signum == 0):
-            raise InvalidArgument(f"{signum} is not a signal number")
-        full = self.store.resolve(job_id, *scope(replace(caller, admin=False)))
-        job, stop_requested = self.store.get(full)
-        if job.spec.kind != JobKind.SCOPE:
-            raise InvalidArgument(f"job {job.id} is not a scope: systemd reports how it ended")
-        outcome = oc.reported(exit_code, signum, stop_requested is not None, datetime.now(UTC))
-        if not self.store.set_outcome_once(job.id, outcome):
-            raise InvalidArgument(f"job {job.id} has ended already; its end was recorded")
-        with contextlib.suppress(SystemdError):  # the scope is gone: nothing left in it
-            await self.systemd.stop_unit(job.unit)
-        for event in self._reports:
-            event.set()
-        return replace(job, outcome=outcome)
+        """A scope job's end as its client saw it (scopes.py): once, from its owner only."""
+        return await scopes.report_exit(self, job_id, caller or Caller.current(), exit_code, signum)
 
     def check(self, spec: JobSpec, caller: Caller) -> UnitContext:
         """What a job of this caller's is refused for before anything is recorded; the context
@@ -297,7 +235,7 @@ class Manager:
         """A job systemd did not take: a new one is forgotten (the caller gets the error); one
         of the queue, which its owner saw waiting, fails saying why."""
         if queued_job:
-            self._cache(
+            self.cache(
                 self.store.set_outcome,
                 job_id,
                 Outcome(JobState.FAILED, reason=reason, finished_at=datetime.now(UTC)),
@@ -305,7 +243,7 @@ class Manager:
         else:
             self.store.remove(job_id)
 
-    def _cache(self, write: Callable[..., None], *args: object) -> None:
+    def cache(self, write: Callable[..., None], *args: object) -> None:
         """A write of what systemd itself knows (start, outcome): a failure (disk full) costs
         only the cache, which the next status fills again; the answer stays right."""
         try:
@@ -371,12 +309,12 @@ class Manager:
 
     async def _refresh(self, job: Job, stop_requested: bool) -> Job:
         if job.spec.kind == JobKind.SCOPE:
-            return await self._refresh_scope(job, stop_requested)
+            return await scopes.refresh(self, job, stop_requested)
         path = await self.systemd.get_unit(job.unit)
         props = await self.systemd.unit_properties(path, oc.STATUS_PROPERTIES) if path else {}
         if props and job.started_at is None:
             started = oc.usec_to_datetime(props.get("ExecMainStartTimestamp"))
-            job = self._record_start(job, props.get("InvocationID"), started)
+            job = self.record_start(job, props.get("InvocationID"), started)
         if props and oc.running(props):
             job = live.record_usage(self.store, job, props, final=False)
             state = JobState.PAUSED if live.paused(self.store, job.id, props) else JobState.RUNNING
@@ -389,42 +327,22 @@ class Manager:
         else:
             job, outcome = await self._outcome_from_journal(job, stop_requested)
         if outcome.state.finished:
-            self._cache(self.store.set_outcome, job.id, outcome)
+            self.cache(self.store.set_outcome, job.id, outcome)
             envfile.remove(job.id)  # PID 1 read it when the job started
         return replace(job, outcome=outcome)
 
-    async def _refresh_scope(self, job: Job, stop_requested: bool) -> Job:
-        """A scope job with no reported end: running while its scope runs, or while the client
-        that reports it lives (its process has ended, its report is on the way); else it ended
-        unreported (the client was killed)."""
-        path = await self.systemd.get_unit(job.unit)
-        props = (
-            await self.systemd.unit_properties(path, oc.STATUS_PROPERTIES, SCOPE) if path else {}
-        )
-        if props and job.invocation_id is None:
-            job = self._record_start(job, props.get("InvocationID"), job.started_at)
-        if props and oc.running(props):
-            return replace(job, outcome=Outcome(JobState.RUNNING), usage=oc.usage(props))
-        reporter = self.store.reporter(job.id)
-        if reporter is not None and processes.alive(*reporter):
-            return replace(job, outcome=Outcome(JobState.RUNNING))
-        outcome = oc.unreported(stop_requested, datetime.now(UTC))
-        if not self.store.set_outcome_once(job.id, outcome):  # reported meanwhile
-            return self.store.get(job.id)[0]
-        return replace(job, outcome=outcome)
-
-    def _record_start(self, job: Job, invocation: object, started: datetime | None) -> Job:
+    def record_start(self, job: Job, invocation: object, started: datetime | None) -> Job:
         inv = invocation.hex() if isinstance(invocation, bytes | bytearray) else invocation
         inv = str(inv).replace("-", "") if inv else job.invocation_id
         if inv != job.invocation_id or started != job.started_at:
-            self._cache(self.store.set_started, job.id, inv, started or job.started_at)
+            self.cache(self.store.set_started, job.id, inv, started or job.started_at)
         return replace(job, invocation_id=inv, started_at=started or job.started_at)
 
     async def _outcome_from_journal(self, job: Job, stop_requested: bool) -> tuple[Job, Outcome]:
         outcome, starting = await oc.from_journal(job.unit, job.spec, stop_requested)
         if job.started_at is None and starting is not None:
             started = starting.get("__REALTIME_TIMESTAMP")
-            job = self._record_start(job, starting.get("INVOCATION_ID"), started)
+            job = self.record_start(job, starting.get("INVOCATION_ID"), started)
         return job, outcome
 
     async def list(self, caller: Caller | None = None, all: bool = False) -> list[Job]:
@@ -564,7 +482,7 @@ class Manager:
         """As `logs`, in lists of records (never empty). Followers of one job share one journal
         reader and one watcher of its unit (journal/fanout.py)."""
         job = await self.status(job_id, caller)
-        require_journal_output(job)
+        scopes.require_journal_output(job)
         # Access was checked here; the watcher of the job's end serves every follower.
         wait = functools.partial(self.wait, job.id, Caller(0, "root", admin=True))
         batches = job_batches(
@@ -587,8 +505,8 @@ class Manager:
 
         await self.systemd.subscribe()  # before the first look at the job, below
         path = await self.systemd.get_unit(unit)
-        self._reports.add(changed)  # a scope job ends with its client's report
-        with self.systemd.listen(on_signal), _discarding(self._reports, changed):
+        self.report_waiters.add(changed)  # a scope job ends with its client's report
+        with self.systemd.listen(on_signal), _discarding(self.report_waiters, changed):
             while True:
                 changed.clear()
                 job = await self.status(full, caller)
@@ -606,22 +524,3 @@ def _discarding(events: set[asyncio.Event], event: asyncio.Event) -> Iterator[No
         yield
     finally:
         events.discard(event)
-
-
-def require_journal_output(job: Job) -> None:
-    """NoJournalOutput for a scope job: its output went to its caller's terminal; the same
-    for a terminal job's (`run --pty`)."""
-    if job.spec.terminal:
-        raise NoJournalOutput(
-            f"job {job.id} ran on its caller's terminal (run --pty): its output went there, "
-            "not to the journal, and jobrun has none of it",
-            "record the session yourself (e.g. `script -c 'jobrun run --pty -- CMD' FILE`), "
-            "or run the command without --pty to keep its output",
-        )
-    if job.spec.kind == JobKind.SCOPE:
-        raise NoJournalOutput(
-            f"job {job.id} ran as a scope in its caller's terminal (run --scope): its output "
-            "went there, not to the journal, and jobrun has none of it",
-            "redirect it yourself (e.g. `jobrun run --scope -- CMD | tee FILE`), or run the "
-            "command as a job of its own (without --scope) to keep its output",
-        )

@@ -29,6 +29,14 @@ BUS_NAME = "org.freedesktop.DBus"  # the sender of the bus's own signals (dbus-d
 
 NO_SUCH_UNIT = "org.freedesktop.systemd1.NoSuchUnit"
 NO_SUCH_PROCESS = "org.freedesktop.systemd1.NoSuchProcess"
+# Errors from the bus itself, not from systemd: the call may or may not have been carried out.
+# (Under load the bus answers "Message recipient disconnected from message bus without replying".)
+NO_ANSWER = (
+    "org.freedesktop.DBus.Error.NoReply",
+    "org.freedesktop.DBus.Error.Disconnected",
+    "org.freedesktop.DBus.Error.Timeout",
+    "org.freedesktop.DBus.Error.TimedOut",
+)
 MAX_PENDING_CALLS = 64
 # systemd jobs (start, stop) this connection has queued and systemd has not finished. For each,
 # PID 1 tracks the requester with a match rule of its own on the bus, and dbus-daemon allows it
@@ -287,15 +295,17 @@ class Systemd:
         properties: list[tuple[str, Variant]],
         unix_fds: list[int] | None = None,
         aux: list[tuple[str, list[tuple[str, Variant]]]] | None = None,
+        keep_result: bool = False,
     ) -> str:
         """`unix_fds`: the descriptors that properties of type "h" index (D-Bus passes them
         out of band), e.g. StandardInputFileDescriptor; systemd keeps copies of its own.
-        `aux`: units created with it (a timer's service)."""
+        `aux`: units created with it (a timer's service). `keep_result`: as _queue_job's."""
         return await self._queue_job(
             "StartTransientUnit",
             "ssa(sv)a(sa(sv))",
             [name, "fail", properties, aux or []],
             unix_fds=unix_fds,
+            keep_result=keep_result,
         )
 
     async def set_unit_properties(self, name: str, properties: list[tuple[str, Variant]]) -> None:

@@ -14,6 +14,7 @@ import pwd
 import signal
 import subprocess
 import sys
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -56,9 +57,25 @@ def _scope_jobs(run: Any = jobrun) -> list[dict[str, Any]]:
     return [j for j in json.loads(out) if j["kind"] == "scope"]
 
 
+_test_started = [datetime.now(UTC)]
+
+
+@pytest.fixture(autouse=True)
+def _note_the_start() -> None:
+    """When this test began: a running scope job of an earlier test (its client killed, its
+    end on the way) is not this test's."""
+    _test_started[0] = datetime.now(UTC)
+
+
 def _running_scope(run: Any = jobrun) -> dict[str, Any]:
+    """The running scope job this test started."""
+
+    def mine(j: dict[str, Any]) -> bool:
+        created = datetime.fromisoformat(j["created_at"])
+        return j["state"] == "running" and created >= _test_started[0]
+
     return wait_for(
-        lambda: next((j for j in _scope_jobs(run) if j["state"] == "running"), None),
+        lambda: next((j for j in _scope_jobs(run) if mine(j)), None),
         what="a running scope job",
     )
 

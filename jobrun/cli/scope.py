@@ -63,7 +63,10 @@ def run_scope(command: list[str], name: str | None, options: dict[str, Any],
     def release(go: bool) -> None:
         if write_end:
             if go:
-                os.write(write_end[0], GO)
+                # A child killed while it waited (a hangup, Ctrl-C) has closed its end: how it
+                # died is what waitpid then reports.
+                with contextlib.suppress(BrokenPipeError):
+                    os.write(write_end[0], GO)
             os.close(write_end.pop())
 
     try:

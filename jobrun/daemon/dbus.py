@@ -38,10 +38,11 @@ from ..errors import (
     error_text,
 )
 from ..journal import JournalUnavailable
-from ..manager import Caller, Manager, require_journal_output
+from ..manager import Caller, Manager
 from ..model import UNIT_PREFIX
 from ..processes import Claim
 from ..properties import for_scope
+from ..scopes import require_journal_output
 from ..wire import dbus as wire
 from ..wire.groups import decode_group_options, group_to_dict, groups_json
 from ..wire.jobs import job_json, jobs_json
