@@ -17,7 +17,7 @@ from . import freezer
 from .errors import InvalidArgument, JobrunError, SystemdError, WrongState
 from .model import Accounting, Job, JobState, unit_name
 from .properties import SETTINGS_BY_FIELD
-from .systemd import NO_SUCH_PROCESS, NO_SUCH_UNIT
+from .systemd import NO_SUCH_PROCESS, NO_SUCH_UNIT, SCOPE, SERVICE
 
 if TYPE_CHECKING:
     from .caller import Caller
@@ -78,14 +78,16 @@ async def sample(manager: Manager, cgroups: dict[str, str]) -> None:
     """One reading of every running job's cgroup into its accounting record (jobrund, every
     accounting.SAMPLE_INTERVAL): what a job leaves behind is its last reading, since systemd
     removes a cgroup as its unit stops. `cgroups`: job ID → ControlGroup, kept between calls."""
-    units = await manager.systemd.list_units("jobrun-*.service")
-    running = {name[len("jobrun-") : -len(".service")]: path for name, active, _, path, _ in units
+    units = await manager.systemd.list_units("jobrun-*.service", "jobrun-*.scope")
+    running = {name[len("jobrun-") :].rsplit(".", 1)[0]: (path, name)
+               for name, active, _, path, _ in units
                if active in ("active", "activating", "deactivating")}  # fmt: skip
     for gone in set(cgroups) - set(running):
         del cgroups[gone]
-    for job_id, path in running.items():
+    for job_id, (path, name) in running.items():
         if job_id not in cgroups:
-            props = await manager.systemd.unit_properties(path, ("ControlGroup",))
+            kind = SCOPE if name.endswith(".scope") else SERVICE
+            props = await manager.systemd.unit_properties(path, ("ControlGroup",), kind)
             if props.get("ControlGroup"):
                 cgroups[job_id] = str(props["ControlGroup"])
     todo = [(job_id, cg) for job_id, cg in cgroups.items() if job_id in running]

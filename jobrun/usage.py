@@ -32,7 +32,7 @@ from .model import SLICE, UNIT_PREFIX, is_valid_id_prefix
 CGROUP_ROOT = cgroup.ROOT
 _V1_UNLIMITED = 1 << 62  # memory.limit_in_bytes reads 9223372036854771712 when unlimited
 _MAX_DEPTH = 4  # slices below jobrun.slice (a user's slice today; groups may nest deeper)
-_SERVICE = ".service"
+_UNITS = (".service", ".scope")  # a job's unit: a service, or a scope (`run --scope`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,8 +117,8 @@ class Layout:
                 if name.endswith(".slice") and depth < _MAX_DEPTH:
                     if e.is_dir(follow_symlinks=False):
                         self._walk(f"{rel}/{name}", depth + 1, out)
-                elif name.startswith(UNIT_PREFIX) and name.endswith(_SERVICE):
-                    job_id = name[len(UNIT_PREFIX) : -len(_SERVICE)]
+                elif name.startswith(UNIT_PREFIX) and name.endswith(_UNITS):
+                    job_id = name[len(UNIT_PREFIX) :].rsplit(".", 1)[0]
                     if is_valid_id_prefix(job_id):
                         out[job_id] = f"{rel}/{name}"
 

@@ -496,3 +496,34 @@ def _state(pid: int) -> str | None:
             return f.read().rsplit(")", 1)[1].split()[0]
     except OSError:
         return None
+
+
+@pytest.mark.daemon
+def test_a_scope_job_shows_in_top_and_keeps_its_accounting() -> None:
+    """Through jobrund (alice): `top` lists a running scope job, and the last reading of its
+    cgroup stays with it once it has ended, as a service's does."""
+    cli = subprocess.Popen(
+        jobrun_cmd("alice", "run", "--scope", "--", "sh", "-c", "sleep 3"),
+        env=daemon_env(),
+        cwd="/",
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        job = _running_scope(lambda *a: as_user("alice", *a))
+
+        def in_top() -> bool:
+            out = as_user("alice", "top", "--once", "--json", "--interval", "0.2")
+            return out.returncode == 0 and job["id"] in {r["id"] for r in json.loads(out.stdout)}
+
+        wait_for(in_top, what="the scope job in alice's top")
+        assert cli.wait(timeout=60) == 0
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+            cli.wait()
+    done = status_as("alice", job["id"])
+    assert done["state"] == "succeeded" and done["kind"] == "scope", done
+    used = done["accounting"]
+    assert used is not None and used["cpu_seconds"] is not None, done
+    assert used["tasks_peak"] is None or used["tasks_peak"] >= 1, used

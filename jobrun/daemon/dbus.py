@@ -77,6 +77,10 @@ class Daemon(ScheduleVerbs, FairShare):
         self._subscribers: dict[str, Caller] = {}
         self._last_state: dict[str, str] = {}
         self._announcing: dict[str, bool] = {}  # job ID -> changed again since its read began
+        # Descriptors received, by number: dbus-fast may attach those of one message to another
+        # read with it from the same socket read, so one is closed when the last call holding it
+        # is done, not when the first is (that closed a StartScope's pidfd under its feet).
+        self._fds_held: collections.Counter[int] = collections.Counter()
         self._handlers: dict[str, Handler] = {
             m.name: getattr(self, m.verb) for m in api.METHODS.values()
         }
@@ -94,6 +98,7 @@ class Daemon(ScheduleVerbs, FairShare):
         method = api.METHODS.get(msg.member or "")
         if msg.interface not in (api.INTERFACE, None) or method is None:
             return False  # dbus-fast answers Peer calls and UnknownMethod
+        self._fds_held.update(msg.unix_fds)
         if msg.signature != method.sig_in:
             self._error(
                 msg, InvalidArgument(f"{msg.member} takes ({method.sig_in}), not ({msg.signature})")
@@ -101,6 +106,20 @@ class Daemon(ScheduleVerbs, FairShare):
             return True
         self.enqueue(msg)
         return True
+
+    def _error(self, msg: Message, e: JobrunError) -> None:
+        """Answer a call that is not dispatched (bad signature, busy): what it sent is let go."""
+        super()._error(msg, e)
+        self._release_fds(msg)
+
+    def _release_fds(self, msg: Message) -> None:
+        """Close what a caller sent once no call holds it (systemd keeps its own copies)."""
+        for fd in msg.unix_fds:
+            self._fds_held[fd] -= 1
+            if self._fds_held[fd] <= 0:
+                del self._fds_held[fd]
+                with contextlib.suppress(OSError):
+                    os.close(fd)
 
     async def _dispatch(self, msg: Message) -> None:
         try:
@@ -125,8 +144,7 @@ class Daemon(ScheduleVerbs, FairShare):
         finally:
             for fd in reply.unix_fds:
                 os.close(fd)  # passed to the caller; our copy is no longer needed
-            for fd in msg.unix_fds:
-                os.close(fd)  # what a caller sent: systemd holds its own copy of what it needs
+            self._release_fds(msg)
 
     async def _caller(self, msg: Message, verb: str, interactive: bool) -> Caller:
         """Who asks, authorized by polkit for the method `verb` (PermissionDenied if not)."""
