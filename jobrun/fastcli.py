@@ -26,6 +26,7 @@ from .client.oneshot import Fallback, ask_readonly, bus_or_in_process, call, dae
 TYPE_CHECKING = False  # as typing's, without importing typing (~4 ms, with re) for --version
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
     from .errors import JobrunError
@@ -183,20 +184,20 @@ TERMINATORS = (b"\n", b"\0", b"", b"", b"")
 MAX_BUFFERED = 1 << 20
 
 
-def logs(args: list[str]) -> int:
-    """`logs ID` and `logs --tail N ID` of a job whose output fits MAX_BUFFERED: all of it is
-    read before the first byte is printed, so that anything else (more output, an error, jobrund
-    going away mid-stream) can still go to the full CLI, which reads it again from the start."""
-    import struct
-
-    tail: int | None = None
-    ids = []
+def _one_id(
+    args: list[str], names: tuple[str, ...], valid: Callable[[str], bool]
+) -> tuple[str, str | None]:
+    """The one job ID in `args` and the value of its one option `names` (None if not given, a
+    value `valid` accepts); Fallback for anything else, or an option given twice: the full CLI
+    decides."""
+    ids: list[str] = []
+    value: str | None = None
     i = 0
     while i < len(args):
-        if args[i] in ("--tail", "-n") and i + 1 < len(args) and args[i + 1].isdigit():
-            if tail is not None or not args[i + 1].isascii():
+        if args[i] in names and i + 1 < len(args) and valid(args[i + 1]):
+            if value is not None:
                 raise Fallback
-            tail = int(args[i + 1])
+            value = args[i + 1]
             i += 1
         elif args[i].startswith("-"):
             raise Fallback
@@ -205,6 +206,17 @@ def logs(args: list[str]) -> int:
         i += 1
     if len(ids) != 1:
         raise Fallback
+    return ids[0], value
+
+
+def logs(args: list[str]) -> int:
+    """`logs ID` and `logs --tail N ID` of a job whose output fits MAX_BUFFERED: all of it is
+    read before the first byte is printed, so that anything else (more output, an error, jobrund
+    going away mid-stream) can still go to the full CLI, which reads it again from the start."""
+    import struct
+
+    job_id, given = _one_id(args, ("--tail", "-n"), lambda t: t.isascii() and t.isdigit())
+    tail = None if given is None else int(given)
     from .client.blocking import Variant
     from .errors import JobrunError
 
@@ -214,7 +226,7 @@ def logs(args: list[str]) -> int:
     bus = daemon_bus()
     try:
         try:
-            (index,) = call(bus, "Logs", [ids[0], options])
+            (index,) = call(bus, "Logs", [job_id, options])
         except JobrunError:
             raise Fallback from None
         fd = bus.take_fd(index)
@@ -283,29 +295,15 @@ def start(args: list[str]) -> int:
 
 def stop(args: list[str]) -> int:
     """`stop ID` and `stop --timeout SECONDS ID` (-t; SECONDS plain digits) through jobrund."""
-    timeout: float | None = None
-    ids = []
-    i = 0
-    while i < len(args):
-        if args[i] in ("--timeout", "-t") and i + 1 < len(args) and _seconds(args[i + 1]):
-            if timeout is not None:
-                raise Fallback  # given twice: the full CLI decides
-            timeout = float(args[i + 1])
-            i += 1
-        elif args[i].startswith("-"):
-            raise Fallback
-        else:
-            ids.append(args[i])
-        i += 1
-    if len(ids) != 1:
-        raise Fallback
+    job_id, given = _one_id(args, ("--timeout", "-t"), _seconds)
+    timeout = None if given is None else float(given)
     from .errors import JobrunError
 
     bus = daemon_bus()
     global _sent
     _sent = True
     try:
-        text, was_running = call(bus, "Stop", [ids[0], -1.0 if timeout is None else timeout])
+        text, was_running = call(bus, "Stop", [job_id, -1.0 if timeout is None else timeout])
     except JobrunError as e:
         return _failed(e)
     finally:

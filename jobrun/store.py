@@ -111,7 +111,12 @@ def _set_up_schedules(db: sqlite3.Connection) -> None:
     db.executescript(_SCHEDULES_SCHEMA)
     columns = {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
     if "schedule_id" not in columns:
-        db.execute("ALTER TABLE jobs ADD COLUMN schedule_id TEXT")
+        try:
+            db.execute("ALTER TABLE jobs ADD COLUMN schedule_id TEXT")
+        except sqlite3.OperationalError as e:
+            # Another process setting up the same new database added it first.
+            if "duplicate column name" not in str(e):
+                raise
 
 
 def _set_up_live(db: sqlite3.Connection) -> None:

@@ -519,11 +519,19 @@ def test_a_job_dict_survives_the_wire_exactly() -> None:
                "usage": {"cpu_seconds": 0.5, "memory_bytes": None, "tasks": 2, "io_read_bytes": 0,
                          "io_write_bytes": None}}  # fmt: skip
     paused = {**running, "state": "paused",
-              "live_limits": {"memory_max": 2 << 30, "cpu_quota": 150},
-              "accounting": {"cpu_seconds": 1.25, "memory_peak_bytes": 1 << 20, "io_read_bytes": 0,
-                             "io_write_bytes": None, "tasks_peak": 3,
-                             "sampled_at": "2026-11-29T07:00:02.500000+00:00"}}  # fmt: skip
-    ended = {**job, "accounting": {**paused["accounting"], "cpu_seconds": None}}
+              "live_limits": {"memory_max": 2 << 30, "cpu_quota": 150}}  # fmt: skip
+    # What a run used is shown once it ended (while it runs: its usage).
+    ended = {
+        **job,
+        "accounting": {
+            "cpu_seconds": None,
+            "memory_peak_bytes": 1 << 20,
+            "io_read_bytes": 0,
+            "io_write_bytes": None,
+            "tasks_peak": 3,
+            "sampled_at": "2026-11-29T07:00:02.500000+00:00",
+        },
+    }
     scope = {**job, "unit": "jobrun-abc0000001.scope", "kind": "scope", "reported_by": "client"}
     pty = {**job, "terminal": True}
     for d in (job, running, paused, ended, scope, pty):  # usage is shown only while a job runs

@@ -50,8 +50,11 @@ def job_to_dict(job: Job) -> dict[str, Any]:
         "usage": dataclasses.asdict(job.usage) if job.usage and not o.state.finished else None,
         # Limits changed while it ran (`jobrun set`), by setting; "limits" stays what was asked.
         "live_limits": dict(job.live_limits),
-        # What the whole run used, kept after it ended (accounting.py); null: not measured.
-        "accounting": acct.to_dict(job.accounting) if job.accounting else None,
+        # What the whole run used, kept after it ended (accounting.py); null: not measured, or
+        # not ended yet (a running job's is its "usage", as it changes).
+        "accounting": (
+            acct.to_dict(job.accounting) if job.accounting and o.state.finished else None
+        ),
         "schedule": job.schedule,
         "attempt": job.attempt,
         "attempts": list(job.attempts),

@@ -118,7 +118,7 @@ def job_to_proto(job: Job) -> pb.Job:
         msg.usage.CopyFrom(pb.Usage(**usage))
     if job.live_limits:
         msg.live_limits.CopyFrom(options_to_proto(job.live_limits))
-    a = job.accounting
+    a = job.accounting if o.state.finished else None  # as `--json` shows it
     if a is not None:
         values = {k: getattr(a, k) for k in _ACCOUNTING if getattr(a, k) is not None}
         msg.accounting.CopyFrom(pb.Accounting(**values))
