@@ -262,6 +262,19 @@ def _parse_metrics(t: dict[str, Any], path: Path) -> MetricsConfig | None:
     return MetricsConfig(os.path.normpath(directory), float(interval)) if enabled else None
 
 
+def _parse_queue(t: Any, path: Path) -> bool:
+    """[queue]: owners_may_set (default true)."""
+    if not isinstance(t, dict):
+        raise InvalidArgument(f"{path}: [queue] must be a table")
+    unknown = set(t) - {"owners_may_set"}
+    if unknown:
+        raise InvalidArgument(f"{path}: unknown key(s) queue.{', queue.'.join(sorted(unknown))}")
+    value = t.get("owners_may_set", True)
+    if not isinstance(value, bool):
+        raise InvalidArgument(f"{path}: queue.owners_may_set must be true or false")
+    return value
+
+
 @dataclass(frozen=True)
 class Config:
     defaults: dict[str, Any] = field(default_factory=dict)
@@ -271,6 +284,8 @@ class Config:
     source: str = "(built-in defaults)"
     remote: RemoteConfig | None = None
     metrics: MetricsConfig | None = None  # None: off
+    # [queue] owners_may_set: may a non-admin change (`group set/pause/resume`) their groups
+    owners_may_set: bool = True
 
     @classmethod
     def load(cls, path: Path | None = None) -> Config:
@@ -281,7 +296,15 @@ class Config:
             return cls()
         except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
             raise InvalidArgument(f"cannot read {path}: {e}") from e
-        unknown = set(data) - {"defaults", "limits", "users", "groups", "remote", "metrics"}
+        unknown = set(data) - {
+            "defaults",
+            "limits",
+            "users",
+            "groups",
+            "remote",
+            "metrics",
+            "queue",
+        }
         if unknown:
             raise InvalidArgument(f"{path}: unknown section(s) {', '.join(sorted(unknown))}")
         defaults = {}
@@ -297,6 +320,7 @@ class Config:
             source=str(path),
             remote=_parse_remote(data["remote"], path) if "remote" in data else None,
             metrics=_parse_metrics(data["metrics"], path) if "metrics" in data else None,
+            owners_may_set=_parse_queue(data.get("queue", {}), path),
         )
 
     def caps_for(self, user: str) -> Caps:

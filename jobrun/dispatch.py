@@ -19,13 +19,14 @@ import contextlib
 import dataclasses
 import logging
 import math
+import pwd
 import time
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
 from .caller import Caller
-from .errors import InvalidArgument, JobrunError, PermissionDenied
+from .errors import InvalidArgument, JobNotFound, JobrunError, PermissionDenied
 from .inputs import parse_group
 from .manager import Manager
 from .model import Job, JobSpec, JobState, Outcome, group_slice, queued
@@ -126,11 +127,19 @@ class Dispatcher:
         parallel: int | None = None,
         paused: bool | None = None,
         limits: dict[str, int | None] | None = None,
+        owner: str | None = None,
+        owners_may_set: bool = True,
     ) -> Group:
         """Change one of the caller's own groups (made if new): what is None stays; in
         `parallel` 0 is no limit; in `limits` a None value removes that limit. The limits
         apply at once to the group's slice (its running jobs too)."""
         name = parse_group(name)
+        caller = self._owner(caller, owner, name)
+        if not caller.admin and not owners_may_set:
+            raise PermissionDenied(
+                "only an admin may change groups here (queue.owners_may_set is false)",
+                "ask an admin to run `jobrun group set` for you",
+            )
         group = self.queue.group(caller.user, name)
         if parallel is not None:
             if not 0 <= parallel <= MAX_PARALLEL:
@@ -151,6 +160,22 @@ class Dispatcher:
             await self.manager.set_slice_limits(self.slice_of(caller, name), group.limits)
         self.wake()
         return self.queue.group(caller.user, name)
+
+    @staticmethod
+    def _owner(caller: Caller, owner: str | None, name: str) -> Caller:
+        """Whom a group change is for: the caller, or (an admin only) the local user `owner`;
+        for anyone else another user's group is not found (as another's jobs are)."""
+        if owner is None or owner == caller.user:
+            return caller
+        if not caller.admin or owner.startswith("remote:"):
+            if caller.admin:
+                raise InvalidArgument("--owner of a remote identity is not supported yet")
+            raise JobNotFound(f"no group {name} of {owner[:40]}", "see `jobrun group list`")
+        try:
+            uid = pwd.getpwnam(owner).pw_uid
+        except (KeyError, ValueError):
+            raise JobNotFound(f"no user {owner[:40]}", "see `jobrun group list`") from None
+        return Caller(uid, owner, admin=True)
 
     @staticmethod
     def slice_of(caller: Caller, group: str) -> str:

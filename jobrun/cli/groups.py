@@ -80,6 +80,9 @@ def group_set(
     tasks_max: Optional[str] = typer.Option(  # noqa: UP045
         None, "--tasks-max", metavar="N", help="Processes of all its jobs together ('none')"
     ),
+    owner: Optional[str] = typer.Option(  # noqa: UP045
+        None, "--owner", metavar="USER", help="Another user's group (admins; remote:NAME)"
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON"),
 ) -> None:
     """Set a group's parallel limit and aggregate limits (made if new; yours only). The
@@ -96,19 +99,31 @@ def group_set(
     options = {k: v for k, v in given.items() if v is not None}
     if parallel is not None:
         options["parallel"] = str(parallel)
+    if owner is not None:
+        options["owner"] = owner
     _change(name, options, as_json)
 
 
 @group_app.command("pause")
-def group_pause(name: str = typer.Argument(..., metavar="NAME")) -> None:
+def group_pause(
+    name: str = typer.Argument(..., metavar="NAME"),
+    owner: Optional[str] = typer.Option(  # noqa: UP045
+        None, "--owner", metavar="USER", help="Another user's group (admins; remote:NAME)"
+    ),
+) -> None:
     """Start no more jobs of the group (running ones go on)."""
-    _change(name, {"paused": "yes"})
+    _change(name, {"paused": "yes"} | ({"owner": owner} if owner is not None else {}))
 
 
 @group_app.command("resume")
-def group_resume(name: str = typer.Argument(..., metavar="NAME")) -> None:
+def group_resume(
+    name: str = typer.Argument(..., metavar="NAME"),
+    owner: Optional[str] = typer.Option(  # noqa: UP045
+        None, "--owner", metavar="USER", help="Another user's group (admins; remote:NAME)"
+    ),
+) -> None:
     """Start the group's queued jobs again, as slots free."""
-    _change(name, {"paused": "no"})
+    _change(name, {"paused": "no"} | ({"owner": owner} if owner is not None else {}))
 
 
 def _groups() -> list[Group]:
@@ -131,12 +146,15 @@ def group_list(as_json: bool = typer.Option(False, "--json", help="Print JSON"))
 @group_app.command("show")
 def group_show(
     name: str = typer.Argument(..., metavar="NAME"),
+    owner: Optional[str] = typer.Option(  # noqa: UP045
+        None, "--owner", metavar="USER", help="Another user's group (admins; remote:NAME)"
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON"),
 ) -> None:
-    """One of your groups."""
+    """One of your groups (an admin: another user's, with --owner)."""
     from ..errors import JobNotFound
 
-    found = [g for g in _groups() if g.name == name]
+    found = [g for g in _groups() if g.name == name and (owner is None or g.owner == owner)]
     if not found:
         common.fail(JobNotFound(f"no group {name}", "see `jobrun group list`"))
     _print(found, as_json)

@@ -315,7 +315,9 @@ class Daemon(ScheduleVerbs, FairShare):
     async def group_set(self, msg: Message, caller: Caller) -> list[Any]:
         name, options = msg.body
         values = {k: v.value if hasattr(v, "value") else v for k, v in options.items()}
-        group = await self._dispatcher().set_group(caller, name, **decode_group_options(values))
+        group = await self._dispatcher().set_group(
+            caller, name, owners_may_set=self.config.owners_may_set, **decode_group_options(values)
+        )
         return [json.dumps(group_to_dict(group))]
 
     async def groups(self, msg: Message, caller: Caller) -> list[Any]:

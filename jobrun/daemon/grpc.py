@@ -329,7 +329,9 @@ class JobsService:
 
     async def group_set(self, req: pb.GroupSetRequest, caller: Caller) -> pb.GroupSetResponse:
         options = decode_group_options(dict(req.options))
-        group = await self._dispatcher().set_group(caller, req.name, **options)
+        group = await self._dispatcher().set_group(
+            caller, req.name, owners_may_set=self.config.owners_may_set, **options
+        )
         return pb.GroupSetResponse(group=group_to_proto(group))
 
     async def groups(self, req: pb.GroupsRequest, caller: Caller) -> pb.GroupsResponse:

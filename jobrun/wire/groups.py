@@ -49,6 +49,8 @@ def decode_group_options(options: dict[str, Any]) -> dict[str, Any]:
     for key, value in options.items():
         if key == "parallel":
             out["parallel"] = _parallel(value)
+        elif key == "owner":  # an admin acting on another user's group (dispatch.py)
+            out["owner"] = str(value)
         elif key == "paused":
             out["paused"] = parse_bool(value)
         elif key in NUMERIC_CAPS:
