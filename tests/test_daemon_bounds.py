@@ -196,7 +196,7 @@ async def test_waiting_requests_are_messages_served_in_order_by_a_bounded_set_of
     begun: list[str] = []
     served: list[str] = []
 
-    async def caller(msg: Message) -> Caller:
+    async def caller(msg: Message, verb: str, interactive: bool) -> Caller:
         return Caller(0, "root", admin=True)
 
     async def status(msg: Message, caller: Caller) -> list[Any]:

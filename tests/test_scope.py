@@ -67,17 +67,31 @@ def _note_the_start() -> None:
     _test_started[0] = datetime.now(UTC)
 
 
-def _running_scope(run: Any = jobrun) -> dict[str, Any]:
-    """The running scope job this test started."""
+def _running_scope(run: Any = jobrun, cli: subprocess.Popen[bytes] | None = None) -> dict[str, Any]:
+    """The running scope job this test started; if its client `cli` (stderr piped) ends first,
+    the test fails with what the client said."""
 
     def mine(j: dict[str, Any]) -> bool:
         created = datetime.fromisoformat(j["created_at"])
         return j["state"] == "running" and created >= _test_started[0]
 
-    return wait_for(
-        lambda: next((j for j in _scope_jobs(run) if mine(j)), None),
-        what="a running scope job",
-    )
+    def found() -> dict[str, Any] | None:
+        job = next((j for j in _scope_jobs(run) if mine(j)), None)
+        if job is None and cli is not None and cli.poll() is not None:
+            _, stderr = cli.communicate()
+            raise AssertionError(f"the client ended ({cli.returncode}) first: {stderr!r}")
+        return job
+
+    return wait_for(found, what="a running scope job", timeout=30)
+
+
+def _let_go(cli: subprocess.Popen[bytes]) -> None:
+    """End a client started with its stderr piped (if it still runs), and close the pipe."""
+    if cli.poll() is None:
+        cli.kill()
+        cli.wait()
+    if cli.stderr is not None:
+        cli.stderr.close()
 
 
 def test_limits_exit_code_and_status() -> None:
@@ -181,11 +195,11 @@ def test_stop_from_elsewhere_kills_setsid_children() -> None:
             "setsid sleep 1000 & sleep 1000",
         ],
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
         env={**os.environ, "JOBRUN_MODE": "local"},
     )
     try:
-        job = _running_scope()
+        job = _running_scope(cli=cli)
         pids = wait_for(
             lambda: (p := cgroup_pids(job["unit"])) and len(p) >= 3 and p,
             what="sh, its sleep and the setsid one in the scope",
@@ -196,9 +210,7 @@ def test_stop_from_elsewhere_kills_setsid_children() -> None:
         assert stopped.returncode == 0, stopped.stderr
         assert cli.wait(timeout=30) == 128 + signal.SIGTERM
     finally:
-        if cli.poll() is None:
-            cli.kill()
-            cli.wait()
+        _let_go(cli)
     wait_for(lambda: not cgroup_pids(job["unit"]), what="every process of the scope to end")
     done = status(job["id"])
     assert (done["state"], done["reported_by"]) == ("stopped", "client")
@@ -210,18 +222,16 @@ def test_hangup_of_the_terminal_is_reported() -> None:
     cli = subprocess.Popen(
         [sys.executable, "-m", "jobrun", "run", "--scope", "--", "sleep", "1000"],
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
         start_new_session=True,  # a process group of its own, as a terminal's foreground job
     )
     try:
-        job = _running_scope()
+        job = _running_scope(cli=cli)
         wait_for(lambda: cgroup_pids(job["unit"]), what="the sleep in the scope")
         os.killpg(cli.pid, signal.SIGHUP)
         assert cli.wait(timeout=30) == 128 + signal.SIGHUP
     finally:
-        if cli.poll() is None:
-            cli.kill()
-            cli.wait()
+        _let_go(cli)
     done = status(job["id"])
     assert (done["signal"], done["reported_by"]) == ("SIGHUP", "client")
 
@@ -230,14 +240,13 @@ def test_client_killed_ends_unreported_not_running() -> None:
     cli = subprocess.Popen(
         [sys.executable, "-m", "jobrun", "run", "--scope", "--", "sleep", "1000"],
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     try:
-        job = _running_scope()
+        job = _running_scope(cli=cli)
         (child,) = wait_for(lambda: cgroup_pids(job["unit"]), what="the sleep in the scope")
     finally:
-        cli.kill()  # the client only: its child runs on, in the scope
-        cli.wait()
+        _let_go(cli)  # the client only: its child runs on, in the scope
     assert status(job["id"])["state"] == "running"
     os.kill(child, signal.SIGKILL)
     done = wait_for(
@@ -420,10 +429,10 @@ def test_report_for_another_users_job_is_not_found() -> None:
         env=daemon_env(),
         cwd="/",
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     try:
-        job = _running_scope(lambda *a: as_user("alice", *a))
+        job = _running_scope(lambda *a: as_user("alice", *a), cli)
         from .helpers import dbus_call_as
 
         err, _ = dbus_call_as("bob", "ReportScopeExit", f"[{job['id']!r}, 0, 0]")
@@ -440,9 +449,7 @@ def test_report_for_another_users_job_is_not_found() -> None:
         assert cli.wait(timeout=30) == 128 + signal.SIGTERM
         assert waiter.wait(timeout=30) == 128 + signal.SIGTERM  # `wait` sees the reported end
     finally:
-        if cli.poll() is None:
-            cli.kill()
-            cli.wait()
+        _let_go(cli)
     done = status_as("alice", job["id"])
     assert (done["state"], done["reported_by"]) == ("stopped", "client")
 
@@ -507,10 +514,10 @@ def test_a_scope_job_shows_in_top_and_keeps_its_accounting() -> None:
         env=daemon_env(),
         cwd="/",
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     try:
-        job = _running_scope(lambda *a: as_user("alice", *a))
+        job = _running_scope(lambda *a: as_user("alice", *a), cli)
 
         def in_top() -> bool:
             out = as_user("alice", "top", "--once", "--json", "--interval", "0.2")
@@ -519,9 +526,7 @@ def test_a_scope_job_shows_in_top_and_keeps_its_accounting() -> None:
         wait_for(in_top, what="the scope job in alice's top")
         assert cli.wait(timeout=60) == 0
     finally:
-        if cli.poll() is None:
-            cli.kill()
-            cli.wait()
+        _let_go(cli)
     done = status_as("alice", job["id"])
     assert done["state"] == "succeeded" and done["kind"] == "scope", done
     used = done["accounting"]

@@ -214,7 +214,7 @@ async def test_workers_serve_users_in_turn_and_each_user_within_a_share(
         asked.append(sender)
         return {":1.a1": 1001, ":1.a2": 1001, ":1.b": 1002}[sender]
 
-    async def caller(msg: Message) -> Caller:
+    async def caller(msg: Message, verb: str, interactive: bool) -> Caller:
         return Caller(0, "root", admin=True)
 
     async def handler(msg: Message, caller: Caller) -> list[Any]:
