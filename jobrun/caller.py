@@ -50,6 +50,10 @@ class Caller:
         )
 
 
+# jobrund acting on its own (its queue, schedules, deadlines): root, who sees every job.
+ROOT = Caller(0, "root", admin=True)
+
+
 def home_of(uid: int | None) -> str | None:
     """The home directory of the user a job runs as, from the user database (not the caller)."""
     if uid is None:

@@ -25,7 +25,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
-from .caller import Caller
+from .caller import ROOT, Caller
 from .errors import InvalidArgument, JobNotFound, JobrunError, PermissionDenied
 from .inputs import parse_group
 from .manager import Manager
@@ -37,7 +37,6 @@ log = logging.getLogger("jobrund")
 SAFETY_NET = 10.0  # seconds: a pass even without a signal (one lost, a unit ended while down)
 PAGE = 256  # waiting entries read at a time
 MAX_PARALLEL = 10000
-ROOT = Caller(0, "root", admin=True)
 
 
 def caller_from(data: dict[str, Any]) -> Caller:

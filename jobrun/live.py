@@ -27,7 +27,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _GONE = (NO_SUCH_UNIT, NO_SUCH_PROCESS, "org.freedesktop.systemd1.UnitInactive")
-_UINT64_MAX = 2**64 - 1
 
 
 def _finished(job: Job, what: str) -> WrongState:
@@ -137,6 +136,7 @@ async def pause(manager: Manager, job_id: str, caller: Caller | None) -> Job:
             raise _finished(ended, "there is nothing to pause") from None
         raise
     manager.store.set_paused(job.id, datetime.now(UTC), how)
+    manager.deadlines_changed.set()
     log.info("job %s paused (%s)", job.id, how)
     return await manager.status(job.id, caller)
 
@@ -152,6 +152,7 @@ async def thaw(manager: Manager, job: Job) -> float:
             raise
     paused_for = (datetime.now(UTC) - paused_at).total_seconds() if paused_at else 0.0
     manager.store.set_resumed(job.id, paused_for)
+    manager.deadlines_changed.set()  # its --timeout clock runs again (deadline.py)
     return paused_for
 
 
@@ -161,29 +162,8 @@ async def resume(manager: Manager, job_id: str, caller: Caller | None) -> Job:
         raise _finished(job, "there is nothing to resume")
     if job.state is not JobState.PAUSED:
         raise WrongState(f"job {job.id} is running, not paused", f"`jobrun pause {job.id}`")
-    paused_for = await thaw(manager, job)
-    await _extend_runtime(manager, job, paused_for)
+    await thaw(manager, job)
     return await manager.status(job.id, caller)
-
-
-async def _extend_runtime(manager: Manager, job: Job, paused_for: float) -> None:
-    """A job's RuntimeMaxSec= (its timeout) moved on by the time it was paused, where systemd
-    lets it change on a running unit (systemd 252 does not: "Cannot set property
-    RuntimeMaxUSec"; its clock then ran on while the job was paused)."""
-    from dbus_fast import Variant
-
-    path = await manager.systemd.get_unit(job.unit)
-    props = await manager.systemd.unit_properties(path, ("RuntimeMaxUSec",)) if path else {}
-    limit = props.get("RuntimeMaxUSec")
-    if not limit or limit == _UINT64_MAX or paused_for <= 0:
-        return
-    extended = int(limit) + int(paused_for * 1_000_000)
-    try:
-        await manager.systemd.set_unit_properties(
-            job.unit, [("RuntimeMaxUSec", Variant("t", extended))]
-        )
-    except SystemdError as e:
-        log.info("job %s: its timeout could not be extended by %.1fs: %s", job.id, paused_for, e)
 
 
 async def set_limits(

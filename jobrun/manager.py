@@ -75,6 +75,10 @@ class Manager:
         self._slice_limits: dict[str, dict[str, int]] = {}  # slice → the limits it was given
         self.report_waiters: set[asyncio.Event] = set()  # of waiters, set by a scope's report
         self.queue = Queue(store)  # jobrund's queue (dispatch.py): waiting jobs are shown here
+        # jobrund keeps --timeout itself, with a clock that stops while a job is paused
+        # (deadline.py): its jobs get no TimeoutStartSec=. The keeper wakes on this event.
+        self.holds_deadlines = False
+        self.deadlines_changed = asyncio.Event()
         self._listening = contextlib.ExitStack()
         self._listening.enter_context(systemd.listen(self._on_signal))
 
@@ -159,7 +163,8 @@ class Manager:
             self._forget(job.id, queued_job, f"cannot write the job's environment file: {e}")
             raise StateError(f"cannot write the job's environment file: {e}") from e
         ctx = replace(ctx, env_file=env_file, stdin=stdin is not None, tty=tty_path)
-        props = unit_properties(job.id, spec, ctx)
+        unit_spec = spec.replace(timeout=None) if self.holds_deadlines else spec
+        props = unit_properties(job.id, unit_spec, ctx)
         try:
             await self.systemd.start_transient_unit(
                 job.unit, props, None if stdin is None else [stdin]
@@ -273,6 +278,7 @@ class Manager:
         job_id = path[len(_UNIT_PATH) :].removesuffix("_2eservice").removesuffix("_2escope")
         with contextlib.suppress(JobrunError):  # a signal handler has nobody to tell
             self.store.set_started_once(job_id, inv, started)
+        self.deadlines_changed.set()  # a clock may have started
 
     def resolve(self, job_id: str, caller: Caller | None = None) -> str:
         return self.store.resolve(job_id, *scope(caller or Caller.current()))
@@ -326,6 +332,8 @@ class Manager:
             outcome = oc.from_unit(job.spec, props, stopped, oom)
         else:
             job, outcome = await self._outcome_from_journal(job, stop_requested)
+        if outcome.state.finished and not stop_requested and self.store.timed_out(job.id):
+            outcome = replace(outcome, state=JobState.FAILED, result="timeout", reason="timeout")
         if outcome.state.finished:
             self.cache(self.store.set_outcome, job.id, outcome)
             envfile.remove(job.id)  # PID 1 read it when the job started

@@ -136,9 +136,12 @@ SETTINGS: tuple[Setting, ...] = (
             "(repeatable)", metavar="PATH", repeat=True),
     # A oneshot service's run is its start: RuntimeMaxSec= has no effect on it (systemd 252),
     # TimeoutStartSec= ends it with Result=timeout (SIGTERM, SIGKILL after --stop-timeout).
+    # jobrund sends none and keeps the clock itself, stopped while the job is paused
+    # (deadline.py): systemd cannot change TimeoutStartSec= of a running unit.
     Setting("timeout", "--timeout", "TimeoutStartUSec", "t", seconds_parser("--timeout", 0.001),
             lambda s: int(s * USEC_PER_SEC),
-            "End the job as failed (reason: timeout) once it has run this many seconds",
+            "End the job as failed (reason: timeout) once it has run this many seconds "
+            "(time paused does not count)",
             metavar="SECONDS"),
     # jobrund's queue (dispatch.py): no unit property (prop ""), jobrund acts on them.
     Setting("group", "--group", "", "s", parse_group, _same,

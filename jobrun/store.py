@@ -40,6 +40,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     outcome TEXT                 -- JSON of the final Outcome, NULL while not known to be final
 );
 CREATE INDEX IF NOT EXISTS jobs_created ON jobs (created_at);
+CREATE INDEX IF NOT EXISTS jobs_unfinished ON jobs (id) WHERE outcome IS NULL;
 """
 
 
@@ -109,14 +110,20 @@ CREATE INDEX IF NOT EXISTS schedule_events_of ON schedule_events (schedule_id, a
 def _set_up_schedules(db: sqlite3.Connection) -> None:
     """Schedules (schedule.py) and each job's link to the schedule that started it."""
     db.executescript(_SCHEDULES_SCHEMA)
-    columns = {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
-    if "schedule_id" not in columns:
-        try:
-            db.execute("ALTER TABLE jobs ADD COLUMN schedule_id TEXT")
-        except sqlite3.OperationalError as e:
-            # Another process setting up the same new database added it first.
-            if "duplicate column name" not in str(e):
-                raise
+    _add_column(db, "jobs", "schedule_id TEXT")
+
+
+def _add_column(db: sqlite3.Connection, table: str, column: str) -> None:
+    """`column` ("NAME TYPE") added to `table` of a database an older jobrun made."""
+    name = column.split()[0]
+    if name in {row[1] for row in db.execute(f"PRAGMA table_info({table})")}:
+        return
+    try:
+        db.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
+    except sqlite3.OperationalError as e:
+        # Another process setting up the same new database added it first.
+        if "duplicate column name" not in str(e):
+            raise
 
 
 def _set_up_live(db: sqlite3.Connection) -> None:
@@ -133,6 +140,8 @@ def _set_up_live(db: sqlite3.Connection) -> None:
         " accounting TEXT"  # JSON of model.Accounting: the last reading of its cgroup
         ")"
     )
+    # When jobrund's deadline keeper (deadline.py) stopped the job for its --timeout.
+    _add_column(db, "job_live", "timed_out_at TEXT")
 
 
 def _set_up_scopes(db: sqlite3.Connection) -> None:
@@ -496,6 +505,32 @@ class Store:
                 "paused_seconds = paused_seconds + ? WHERE id = ?",
                 (max(paused_for, 0.0), job_id),
             )
+
+    def deadline_candidates(self) -> list[tuple[str, float, datetime | None, bool, float]]:
+        """Unfinished service jobs with a --timeout that jobrund has not ended for it yet:
+        (ID, timeout in seconds, started at, paused now, seconds of ended pauses)."""
+        rows = self.db.execute(
+            "SELECT j.id, json_extract(j.spec, '$.timeout'), j.started_at, l.paused_at, "
+            "l.paused_seconds FROM jobs j LEFT JOIN job_live l ON l.id = j.id "
+            "WHERE j.outcome IS NULL AND j.stop_requested_at IS NULL "
+            "AND json_extract(j.spec, '$.timeout') IS NOT NULL AND l.timed_out_at IS NULL"
+        ).fetchall()
+        return [
+            (jid, float(timeout), _dt(started), paused is not None, float(paused_s or 0))
+            for jid, timeout, started, paused, paused_s in rows
+        ]
+
+    def set_timed_out(self, job_id: str, when: datetime | None) -> None:
+        """Mark (or, with None, unmark) the job as ended by jobrund for its --timeout."""
+        with self._write() as db:
+            self._live_row(db, job_id)
+            db.execute("UPDATE job_live SET timed_out_at = ? WHERE id = ?", (_iso(when), job_id))
+
+    def timed_out(self, job_id: str) -> bool:
+        row = self.db.execute(
+            "SELECT timed_out_at FROM job_live WHERE id = ?", (job_id,)
+        ).fetchone()
+        return row is not None and row[0] is not None
 
     def set_live_limits(self, job_id: str, limits: dict[str, Any]) -> None:
         with self._write() as db:

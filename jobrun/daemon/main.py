@@ -9,7 +9,7 @@ import signal
 import sys
 
 from .. import dbus_api as api
-from .. import live
+from .. import deadline, live
 from ..bus import connect_system_bus
 from ..config import Config
 from ..dispatch import Dispatcher
@@ -35,6 +35,7 @@ async def _serve(stack: contextlib.ExitStack) -> None:
         server_tls = remote_api.server_tls(config.remote)  # a bad CA or CRL: no start at all
     bus = await connect_system_bus()
     manager = await Manager.open(Store())
+    manager.holds_deadlines = True  # --timeout: jobrund's clock, stopped while paused
     dispatcher = Dispatcher(manager)
     daemon = Daemon(bus, manager, config, dispatcher)
     daemon.scheduler.tls = server_tls  # a remote identity's revoked certificate fires nothing
@@ -61,6 +62,8 @@ async def _serve(stack: contextlib.ExitStack) -> None:
         log.info("metrics every %gs in %s", config.metrics.interval, config.metrics.path)
     # The accounting a job leaves behind: its cgroup's last reading (live.py, accounting.py).
     sampler = asyncio.get_running_loop().create_task(live.sample_forever(manager))
+    # --timeout of jobs started here; overdue ones (jobrund was down) end at once (deadline.py).
+    keeper = asyncio.get_running_loop().create_task(deadline.keep_forever(manager))
     log.info("jobrund ready on the system bus as %s (config: %s)", api.BUS_NAME, config.source)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -74,9 +77,10 @@ async def _serve(stack: contextlib.ExitStack) -> None:
         exporter.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await exporter
-    sampler.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await sampler
+    for task in (sampler, keeper):
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
     if remote is not None:
         remote.close()
         await remote.wait_closed()

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from dbus_fast import Variant
 
 from .. import dbus_api as api
-from ..caller import scope
+from ..caller import ROOT, scope
 from ..errors import InvalidArgument, JobNotFound, JobrunError, PermissionDenied, SystemdError
 from ..manager import Caller
 from ..model import SLICE, Job
@@ -66,7 +66,6 @@ TIMER = "org.freedesktop.systemd1.Timer"
 INVALID_ARGS = "org.freedesktop.DBus.Error.InvalidArgs"
 ACCURACY_USEC = 1_000_000  # systemd's default (1 min) would make `--in 2s` fire up to a minute late
 MAX_MISSED = 10_000  # firings counted while the host was down (more: "at least")
-_ROOT = Caller(0, "root", admin=True)
 _ANALYZE_LINE = re.compile(r"(?:Next elapse|Iter\. #\d+): \w+ (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) UTC")
 
 
@@ -249,7 +248,7 @@ class Scheduler:
             last = sched.last_run
             if last is not None and last.job is not None:
                 with contextlib.suppress(JobNotFound):
-                    job = await self.manager.status(last.job, _ROOT)
+                    job = await self.manager.status(last.job, ROOT)
                     if not job.state.finished:
                         self.table.add_event(sched.id, Event(
                             datetime.now(UTC), "skipped", job=job.id,
@@ -292,7 +291,7 @@ class Scheduler:
         """The owner of a schedule root fires (a remote one's service, a catch-up, or root by
         hand): a remote identity as the remote API's config maps it now (daemon/grpc.py)."""
         if not sched.remote:
-            return _ROOT if sched.uid == 0 else Caller(sched.uid, sched.owner)
+            return ROOT if sched.uid == 0 else Caller(sched.uid, sched.owner)
         if self.config.remote is None:
             raise PermissionDenied("the remote API is off: its users' schedules do not fire")
         if self.tls is not None and sched.credential is not None:
