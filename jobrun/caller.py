@@ -6,6 +6,7 @@ import os
 import pwd
 from dataclasses import dataclass
 
+from .errors import PermissionDenied
 from .model import user_slice
 from .unit import UnitContext
 
@@ -52,6 +53,18 @@ class Caller:
 
 # jobrund acting on its own (its queue, schedules, deadlines): root, who sees every job.
 ROOT = Caller(0, "root", admin=True)
+
+
+def remote_caller(name: str, run_as: str | None, admin: bool) -> Caller:
+    """The remote identity `name` (a client certificate's CN), whose jobs run as the local user
+    `run_as` (None: DynamicUser=); PermissionDenied if that user is gone."""
+    uid = -1
+    if run_as is not None:
+        try:
+            uid = pwd.getpwnam(run_as).pw_uid
+        except KeyError:
+            raise PermissionDenied(f"the local user {run_as!r} of remote:{name} is gone") from None
+    return Caller(uid, f"remote:{name}", admin=admin, remote=True, run_as=run_as)
 
 
 def home_of(uid: int | None) -> str | None:

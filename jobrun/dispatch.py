@@ -25,7 +25,8 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
-from .caller import ROOT, Caller
+from .caller import ROOT, Caller, remote_caller
+from .config import RemoteConfig
 from .errors import InvalidArgument, JobNotFound, JobrunError, PermissionDenied
 from .inputs import parse_group
 from .manager import Manager
@@ -48,6 +49,7 @@ class Dispatcher:
     def __init__(self, manager: Manager) -> None:
         self.manager = manager
         self.queue: Queue = manager.queue
+        self.remote: RemoteConfig | None = None  # whom remote:NAME is (group --owner)
         self._wake = asyncio.Event()
         self._ended: set[str] = set()  # jobs whose unit systemd said ended since the last pass
         self._full = True  # look at every started job in the next pass
@@ -160,16 +162,19 @@ class Dispatcher:
         self.wake()
         return self.queue.group(caller.user, name)
 
-    @staticmethod
-    def _owner(caller: Caller, owner: str | None, name: str) -> Caller:
-        """Whom a group change is for: the caller, or (an admin only) the local user `owner`;
-        for anyone else another user's group is not found (as another's jobs are)."""
+    def _owner(self, caller: Caller, owner: str | None, name: str) -> Caller:
+        """Whom a group change is for: the caller, or (an admin only) the local user or remote
+        identity (remote:NAME, of the remote API's config) `owner`; for anyone else another
+        user's group is not found (as another's jobs are)."""
         if owner is None or owner == caller.user:
             return caller
-        if not caller.admin or owner.startswith("remote:"):
-            if caller.admin:
-                raise InvalidArgument("--owner of a remote identity is not supported yet")
+        if not caller.admin:
             raise JobNotFound(f"no group {name} of {owner[:40]}", "see `jobrun group list`")
+        if owner.startswith("remote:"):
+            if self.remote is None:
+                raise InvalidArgument(f"{owner[:40]}: the remote API is not configured here")
+            remote = owner.removeprefix("remote:")
+            return remote_caller(remote, self.remote.identity(remote)[0], admin=True)
         try:
             uid = pwd.getpwnam(owner).pw_uid
         except (KeyError, ValueError):

@@ -150,6 +150,19 @@ def test_groups_and_the_queue_over_remote(remote: Remote) -> None:
         capture_output=True, text=True, env={**os.environ, "JOBRUN_MODE": "daemon"}, cwd="/",
     )  # fmt: skip
     assert local.returncode == 0 and "remote:alice" not in local.stdout, local.stderr
+    # carol, a local admin, changes the remote identity's group by its name (--owner).
+    carol = subprocess.run(
+        as_user_cmd("carol", sys.executable, "-m", "jobrun", "group", "set", "rq", "--owner",
+                    "remote:alice", "--parallel", "2", "--json"),
+        capture_output=True, text=True, env={**os.environ, "JOBRUN_MODE": "daemon"}, cwd="/",
+    )  # fmt: skip
+    assert carol.returncode == 0, carol.stderr
+    (group,) = json.loads(carol.stdout)
+    assert (group["owner"], group["parallel"], group["limits"]) == (
+        "remote:alice", 2, {"tasks_max": 50}
+    )  # fmt: skip
+    (seen,) = json.loads(remote.cli("alice", "group", "show", "rq", "--json").stdout)
+    assert seen["parallel"] == 2, seen
     wait_for(
         lambda: (
             json.loads(remote.cli("alice", "status", "--json", second.stdout.strip()).stdout)[

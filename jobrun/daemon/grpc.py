@@ -19,7 +19,6 @@ import contextlib
 import contextvars
 import logging
 import os
-import pwd
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC
 from typing import TYPE_CHECKING, Any
@@ -27,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from grpclib.const import Cardinality, Handler, Status
 
 from .. import tls
+from ..caller import remote_caller
 from ..errors import Busy, InvalidArgument, JobrunError, StateError, error_text
 from ..manager import Caller, Manager
 from ..properties import as_input, build_changes, build_spec
@@ -217,14 +217,7 @@ class JobsService:
         self.tls.refresh()  # a certificate revoked while its connection stays open: refused now
         name = self.peers.identity(ssl_object)
         _CREDENTIAL.set(self.peers.credential(ssl_object))  # this call's task only
-        run_as, admin = self.remote.identity(name)
-        uid = -1
-        if run_as is not None:
-            try:
-                uid = pwd.getpwnam(run_as).pw_uid
-            except KeyError:
-                raise JobrunError(f"the local user {run_as!r} for {name} is gone") from None
-        return Caller(uid, f"remote:{name}", admin=admin, remote=True, run_as=run_as)
+        return remote_caller(name, *self.remote.identity(name))
 
     async def start(
         self, req: pb.StartRequest, caller: Caller, stdin: int | None = None

@@ -37,6 +37,7 @@ async def _serve(stack: contextlib.ExitStack) -> None:
     manager = await Manager.open(Store())
     manager.holds_deadlines = True  # --timeout: jobrund's clock, stopped while paused
     dispatcher = Dispatcher(manager)
+    dispatcher.remote = config.remote  # whom an admin's `group --owner remote:NAME` means
     daemon = Daemon(bus, manager, config, dispatcher)
     daemon.scheduler.tls = server_tls  # a remote identity's revoked certificate fires nothing
     bus.add_message_handler(daemon.on_message)

@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import pwd
 import re
 import shutil
 from dataclasses import replace
@@ -29,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from dbus_fast import Variant
 
 from .. import dbus_api as api
-from ..caller import ROOT, scope
+from ..caller import ROOT, remote_caller, scope
 from ..errors import InvalidArgument, JobNotFound, JobrunError, PermissionDenied, SystemdError
 from ..manager import Caller
 from ..model import SLICE, Job
@@ -301,14 +300,8 @@ class Scheduler:
                     "the certificate that made this schedule was revoked",
                     f"an admin removes it: jobrun schedule rm {sched.id}",
                 )
-        run_as, admin = self.config.remote.identity(sched.owner.removeprefix("remote:"))
-        uid = -1
-        if run_as is not None:
-            try:
-                uid = pwd.getpwnam(run_as).pw_uid
-            except KeyError:
-                raise PermissionDenied(f"the local user {run_as!r} is gone") from None
-        return Caller(uid, sched.owner, admin=admin, remote=True, run_as=run_as)
+        name = sched.owner.removeprefix("remote:")
+        return remote_caller(name, *self.config.remote.identity(name))
 
     # -- systemd ------------------------------------------------------------------------------
 
