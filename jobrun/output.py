@@ -4,6 +4,7 @@ followed until it has ended (followers of one job share one reader, journal/fano
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncGenerator, Callable, Coroutine
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -11,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from .model import Job
 
 if TYPE_CHECKING:
-    from .journal import Record
+    from .journal import JobOutput, Record
     from .journal.fanout import Feeds
 
 
@@ -31,14 +32,7 @@ def job_batches(
 
     output = JobOutput(job.id, started_at=job.started_at, finished_at=job.outcome.finished_at)
     if not follow and job.state.finished:
-        # journald may still be writing what a finished job wrote (a chatty job's output lags
-        # behind by seconds): read up to the exact end, as a follower does, not up to the
-        # journal's current end.
-        done = asyncio.Event()
-        done.set()
-        return output.batches(
-            after_cursor=after_cursor, tail=tail, since=since, follow=True, ended=done
-        )
+        return _finished_batches(output, after_cursor=after_cursor, tail=tail, since=since)
     if not follow:
         return output.batches(after_cursor=after_cursor, tail=tail, since=since)
 
@@ -51,3 +45,26 @@ def job_batches(
         return watcher
 
     return feeds.follow(output, watch, after_cursor=after_cursor, tail=tail, since=since)
+
+
+async def _finished_batches(
+    output: JobOutput, *, after_cursor: str | None, tail: int | None, since: datetime | None
+) -> AsyncGenerator[list[Record], None]:
+    """A finished job's output, to its exact end. journald may still be writing what a finished
+    job wrote (a chatty job's output lags behind by seconds): unless it has certainly written
+    all (the job ended a while ago and no stream of its unit is left: Streams.drained), read as
+    a follower does, up to the exact end, not up to the journal's current end. Once it has, one
+    handle reads all: every file that can hold the job's records exists when it is opened (no
+    watch of the journal's files, no second handle: ~8 ms less per `logs` of a finished job)."""
+    from .journal.streams import Streams
+
+    kwargs: dict[str, Any] = {"after_cursor": after_cursor, "tail": tail, "since": since}
+    if output.settled and await Streams(output.namespace).drained(output.unit):
+        batches = output.batches(**kwargs)
+    else:
+        done = asyncio.Event()
+        done.set()
+        batches = output.batches(**kwargs, follow=True, ended=done)
+    async with contextlib.aclosing(batches):
+        async for batch in batches:
+            yield batch
