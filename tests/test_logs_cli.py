@@ -193,3 +193,39 @@ def test_logs_of_a_job_that_just_finished_wait_for_journald_to_write_it_all() ->
         assert proc.returncode == 0
         lines = proc.stdout.count(b"\n")
         assert proc.stdout == numbers(1, 200000), f"{lines} lines"
+
+
+async def test_a_settled_jobs_output_is_read_exactly_through_one_handle(
+    state_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job that ended a while ago, whose streams journald has closed: `logs` reads it once,
+    without watching the journal's files (output.py), and still gets all of it, from any start;
+    one that has just ended is read as a follower reads (the watch is taken)."""
+    from datetime import UTC, datetime
+
+    from jobrun.journal.follow import SETTLE
+    from jobrun.journal.watch import Watch
+
+    watched: list[str] = []
+    acquire = Watch.acquire
+
+    def counting(namespace: str, wake: asyncio.Event) -> Watch:
+        watched.append(namespace)
+        return acquire(namespace, wake)
+
+    monkeypatch.setattr(Watch, "acquire", counting)
+    async with await Manager.open(Store(state_dir)) as m:
+        job = await m.start(build_spec(["seq", "50000"]))
+        done = await m.wait(job.id)
+        assert done.outcome.finished_at is not None
+        fresh = b"".join([r.data async for r in m.logs(job.id)])
+        assert fresh == numbers(1, 50000) and watched, "just ended: read as a follower"
+        ago = (datetime.now(UTC) - done.outcome.finished_at).total_seconds()
+        await asyncio.sleep(max(0.0, SETTLE * 8 - ago) + 0.05)  # until it counts as settled
+        watched.clear()
+        assert b"".join([r.data async for r in m.logs(job.id)]) == numbers(1, 50000)
+        tail = [r async for r in m.logs(job.id, tail=3)]
+        assert b"".join(r.data for r in tail) == numbers(49998, 50000)
+        after = b"".join([r.data async for r in m.logs(job.id, after_cursor=tail[0].cursor)])
+        assert after == numbers(49999, 50000)
+        assert watched == [], "a settled job's output needs no watch"
