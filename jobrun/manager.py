@@ -372,6 +372,11 @@ class Manager:
 
         return list(await asyncio.gather(*(one(j, s is not None) for j, s in rows)))
 
+    def unfinished_count(self, caller: Caller) -> int:
+        """An upper bound of `running_count` from the job database alone (no question to
+        systemd): the caller's jobs whose end is not recorded."""
+        return self.store.count_unfinished(*scope(replace(caller, admin=False)))
+
     async def running_count(self, caller: Caller) -> int:
         """How many of the caller's jobs systemd runs now: one call for the units, one query."""
         units = await self.systemd.list_units(f"{UNIT_PREFIX}*.service", f"{UNIT_PREFIX}*.scope")

@@ -410,6 +410,13 @@ class Store:
             count += int(row[0])
         return count
 
+    def count_unfinished(self, owner_uid: int | None = None, owner: str | None = None) -> int:
+        """How many jobs of `owner_uid` and/or `owner` have no final outcome recorded: at least
+        as many as run now (a running job has none; some without one have ended unseen)."""
+        args: list[Any] = []
+        sql = self._owned("SELECT COUNT(*) FROM jobs WHERE outcome IS NULL", args, owner_uid, owner)
+        return int(self.db.execute(sql, args).fetchone()[0])
+
     def all(
         self, owner_uid: int | None = None, owner: str | None = None, since: datetime | None = None
     ) -> list[tuple[Job, datetime | None]]:

@@ -91,3 +91,48 @@ async def test_same_decisions_and_errors_and_start_asks_both_at_once(
                 assert before.most == 1
             cases += 1
     assert cases == 27 * len(UIDS) * len(VERBS) * 4
+
+
+class Counts:
+    """Manager's two counts of a caller's running jobs: the job database's upper bound (jobs
+    without a recorded end) and systemd's exact one, which is recorded when asked."""
+
+    def __init__(self, unfinished: int, running: int) -> None:
+        self.unfinished, self.running = unfinished, running
+        self.asked_systemd = False
+
+    def unfinished_count(self, caller: Any) -> int:
+        return self.unfinished
+
+    async def running_count(self, caller: Any) -> int:
+        self.asked_systemd = True
+        return self.running
+
+
+@pytest.mark.parametrize(
+    ("unfinished", "running", "asks_systemd", "admitted"),
+    [
+        (0, 0, False, True),
+        (2, 2, False, True),  # below the cap of 3 by the upper bound: systemd is not asked
+        (3, 1, True, True),  # the bound reaches it: systemd's count decides (some had ended)
+        (9, 2, True, True),
+        (3, 3, True, False),
+        (9, 5, True, False),
+    ],
+)
+async def test_the_running_jobs_cap_asks_systemd_only_when_the_bound_reaches_it(
+    unfinished: int, running: int, asks_systemd: bool, admitted: bool
+) -> None:
+    from jobrun.caller import Caller
+    from jobrun.config import Caps, Config
+    from jobrun.properties import build_spec
+
+    user = pwd.getpwuid(UIDS[1]).pw_name
+    config = Config(users={user: Caps(running_jobs=3)})
+    counts = Counts(unfinished, running)
+    call = admission.admit(config, counts, build_spec(["true"]), Caller(UIDS[1], user))  # type: ignore[arg-type]
+    kind, value = await outcome(call)
+    assert counts.asked_systemd is asks_systemd
+    assert (kind == "caller") is admitted, value
+    if not admitted:
+        assert value[0] is PermissionDenied and f"you already have {running} " in value[1]
