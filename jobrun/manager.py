@@ -360,17 +360,28 @@ class Manager:
         sem = asyncio.Semaphore(16)
 
         waiting = self.queue.waiting_ids()
+        retried = self.queue.attempts_of([j.id for j, _ in rows])
 
-        async def one(job: Job, stop_requested: bool) -> Job:
-            job = self._with_attempts(job)
-            if job.outcome.state.finished:
-                return job
-            if job.id in waiting:
-                return self._waiting(job) or job
+        async def refreshed(job: Job, stop_requested: bool) -> Job:
             async with sem:
                 return await self._refresh(job, stop_requested)
 
-        return list(await asyncio.gather(*(one(j, s is not None) for j, s in rows)))
+        jobs: list[Job] = []
+        unfinished: list[tuple[int, Job, bool]] = []  # asked of systemd, 16 at once
+        for job, stop_requested in rows:
+            if job.id in retried:
+                attempt, attempts = retried[job.id]
+                job = replace(job, attempt=attempt, attempts=attempts)
+            if not job.outcome.state.finished and job.id in waiting:
+                job = self._waiting(job) or job
+            elif not job.outcome.state.finished:
+                unfinished.append((len(jobs), job, stop_requested is not None))
+            jobs.append(job)
+        # A task only for those: finished jobs are as stored (most of a long list).
+        fresh = await asyncio.gather(*(refreshed(j, s) for _, j, s in unfinished))
+        for (at, _, _), job in zip(unfinished, fresh, strict=True):
+            jobs[at] = job
+        return jobs
 
     def unfinished_count(self, caller: Caller) -> int:
         """An upper bound of `running_count` from the job database alone (no question to

@@ -216,6 +216,22 @@ class Queue:
         ).fetchall()
         return int(row[1]), tuple(r[0] for r in ids)
 
+    def attempts_of(self, job_ids: list[str]) -> dict[str, tuple[int, tuple[str, ...]]]:
+        """`attempts` of each of these jobs that was retried or is a retry (others: absent), in
+        one query per 500 jobs rather than one or two per job (`list`)."""
+        found: dict[str, tuple[int, list[str]]] = {}
+        for i in range(0, len(job_ids), 500):  # SQLite's limit on bound parameters
+            chunk = job_ids[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = self.db.execute(
+                "SELECT a.id, a.attempt, b.id FROM attempts a JOIN attempts b ON b.first = a.first "
+                f"WHERE a.id IN ({marks}) ORDER BY a.id, b.attempt",
+                chunk,
+            )
+            for jid, attempt, other in rows:
+                found.setdefault(jid, (int(attempt), []))[1].append(other)
+        return {jid: (attempt, tuple(ids)) for jid, (attempt, ids) in found.items()}
+
     def last_attempt(self, job_id: str) -> str:
         """The latest attempt of the job `job_id` is an attempt of (itself if never retried)."""
         row = self.db.execute(

@@ -181,11 +181,13 @@ def spec_to_json(spec: JobSpec) -> str:
     return json.dumps(dataclasses.asdict(spec), sort_keys=True)
 
 
+_SPEC_FIELDS = frozenset(f.name for f in dataclasses.fields(JobSpec))
+
+
 def spec_from_json(text: str) -> JobSpec:
     data = json.loads(text)
-    known = {f.name for f in dataclasses.fields(JobSpec)}
     values: dict[str, Any] = {
-        k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items() if k in known
+        k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items() if k in _SPEC_FIELDS
     }
     if "kind" in values:
         values["kind"] = kind_of(values["kind"])

@@ -184,6 +184,10 @@ def test_retry_runs_each_attempt_as_a_job_of_its_own() -> None:
         st = final("alice", job)
         assert st["state"] == "failed" and st["exit_code"] == 3 and st["attempt"] == n, st
         assert as_user("alice", "logs", job).stdout == "attempt output\n"
+    # `list` tells the attempts as `status` does (one query for all of its jobs).
+    listed = {j["id"]: j for j in json.loads(as_user("alice", "list", "--json").stdout)}
+    for n, job in enumerate(s["attempts"], 1):
+        assert (listed[job]["attempt"], listed[job]["attempts"]) == (n, s["attempts"]), listed[job]
     # No fourth attempt: the retries are spent.
     assert len(status_as("alice", first)["attempts"]) == 3
     assert "Attempt" in as_user("alice", "status", first).stdout
