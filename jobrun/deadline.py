@@ -66,10 +66,9 @@ async def expire(manager: Manager, job_id: str, timeout: float) -> None:
     try:
         await manager.systemd.stop_unit(job.unit)
     except SystemdError as e:
-        if e.dbus_error != NO_SUCH_UNIT:
-            manager.store.set_timed_out(job_id, None)
+        manager.store.set_timed_out(job_id, None)  # not stopped: its own outcome stands
+        if e.dbus_error != NO_SUCH_UNIT:  # else it had ended meanwhile
             raise
-        manager.store.set_timed_out(job_id, None)  # it had ended: its own outcome stands
         return
     log.info("job %s: timeout after %gs of running: stopped", job_id, timeout)
 

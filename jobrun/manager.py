@@ -21,8 +21,8 @@ from dbus_fast import Message
 from . import envfile, live, processes, scopes
 from . import outcome as oc
 from . import usage as usage_
+from .caller import ROOT, scope
 from .caller import Caller as Caller
-from .caller import scope
 from .config import slice_properties
 from .errors import (
     InvalidArgument,
@@ -508,7 +508,7 @@ class Manager:
         job = await self.status(job_id, caller)
         scopes.require_journal_output(job)
         # Access was checked here; the watcher of the job's end serves every follower.
-        wait = functools.partial(self.wait, job.id, Caller(0, "root", admin=True))
+        wait = functools.partial(self.wait, job.id, ROOT)
         batches = job_batches(
             self.feeds, job, wait, follow=follow, after_cursor=after_cursor, tail=tail, since=since
         )

@@ -207,14 +207,7 @@ class Queue:
 
     def attempts(self, job_id: str) -> tuple[int, tuple[str, ...]]:
         """(which attempt the job is, the IDs of all attempts once retried, else ())."""
-        row = self.db.execute("SELECT first, attempt FROM attempts WHERE id = ?",
-                              (job_id,)).fetchone()  # fmt: skip
-        if row is None:
-            return 1, ()
-        ids = self.db.execute(
-            "SELECT id FROM attempts WHERE first = ? ORDER BY attempt", (row[0],)
-        ).fetchall()
-        return int(row[1]), tuple(r[0] for r in ids)
+        return self.attempts_of([job_id]).get(job_id, (1, ()))
 
     def attempts_of(self, job_ids: list[str]) -> dict[str, tuple[int, tuple[str, ...]]]:
         """`attempts` of each of these jobs that was retried or is a retry (others: absent), in

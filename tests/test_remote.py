@@ -130,6 +130,8 @@ async def test_pause_resume_and_set_over_remote(remote: Remote) -> None:
     assert stopped.state == "stopped"
 
 
+@pytest.mark.integration
+@pytest.mark.daemon
 def test_groups_and_the_queue_over_remote(remote: Remote) -> None:
     out = remote.cli("alice", "group", "set", "rq", "--parallel", "1", "--tasks-max", "50",
                      "--json")  # fmt: skip
