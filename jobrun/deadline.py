@@ -83,5 +83,8 @@ async def keep_forever(manager: Manager) -> None:
         except JobrunError as e:
             log.warning("deadlines: %s", e)
             nap = MAX_NAP
+        except Exception:  # the keeper must outlive any one failure (a locked database…)
+            log.exception("deadlines: a pass failed; trying again")
+            nap = MAX_NAP
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(manager.deadlines_changed.wait(), nap)
