@@ -12,12 +12,11 @@ timeout does); Manager derives its outcome as failed with reason and result "tim
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
+from .aio import wait_event
 from .caller import ROOT
 from .errors import JobrunError, SystemdError
 from .model import JobState
@@ -86,5 +85,4 @@ async def keep_forever(manager: Manager) -> None:
         except Exception:  # the keeper must outlive any one failure (a locked database…)
             log.exception("deadlines: a pass failed; trying again")
             nap = MAX_NAP
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(manager.deadlines_changed.wait(), nap)
+        await wait_event(manager.deadlines_changed, nap)

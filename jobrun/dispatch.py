@@ -25,6 +25,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
+from .aio import end_task, wait_event
 from .caller import ROOT, Caller, remote_caller
 from .config import RemoteConfig
 from .errors import InvalidArgument, JobNotFound, JobrunError, PermissionDenied
@@ -65,9 +66,7 @@ class Dispatcher:
     async def close(self) -> None:
         self._listening.close()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await end_task(self._task)
 
     def wake(self) -> None:
         self._wake.set()
@@ -205,9 +204,7 @@ class Dispatcher:
             except Exception:
                 log.exception("the queue's dispatcher failed; trying again")
                 delay, self._full = 1.0, True
-            try:
-                await asyncio.wait_for(self._wake.wait(), delay)
-            except TimeoutError:
+            if not await wait_event(self._wake, delay):
                 self._full = True
 
     async def run_once(self) -> float:

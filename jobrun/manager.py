@@ -21,6 +21,7 @@ from dbus_fast import Message
 from . import envfile, live, processes, scopes
 from . import outcome as oc
 from . import usage as usage_
+from .aio import wait_event
 from .caller import ROOT, scope
 from .caller import Caller as Caller
 from .config import slice_properties
@@ -538,8 +539,7 @@ class Manager:
                     return job
                 path = path or await self.systemd.get_unit(unit)
                 # Signals wake us at once; the timeout is only a safety net for a missed one.
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(changed.wait(), timeout=2.0)
+                await wait_event(changed, 2.0)
 
 
 @contextlib.contextmanager

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
+from ..aio import wait_event
 from ..errors import InvalidArgument
 from . import common
 from .app import app
@@ -194,8 +195,7 @@ async def _live(b: Backend, sort: str, interval: float) -> None:
             text.append("\n".join(lines))
             live.update(text, refresh=True)
             wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), max(0.0, next_sample - time.monotonic()))
+            await wait_event(wake, next_sample - time.monotonic())
 
 
 async def _once(b: Backend, interval: float) -> list[Row]:

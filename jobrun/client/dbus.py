@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from .. import dbus_api as api
+from ..aio import wait_event
 from ..errors import SystemdUnavailable, error_from_name, reply_error
 from .backend import Backend, resume_after
 
@@ -219,9 +220,7 @@ class DaemonBackend(Backend):
             job = await self.status(job_id)
             if job.state.finished:
                 return job
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), timeout=2.0)
-            if not self._changed.is_set():
+            if not await wait_event(self._changed, 2.0):
                 continue
             with contextlib.suppress(Exception):
                 await self.call("Subscribe", [])

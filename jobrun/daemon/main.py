@@ -10,6 +10,7 @@ import sys
 
 from .. import dbus_api as api
 from .. import deadline, live
+from ..aio import end_task
 from ..bus import connect_system_bus
 from ..config import Config
 from ..dispatch import Dispatcher
@@ -74,14 +75,9 @@ async def _serve(stack: contextlib.ExitStack) -> None:
     stopper = loop.create_task(stop.wait())
     await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
     log.info("jobrund stopping; running jobs keep running")
-    if exporter is not None:
-        exporter.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await exporter
-    for task in (sampler, keeper):
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    for task in (exporter, sampler, keeper):
+        if task is not None:
+            await end_task(task)
     if remote is not None:
         remote.close()
         await remote.wait_closed()
