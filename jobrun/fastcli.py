@@ -262,19 +262,24 @@ def logs(args: list[str]) -> int:
 
 
 def start(args: list[str]) -> int:
+    """`start` through jobrund. What the full CLI checks before it sends a Start is checked
+    here only as far as it is cheap: where the options may be wrong, jobrund's answer tells
+    (it checks them all again, properties.build_spec), and a refused start, which started
+    nothing, goes to the full CLI, which says what is wrong in its own words."""
     values, name, command = _start_options(args)
     if command and "/" in command[0] and not command[0].startswith("/"):
         command[0] = os.path.abspath(command[0])  # as cli/settings.py's parse
-    from .errors import JobrunError
-    from .properties import build_spec, check_paths
-
-    try:
-        if values.get("workdir") is None:
+    if not command:
+        raise Fallback  # the full CLI's usage error
+    if values["workdir"] is None:
+        try:
             values["workdir"] = os.getcwd()
-        spec = build_spec(command, name=name, **values)
-        check_paths(spec, as_root=os.geteuid() == 0)
-    except (JobrunError, OSError):
-        raise Fallback from None  # the full CLI says what is wrong
+        except OSError:
+            raise Fallback from None
+    if not _paths_pass(values["workdir"], values["writable"] or []):
+        raise Fallback
+    from .errors import InvalidArgument, JobrunError, PermissionDenied
+
     options = {k: _variant(v) for k, v in values.items() if v is not None and v != []}
     if name is not None:
         options["name"] = _variant(name)
@@ -283,6 +288,12 @@ def start(args: list[str]) -> int:
     _sent = True
     try:
         (text,) = call(bus, "Start", [command, options])
+    except (InvalidArgument, PermissionDenied):
+        # Refused before anything was recorded or started (a bad value, jobrund's limits, or
+        # polkit's no, which jobrund asks before it looks at the values): the full CLI checks
+        # the values first, as it always does, and reports what it finds.
+        _sent = False
+        raise Fallback from None
     except JobrunError as e:
         return _failed(e)
     finally:
@@ -291,6 +302,28 @@ def start(args: list[str]) -> int:
 
     print(json.loads(text)["id"])
     return 0
+
+
+def _paths_pass(workdir: str, writable: list[str]) -> bool:
+    """Whether properties.check_paths passes these, for certain: -C an absolute directory,
+    each --writable there; for root (whose job may run as a dynamic UID), every directory from
+    / to -C open to others (a superset of the way check_paths looks at)."""
+    if not (workdir.startswith("/") and os.path.isdir(workdir)):
+        return False
+    if not all(os.path.exists(path) for path in writable):
+        return False
+    if os.geteuid() == 0:
+        path = workdir
+        while True:
+            try:
+                if not os.stat(path).st_mode & 0o001:
+                    return False
+            except OSError:
+                return False
+            if path == "/":
+                break
+            path = os.path.dirname(path)
+    return True
 
 
 def stop(args: list[str]) -> int:
@@ -345,18 +378,9 @@ def _start_options(args: list[str]) -> tuple[dict[str, Any], str | None, list[st
     not given), the name and the command, as click parses `start`'s options generated from the
     settings table (cli/settings.py): options first, the command from the first argument that
     is not one, or after `--`."""
-    from .properties import SETTINGS
+    from .start_flags import FIELDS, SWITCHES, TAKES_VALUE
 
-    takes_value: dict[str, tuple[str, bool]] = {"--name": ("name", False)}  # field, repeatable
-    switches: dict[str, tuple[str, bool]] = {}  # field, its value
-    for s in SETTINGS:
-        if s.signature == "b":
-            on, off = s.flags.split("/")
-            switches[on], switches[off] = (s.field, True), (s.field, False)
-        else:
-            for flag in s.flags.split("/"):
-                takes_value[flag] = (s.field, s.repeat)
-    values: dict[str, Any] = {s.field: None for s in SETTINGS}
+    values: dict[str, Any] = dict.fromkeys(FIELDS)
     name = None
     seen = set()
     i = 0
@@ -369,10 +393,10 @@ def _start_options(args: list[str]) -> tuple[dict[str, Any], str | None, list[st
         # click: "--opt=VALUE" or "--opt VALUE"; a short option's value follows it ("-C DIR";
         # the attached "-CDIR" is left to the full CLI)
         flag, eq, value = arg.partition("=") if arg.startswith("--") else (arg, "", "")
-        if flag in switches and not eq:
-            values[switches[flag][0]] = switches[flag][1]
-        elif flag in takes_value:
-            field, repeat = takes_value[flag]
+        if flag in SWITCHES and not eq:
+            values[SWITCHES[flag][0]] = SWITCHES[flag][1]
+        elif flag in TAKES_VALUE:
+            field, repeat = TAKES_VALUE[flag]
             if not eq:
                 if i + 1 == len(args) or args[i + 1].startswith("-"):
                     raise Fallback

@@ -11,10 +11,13 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from jobrun import start_flags
+from jobrun.cli.settings import fast_flags_source
 from jobrun.properties import SETTINGS
 
 from .helpers import as_user_cmd, daemon_env
@@ -79,6 +82,13 @@ BAD: dict[str, list[list[str]]] = {
 
 def test_the_corpus_covers_every_setting() -> None:
     assert set(GOOD) == set(BAD) == {s.field for s in SETTINGS}
+
+
+def test_start_flags_are_the_settings_tables() -> None:
+    """jobrun/start_flags.py is what packaging/gen-start-flags writes from the table now."""
+    assert (Path(start_flags.__file__).read_text()) == fast_flags_source(), (
+        "jobrun/start_flags.py is stale: run packaging/gen-start-flags"
+    )
 
 
 def start_lines() -> list[list[str]]:
@@ -298,7 +308,7 @@ def test_the_common_commands_take_the_fast_path(who: str, mode: str, args: list[
         if line.startswith("import time:")
     }
     assert not imported & {"typer", "click", "rich", "asyncio", "dbus_fast"}, sorted(imported)
-    if mode == "daemon" and args[0] != "start":  # the job as it came: no model, settings
-        # table, dataclasses or datetime (start checks its options against the settings table)
+    if mode == "daemon":  # the job as it came: no model, settings table, dataclasses or
+        # datetime (start parses its options with start_flags.py, jobrund checks them)
         lean = {"jobrun.model", "jobrun.properties", "dataclasses", "inspect", "datetime"}
         assert not imported & lean, sorted(imported)

@@ -119,3 +119,39 @@ def _current_directory() -> str:
         raise InvalidArgument(
             f"the current directory is gone ({e.strerror})", "cd to a directory, or give -C DIR"
         ) from None
+
+
+def fast_flags_source() -> str:
+    """jobrun/start_flags.py: `start`'s options as above, for the fast CLI (fastcli.py), which
+    parses them without importing the settings table (packaging/gen-start-flags writes it;
+    tests/test_fast_cli.py fails while it is stale)."""
+    import json
+
+    q = json.dumps  # a string as ruff writes it
+    takes_value = {"--name": ("name", False)}
+    switches = {}
+    for s in SETTINGS:
+        if s.signature == "b":
+            on, off = s.flags.split("/")
+            switches[on], switches[off] = (s.field, True), (s.field, False)
+        else:
+            for flag in s.flags.split("/"):
+                takes_value[flag] = (s.field, s.repeat)
+    lines = [
+        '"""`start`\'s options for the fast CLI (fastcli.py), which must not import the settings',
+        "table (properties.SETTINGS, ~20 ms): packaging/gen-start-flags writes them from it.",
+        'Do not edit; tests/test_fast_cli.py fails while this is stale."""',
+        "",
+        "# flag: (field, whether it repeats); --name is start's own",
+        "TAKES_VALUE = {",
+        *(f"    {q(k)}: ({q(f)}, {v})," for k, (f, v) in takes_value.items()),
+        "}",
+        "# flag: (field, the value it gives)",
+        "SWITCHES = {",
+        *(f"    {q(k)}: ({q(f)}, {v})," for k, (f, v) in switches.items()),
+        "}",
+        "FIELDS = (",
+        *(f"    {q(s.field)}," for s in SETTINGS),
+        ")",
+    ]
+    return "\n".join(lines) + "\n"
