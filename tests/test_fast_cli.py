@@ -115,6 +115,12 @@ def start_lines() -> list[list[str]]:
         ["start", "--name"],
         ["start", "--", "./no-such-program"],
         ["start", "--name", "a\nb", "--", "true"],
+        # Paths the fast path cannot vouch for (relative; a way closed to others, for root's
+        # dynamic UID), and one only jobrund refuses (relative, but there from /)
+        ["start", "--writable", "no/such", "--", "true"],
+        ["start", "--writable", "tmp", "--", "true"],
+        ["start", "-C", "/root", "--", "true"],
+        ["start", "-C", "tmp", "--", "true"],
     ]
     return good + bad
 
