@@ -177,6 +177,8 @@ def status_table(job: JobDict, wide: bool = False) -> None:
 
 def cells(text: str) -> int:
     """Terminal cells of `text`: wide (East Asian) characters take two, combining ones none."""
+    if text.isascii():  # one cell each (none is wide or combining): most of what `list` shows
+        return len(text)
     import unicodedata
 
     return sum(
@@ -190,6 +192,8 @@ def fit(text: str, width: int) -> str:
     text = " ".join(text.split("\n"))
     if cells(text) <= width:
         return text
+    if text.isascii():
+        return text[: max(width - 1, 0)] + "…"
     out, used = [], 0
     for c in text:
         n = cells(c)

@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from jobrun import render
 from jobrun.model import Job, JobState, Outcome, Usage
@@ -174,3 +176,38 @@ def test_every_kind_of_job_renders(
         return  # rich folds the values where they do not fit
     assert "exit 3" in out and "SIGKILL" in out and "stopped" in out and "cpu 1.50s" in out
     assert "memory_max=1073741824" in out and "nïght ✓ 漢字" in out
+
+
+def _cells_one_by_one(text: str) -> int:
+    import unicodedata
+
+    return sum(
+        0 if unicodedata.combining(c) else 2 if unicodedata.east_asian_width(c) in "WF" else 1
+        for c in text
+    )
+
+
+def _fit_one_by_one(text: str, width: int) -> str:
+    text = " ".join(text.split("\n"))
+    if _cells_one_by_one(text) <= width:
+        return text
+    out, used = [], 0
+    for c in text:
+        n = _cells_one_by_one(c)
+        if used + n > width - 1:
+            break
+        out.append(c)
+        used += n
+    return "".join(out) + "…"
+
+
+@pytest.mark.unit
+@settings(max_examples=500, deadline=None)
+@given(
+    st.one_of(st.text(st.characters(max_codepoint=127)), st.text()),
+    st.integers(min_value=0, max_value=40),
+)
+def test_cells_and_fit_count_every_character(text: str, width: int) -> None:
+    """ASCII's shortcut (one cell each) gives what counting each character gives."""
+    assert render.cells(text) == _cells_one_by_one(text)
+    assert render.fit(text, width) == _fit_one_by_one(text, width)
