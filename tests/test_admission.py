@@ -1,7 +1,7 @@
-"""jobrund asks polkit its two questions of a call at once (admission.authorized_dbus_caller),
+"""jobrund asks polkit its two questions of a `Start` at once (admission.authorized_dbus_caller),
 with the same decisions and errors as asking them one after the other (dbus_caller, then
-authorize) for every caller, method and answer of polkit; and nothing interactively that the one
-after the other would not ask.
+authorize) for every caller, method and answer of polkit; and only the questions the one after
+the other would ask.
 
 polkit's answers are played by a stand-in here (every combination of yes, no and polkit failing
 is the point); tests/test_daemon.py checks the decisions against the real polkitd."""
@@ -18,8 +18,7 @@ import pytest
 from jobrun.daemon import admission, polkit
 from jobrun.errors import JobrunError, PermissionDenied
 
-# polkit says yes, no, yes only to a caller who may authenticate, or cannot be asked
-ANSWERS: list[bool | str] = [True, False, "challenge", "fails"]
+ANSWERS: list[bool | str] = [True, False, "fails"]  # polkit says yes, no, or cannot be asked
 UIDS = [0, pwd.getpwnam("nobody").pw_uid, 2**31 - 7]  # root, a user, a uid with no name
 VERBS = [*admission.ACTIONS, "whoami"]
 
@@ -43,8 +42,6 @@ class Polkit:
         answer = self.answers[action]
         if answer == "fails":
             raise PermissionDenied("cannot check authorization with polkit: x", "hint")
-        if answer == "challenge":
-            return interactive
         return bool(answer)
 
 
@@ -84,22 +81,16 @@ async def test_same_decisions_and_errors_and_start_asks_both_at_once(
             assert got == want, case
             # Every method that starts jobs (start, run --scope, schedules) asks `start`'s action.
             starts = verb in admission.ACTIONS and admission.ACTIONS[verb][0] == polkit.ACTION_START
-            # Besides what was asked before: a start's own action (even where the one after the
-            # other stopped at the first answer), and manage-own without interaction (no effect
-            # on anyone). Nothing else, so no authentication dialog that was not needed before.
-            extra = {(polkit.ACTION_START, interactive)} if starts else set()
-            assert set(now.asked) <= set(before.asked) | extra | {
-                (polkit.ACTION_MANAGE_OWN, False)
-            }, case
-            if starts:
+            if not starts:
+                assert now.asked == before.asked, case  # manage-own only after manage-all's no
+            else:  # both, even where the one after the other stopped at the first (no sooner)
+                assert set(now.asked) <= set(before.asked) | {(polkit.ACTION_START, interactive)}
                 assert set(before.asked) <= set(now.asked), case
-            else:  # manage-own interactively only where its question without interaction said no
-                assert set(before.asked) <= set(now.asked) | {(polkit.ACTION_MANAGE_OWN, True)}
-            if uid != 0 and sender is not None and uid != UIDS[2] and verb in admission.ACTIONS:
+            if starts and uid != 0 and sender is not None and uid != UIDS[2]:
                 assert now.most == 2, case  # both questions in flight together
                 assert before.most == 1
             cases += 1
-    assert cases == len(ANSWERS) ** 3 * len(UIDS) * len(VERBS) * 4
+    assert cases == 27 * len(UIDS) * len(VERBS) * 4
 
 
 class Counts:

@@ -101,30 +101,23 @@ async def authorized_dbus_caller(
     bus: MessageBus, sender: str | None, uid: int, verb: str, interactive: bool
 ) -> Caller:
     """`dbus_caller`, then `authorize` for the method `verb`: the same decisions and errors, in
-    the same order, with the polkit questions asked at once: one round trip to polkitd instead
-    of two in a row. Where both are asked whatever the first answer (`start`'s action, which
-    admins need too), as they are. `manage-own` matters only for a non-admin, so after
-    `manage-all`'s answer; it is asked at once without interaction (which has no effect on
-    anyone), and asked again as `authorize` does only where that did not say yes: an admin is
-    never asked anything interactively that is not needed."""
+    the same order. Where both polkit questions are asked whatever the first answer (`start`'s
+    action, which admins need too), they are asked at once: one round trip to polkitd instead
+    of two in a row. `manage-own` is only asked of a non-admin, so after `manage-all`'s answer:
+    asking it anyway could ask an admin something (even interactively) that is not needed."""
     action = ACTIONS.get(verb)
-    if uid == 0 or sender is None or action is None:
+    if uid == 0 or sender is None or action is None or action is _MANAGE:
         caller = await dbus_caller(bus, sender or "", uid)
         await authorize(bus, sender, caller, verb, interactive)
         return caller
     name, what = action
-    manage = action is _MANAGE
     who, allowed = await asyncio.gather(
         dbus_caller(bus, sender, uid),
-        polkit.check(bus, sender, name, interactive and not manage),
+        polkit.check(bus, sender, name, interactive),
         return_exceptions=True,
     )
     if isinstance(who, BaseException):
         raise who  # as dbus_caller alone: an unknown uid, polkit failing
-    if manage:
-        if not who.admin and allowed is not True:  # no, or no answer: ask as authorize does
-            await authorize(bus, sender, who, verb, interactive)
-        return who
     if isinstance(allowed, BaseException):
         raise allowed
     if not allowed:
