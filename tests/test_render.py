@@ -211,3 +211,23 @@ def test_cells_and_fit_count_every_character(text: str, width: int) -> None:
     """ASCII's shortcut (one cell each) gives what counting each character gives."""
     assert render.cells(text) == _cells_one_by_one(text)
     assert render.fit(text, width) == _fit_one_by_one(text, width)
+
+
+@pytest.mark.unit
+def test_the_fast_start_reads_the_id_of_every_reply() -> None:
+    """fastcli.started_id reads Start's reply (job_json) without json: the same ID as json for
+    every kind of job and any ID, and json's answer for a reply of another shape."""
+    from dataclasses import replace
+
+    from jobrun.fastcli import started_id
+    from jobrun.model import new_job_id
+
+    for job in every_kind_of_job():
+        for job_id in (new_job_id(), "0000000000", "zzzzzzzzzz", job.id):
+            reply = job_json(replace(job, id=job_id))
+            assert started_id(reply) == json.loads(reply)["id"] == job_id
+    # Other shapes (indented, another order, an ID of another form): json decides.
+    assert started_id(job_json(every_kind_of_job()[0], indent=2)) == "0000000000"
+    assert started_id('{"name": null, "id": "abcdefghij"}') == "abcdefghij"
+    assert started_id('{"id": "ABCDEFGHIJ", "name": null}') == "ABCDEFGHIJ"
+    assert started_id('{"id": "abcdefghijk", "name": null}') == "abcdefghijk"
