@@ -324,7 +324,9 @@ class Config:
         )
 
     def caps_for(self, user: str) -> Caps:
-        groups = _groups_of(user)
+        # The user's groups only where groups have caps: each lookup goes through NSS, where
+        # nss-systemd asks PID 1 (~1 ms of every Start, more while PID 1 is busy).
+        groups = _groups_of(user) if self.groups else set()
         group_caps = [c for g, c in sorted(self.groups.items()) if g in groups]
         return _merge(self.limits, *group_caps, self.users.get(user, Caps()))
 
@@ -390,13 +392,16 @@ class Config:
 
 
 def _groups_of(user: str) -> set[str]:
+    """The names of the user's groups, its primary one too: the groups a login of theirs gets
+    (getgrouplist, one question to NSS rather than a walk through every group)."""
     try:
         pw = pwd.getpwnam(user)
     except KeyError:
         return set()
-    names = {g.gr_name for g in grp.getgrall() if user in g.gr_mem}
-    with contextlib.suppress(KeyError):
-        names.add(grp.getgrgid(pw.pw_gid).gr_name)
+    names = set()
+    for gid in os.getgrouplist(user, pw.pw_gid):
+        with contextlib.suppress(KeyError):
+            names.add(grp.getgrgid(gid).gr_name)
     return names
 
 

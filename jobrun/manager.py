@@ -229,6 +229,11 @@ class Manager:
             created_at=datetime.now(UTC), schedule=schedule,
         )  # fmt: skip
 
+    def slice_limits_of(self, slice_name: str) -> dict[str, int] | None:
+        """The limits `set_slice_limits` last gave the slice while this process runs (None:
+        none yet, or not known)."""
+        return self._slice_limits.get(slice_name)
+
     async def set_slice_limits(self, slice_name: str, limits: dict[str, int]) -> None:
         """Give a slice exactly these aggregate limits. Written as a runtime drop-in that
         outlives the slice's unloading: once per slice and set of limits while this process

@@ -182,8 +182,22 @@ def test_caps_from_the_admins_config_are_enforced(config: Path) -> None:
     # bob has the general cap of 3; carol (admin) and root have none.
     assert as_user("carol", "start", "--memory-max", "2G", "--", "true").returncode == 0
     assert as_user("root", "start", "--network", "--", "true").returncode == 0
-    for job in (a, b):
+    # Nor the value a cap gives a job that asks for nothing (jobrund asks polkit whether she is
+    # an admin where the caps would change her job: admission.admit_start).
+    c = start_as("carol", "--", "sleep", "60")
+    assert systemctl_show(f"jobrun-{c}.service", "MemoryMax")["MemoryMax"] == "infinity"
+    for job in (a, b, c):
         as_user("root", "stop", job)
+
+
+def test_caps_of_a_group_reach_its_members() -> None:
+    """[groups.NAME] applies to the group's members, by their primary group or another."""
+    from jobrun.config import BUILTIN_LIMITS, Caps, Config
+
+    config = Config(groups={"jobrun-admin": Caps(running_jobs=1), "bob": Caps(running_jobs=2)})
+    assert config.caps_for("carol").running_jobs == 1  # jobrun-admin: another group of hers
+    assert config.caps_for("bob").running_jobs == 2  # his own group
+    assert config.caps_for("alice").running_jobs == BUILTIN_LIMITS.running_jobs
 
 
 def test_bad_config_keeps_jobrund_from_starting_with_a_clear_log(config: Path) -> None:

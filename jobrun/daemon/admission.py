@@ -8,16 +8,21 @@ slice's aggregate limits.
 `dbus_caller` and `authorize` (both in `authorized_dbus_caller`): who a D-Bus caller is and
 whether polkit lets it call a method (jobrun's own actions, polkit/). A gRPC caller is who its
 certificate names and the config maps (daemon/grpc.py); its authorization is that mapping.
+
+`admit_start`: a D-Bus Start, whose caller's admin-ness (polkit's `manage-all`) is asked only
+where the answer changes what `admit` decides (docs/DESIGN.md, authorization's cost).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import pwd
 from typing import TYPE_CHECKING, Any
 
-from ..errors import PermissionDenied
+from ..errors import JobrunError, PermissionDenied
 from ..manager import Caller
+from ..model import queued
 from . import polkit
 
 if TYPE_CHECKING:
@@ -52,6 +57,9 @@ ACTIONS: dict[str, tuple[str, str]] = {
     "group_set": _MANAGE,  # the caller's own groups only (dispatch.py)
     "groups": _MANAGE,
 }
+# Methods whose caller is asked `manage-all` only where the answer changes the outcome:
+# `admit_start`, which their handler must call.
+ADMIN_WHEN_IT_MATTERS = frozenset({"start"})
 
 
 async def admit(
@@ -85,16 +93,54 @@ def admit_change(config: Config, changes: dict[str, Any], caller: Caller) -> Non
     config.check_changes(changes, caller.user)  # the caps `admit` applies to its jobs
 
 
-async def dbus_caller(bus: MessageBus, sender: str, uid: int) -> Caller:
-    """The Caller of a D-Bus request whose sender the bus says is `uid`."""
+async def admit_start(
+    config: Config, manager: Manager, spec: JobSpec, caller: Caller, bus: MessageBus, sender: str
+) -> tuple[Caller, JobSpec, dict[str, int] | None]:
+    """`admit` for a D-Bus Start, whose caller `authorized_dbus_caller` returned without asking
+    polkit whether it is an admin (`caller.admin` False until asked). An admin's job is the
+    spec as given, in a slice left as it is. Where the caps, applied as for anyone, leave the
+    spec unchanged, refuse nothing and find the caller's slice with their limits already, that
+    is the same job: the question is not asked, and polkitd (which answers one question at a
+    time, ~4 ms each) has one question of the Start, not two. Everywhere else (a cap changes or
+    refuses it, the slice's limits are still to be set, the job goes to the queue, which keeps
+    its caller) it is asked, and decides as `admit` always did. The caller, spec and limits as
+    `submit` takes them."""
+    if caller.admin or caller.uid == 0:
+        return (caller, *await admit(config, manager, spec, caller))
+    try:
+        capped, limits = await admit(config, manager, spec, caller)
+    except JobrunError:
+        if not await polkit.check(bus, sender, polkit.ACTION_MANAGE_ALL):
+            raise
+        return dataclasses.replace(caller, admin=True), spec, None
+    if (
+        not queued(spec)
+        and capped == spec
+        and limits == manager.slice_limits_of(caller.unit_context().slice_name)
+    ):
+        return caller, capped, limits
+    if await polkit.check(bus, sender, polkit.ACTION_MANAGE_ALL):
+        return dataclasses.replace(caller, admin=True), spec, None
+    return caller, capped, limits
+
+
+def _local_caller(uid: int) -> Caller:
+    """A local user by uid, before polkit is asked: only root is an admin yet."""
     try:
         user = pwd.getpwuid(uid).pw_name
     except KeyError:
         raise PermissionDenied(f"uid {uid} has no user name on this host") from None
+    return Caller(uid, user, admin=uid == 0)
+
+
+async def dbus_caller(bus: MessageBus, sender: str, uid: int) -> Caller:
+    """The Caller of a D-Bus request whose sender the bus says is `uid`."""
+    caller = _local_caller(uid)
     if uid == 0:
-        return Caller(0, user, admin=True)
-    admin = await polkit.check(bus, sender, polkit.ACTION_MANAGE_ALL)
-    return Caller(uid, user, admin=admin)
+        return caller
+    return dataclasses.replace(
+        caller, admin=await polkit.check(bus, sender, polkit.ACTION_MANAGE_ALL)
+    )
 
 
 async def authorized_dbus_caller(
@@ -104,8 +150,15 @@ async def authorized_dbus_caller(
     the same order. Where both polkit questions are asked whatever the first answer (`start`'s
     action, which admins need too), they are asked at once: one round trip to polkitd instead
     of two in a row. `manage-own` is only asked of a non-admin, so after `manage-all`'s answer:
-    asking it anyway could ask an admin something (even interactively) that is not needed."""
+    asking it anyway could ask an admin something (even interactively) that is not needed.
+
+    Start (ADMIN_WHEN_IT_MATTERS) asks only its own action here: the caller comes back with
+    `admin` False, and `admit_start` asks `manage-all` where the answer matters."""
     action = ACTIONS.get(verb)
+    if verb in ADMIN_WHEN_IT_MATTERS and uid != 0 and sender is not None:
+        caller = _local_caller(uid)
+        await authorize(bus, sender, caller, verb, interactive)
+        return caller
     if uid == 0 or sender is None or action is None or action is _MANAGE:
         caller = await dbus_caller(bus, sender or "", uid)
         await authorize(bus, sender, caller, verb, interactive)

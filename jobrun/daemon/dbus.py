@@ -47,7 +47,7 @@ from ..wire import dbus as wire
 from ..wire.groups import decode_group_options, group_to_dict, groups_json
 from ..wire.jobs import job_json, jobs_json
 from ..wire.logs import pack_end, pack_error, pack_records
-from .admission import admit, admit_change, authorized_dbus_caller
+from .admission import admit, admit_change, admit_start, authorized_dbus_caller
 from .fairshare import MAX_STREAMS, PER_UID_STREAMS, FairShare
 from .schedule_verbs import ScheduleVerbs
 from .schedules import Scheduler
@@ -162,8 +162,13 @@ class Daemon(ScheduleVerbs, FairShare):
         stdin = wire.stdin_of(options, msg.unix_fds)
         # `run --pty`: the caller's pseudo-terminal, checked to be theirs (pty.py)
         tty = wire.stdin_of(options, msg.unix_fds, wire.TTY_OPTION)
-        spec, slice_limits = await admit(
-            self.config, self.manager, wire.decode_start(command, options), caller
+        caller, spec, slice_limits = await admit_start(
+            self.config,
+            self.manager,
+            wire.decode_start(command, options),
+            caller,
+            self.bus,
+            msg.sender or "",
         )
         # Through the dispatcher: a job of the queue (--group, --after, --retry) waits there.
         submit = self.dispatcher.submit if self.dispatcher else self.manager.start
