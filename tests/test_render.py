@@ -231,3 +231,82 @@ def test_the_fast_start_reads_the_id_of_every_reply() -> None:
     assert started_id('{"name": null, "id": "abcdefghij"}') == "abcdefghij"
     assert started_id('{"id": "ABCDEFGHIJ", "name": null}') == "ABCDEFGHIJ"
     assert started_id('{"id": "abcdefghijk", "name": null}') == "abcdefghijk"
+
+
+# JSON as jobrund sends it and beyond: any value, indented or not, ASCII-escaped or not.
+JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False)
+    | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+def _json_outcome(loads: Any, text: str) -> tuple[str, str]:
+    try:
+        return "value", json.dumps(loads(text), allow_nan=True)  # NaN == NaN as text
+    except Exception as e:
+        return type(e).__name__, str(e)
+
+
+@pytest.mark.unit
+@settings(max_examples=500, deadline=None)
+@given(
+    st.one_of(st.lists(JSON_VALUES), st.dictionaries(st.text(), JSON_VALUES), JSON_VALUES),
+    st.sampled_from([None, 2]),
+    st.booleans(),
+    st.sampled_from(["", " ", "\n", "x", "]", "}", ","]),
+)
+def test_the_fast_paths_json_is_jsons(
+    value: Any, indent: int | None, ascii_: bool, tail: str
+) -> None:
+    """fastcli.json_loads (json's C scanner, without importing json) decodes what json.loads
+    decodes, to the same value, and raises what it raises for the rest."""
+    from jobrun.fastcli import json_loads
+
+    text = json.dumps(value, indent=indent, ensure_ascii=ascii_)
+    for t in (text, text + tail, tail + text, text[: len(text) // 2]):
+        assert _json_outcome(json_loads, t) == _json_outcome(json.loads, t), t
+
+
+@pytest.mark.unit
+def test_the_fast_paths_json_reads_every_kind_of_job() -> None:
+    from jobrun.fastcli import json_loads
+
+    jobs = every_kind_of_job()
+    for text in [job_json(job) for job in jobs] + [jobs_json(jobs)]:
+        assert json_loads(text) == json.loads(text)
+    for constant in ("[NaN]", "[Infinity, -Infinity]", '{"a": NaN}'):
+        assert _json_outcome(json_loads, constant) == _json_outcome(json.loads, constant)
+
+
+@pytest.mark.unit
+@settings(max_examples=1000, deadline=None)
+@given(
+    st.one_of(
+        st.text("0123456789-T:.+ xZ", max_size=30),
+        st.datetimes().map(lambda d: d.isoformat()),
+        st.datetimes(timezones=st.timezones()).map(lambda d: d.isoformat()),
+        # one character of a timestamp changed: each place's check counts
+        st.tuples(
+            st.datetimes().map(lambda d: d.isoformat()),
+            st.integers(min_value=0, max_value=25),
+            st.sampled_from("0-T:.+ xZ"),
+        ).map(lambda t: t[0][: t[1]] + t[2] + t[0][t[1] + 1 :]),
+        # a timestamp cut short
+        st.tuples(st.datetimes().map(lambda d: d.isoformat()), st.integers(0, 26)).map(
+            lambda t: t[0][: t[1]]
+        ),
+    )
+)
+def test_timestamps_are_told_as_the_regex_told_them(text: str) -> None:
+    """render's plain path tells a timestamp (no emoji code in it) without `re`: as the regex it
+    replaced, for ASCII text (the only text it looks at)."""
+    import re
+
+    assert text.isascii()
+    regex = re.compile(r"\d{4}-\d\d-\d\dT[\d:.+\-]+")
+    assert render._timestamp(text) == bool(regex.fullmatch(text))
