@@ -1,4 +1,5 @@
-"""`python -m bench [--quick] [--only P1,P2,...] [--json FILE]`: run, then print the table."""
+"""`python -m bench [--quick] [--only P1,P2,...] [--json FILE] [--installed]`: run, then print
+the table."""
 
 from __future__ import annotations
 
@@ -101,18 +102,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny sizes: seconds per P")
     parser.add_argument("--only", default="", help="comma-separated subset, e.g. P3,P5")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    parser.add_argument(
+        "--installed",
+        action="store_true",
+        help="measure the jobrun apt installed (run with /usr/bin/python3: its /usr/bin/jobrun)",
+    )
     args = parser.parse_args(argv)
     only = {p.strip().upper() for p in args.only.split(",") if p.strip()}
     if only - set(MODULES):
         parser.error(f"--only takes {', '.join(sorted(MODULES))}")
     try:
-        prepare()
+        prepare(args.installed)
     except BenchError as e:
         print(f"bench: {e}", file=sys.stderr)
         return 2
     cfg = Config(quick=args.quick, work=scratch_dir() / f"run-{os.getpid()}")
     cfg.state.mkdir(parents=True, exist_ok=True)
     info = machine()
+    info["jobrun"] = "the installed package (/usr/bin/jobrun)" if args.installed else "this tree"
     rows: list[Row] = []
     timings: dict[str, float] = {}
     try:

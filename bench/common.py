@@ -156,9 +156,11 @@ def systemctl(*args: str) -> str:
 # -- the system under test ------------------------------------------------------------------
 
 
-def prepare() -> None:
+def prepare(installed: bool = False) -> None:
     """Make sure a real systemd with jobrun's system files is there (installing them into
-    tests/with-systemd's private systemd, which forgets them at teardown)."""
+    tests/with-systemd's private systemd, which forgets them at teardown). `installed`: measure
+    the jobrun that apt installed (its /usr/bin/jobrun and jobrund, as ../shared/tools'
+    try-installed sets one up), run by that Python (/usr/bin/python3 -m bench --installed)."""
     try:
         pid1 = Path("/proc/1/comm").read_text().strip()
     except OSError:
@@ -170,6 +172,12 @@ def prepare() -> None:
         )
     if os.geteuid() != 0:
         raise BenchError("the benchmark runs jobs in-process and as other users: run it as root")
+    if installed:
+        if Path(jobrun_argv()[0]) != Path("/usr/bin/jobrun"):
+            raise BenchError("--installed: run the benchmark with /usr/bin/python3, beside it")
+        if not Path("/usr/share/dbus-1/system-services/org.jobrun.Manager1.service").exists():
+            raise BenchError("--installed: jobrun's package is not installed here")
+        return  # its bytecode is dh_python3's
     sys.path.insert(0, str(ROOT))
     from tests import install
 
