@@ -320,3 +320,34 @@ def test_the_common_commands_take_the_fast_path(who: str, mode: str, args: list[
         if "--json" not in args:  # replies read by json's C scanner (fastcli.json_loads)
             lean |= {"json", "re"}
         assert not imported & lean, sorted(imported)
+
+
+ACTIVATION = Path("/usr/share/dbus-1/system-services/org.jobrun.Manager1.service")
+
+
+def _reload_bus() -> None:
+    subprocess.run(
+        ["busctl", "call", "org.freedesktop.DBus", "/org/freedesktop/DBus",
+         "org.freedesktop.DBus", "ReloadConfig"], check=True,
+    )  # fmt: skip
+
+
+def test_a_user_without_jobrund_hears_what_the_full_cli_says() -> None:
+    """A user's commands go to jobrund without asking first whether it is there (a round trip
+    of every command): where it is not, the bus's answer hands them to the full CLI, and what
+    the user reads is the full CLI's, byte for byte. Where it is, they work as in daemon mode."""
+    job = finished_job("alice", "daemon")
+    lines = [["start", "--", "true"], ["stop", job], ["status", job], ["list"], ["logs", job]]
+    for args in lines[2:]:
+        assert same("alice", "auto", args).returncode == 0, args
+    aside = ACTIVATION.with_name(ACTIVATION.name + ".aside")
+    ACTIVATION.rename(aside)
+    try:
+        _reload_bus()
+        subprocess.run(["systemctl", "stop", "jobrund.service"], check=True)
+        for args in lines:
+            proc = same("alice", "auto", args)
+            assert proc.returncode != 0 and proc.stderr, args
+    finally:
+        aside.rename(ACTIVATION)
+        _reload_bus()

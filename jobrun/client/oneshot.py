@@ -43,6 +43,11 @@ def bus_or_in_process() -> Connection | None:
         bus = Connection()
     except (OSError, BusError):
         raise Fallback from None
+    if wanted == "auto" and os.geteuid() != 0:
+        # Not root: jobrund or nothing (client/local.py refuses), so no question whether it is
+        # reachable first (a round trip of every command). Where it is not, the bus answers
+        # the call itself with ServiceUnknown, and `call` hands the command to the full CLI.
+        return bus
     if wanted == "auto" and not _daemon_reachable(bus, api.BUS_NAME):
         bus.close()
         _in_process()
@@ -70,6 +75,9 @@ def _daemon_reachable(bus: Connection, name: str) -> bool:
     return False
 
 
+UNKNOWN = "org.freedesktop.DBus.Error.ServiceUnknown"
+
+
 def call(bus: Connection, member: str, body: list[Any]) -> list[Any]:
     """A method of jobrund's: its reply's body, or the JobrunError its error stands for (as
     client/dbus.py's DaemonBackend.call)."""
@@ -84,6 +92,8 @@ def call(bus: Connection, member: str, body: list[Any]) -> list[Any]:
     except (OSError, BusError) as e:
         raise SystemdUnavailable(f"lost the system bus: {e!r}") from e
     if reply.kind == ERROR:
+        if reply.error_name == UNKNOWN and os.environ.get("JOBRUN_MODE", "auto") == "auto":
+            raise Fallback  # the bus's answer: nothing reached jobrund (it never says this)
         raise reply_error(reply.error_name, reply.body)
     return reply.body
 
