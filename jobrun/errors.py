@@ -174,10 +174,15 @@ def error_from_name(name: str | None, text: str) -> JobrunError:
     return cls(message, hint)
 
 
+# The bus's own answer to a call whose destination is not there (and cannot be started): the call
+# reached no one. jobrund never answers with it.
+SERVICE_UNKNOWN = "org.freedesktop.DBus.Error.ServiceUnknown"
+
+
 def reply_error(name: str | None, body: list[object] | tuple[object, ...]) -> JobrunError:
     """The JobrunError of an error reply to a call to jobrund (the bus's, when jobrund is not
     there to answer, included)."""
-    if name == "org.freedesktop.DBus.Error.ServiceUnknown":
+    if name == SERVICE_UNKNOWN:
         return SystemdUnavailable(
             "jobrund is not reachable on the system bus",
             "is the package installed? systemctl status jobrund",

@@ -346,8 +346,7 @@ def started_id(text: str) -> str:
     job_id = text[len(head) : len(head) + 10]
     if (
         text.startswith(head)
-        and text[len(head) + 10 : len(head) + 12] == '",'
-        and len(job_id) == 10
+        and text[len(head) + 10 : len(head) + 12] == '",'  # so job_id has ten characters
         and all(c in "0123456789abcdefghijklmnopqrstuvwxyz" for c in job_id)
     ):
         return job_id

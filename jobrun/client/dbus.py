@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import dbus_api as api
 from ..aio import wait_event
-from ..errors import SystemdUnavailable, error_from_name, reply_error
+from ..errors import SERVICE_UNKNOWN, SystemdUnavailable, error_from_name, reply_error
 from .backend import Backend, resume_after
 
 if TYPE_CHECKING:
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 MAX_PENDING_CALLS = 64  # per bus connection (dbus-daemon allows 128)
 PIPE_SIZE = 1 << 20  # of the pipe jobrund sends output through
-_UNREACHABLE = ("org.freedesktop.DBus.Error.ServiceUnknown", "org.freedesktop.DBus.Error.NoReply")
+_UNREACHABLE = (SERVICE_UNKNOWN, "org.freedesktop.DBus.Error.NoReply")
 
 
 class DaemonBackend(Backend):

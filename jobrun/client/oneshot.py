@@ -75,14 +75,11 @@ def _daemon_reachable(bus: Connection, name: str) -> bool:
     return False
 
 
-UNKNOWN = "org.freedesktop.DBus.Error.ServiceUnknown"
-
-
 def call(bus: Connection, member: str, body: list[Any]) -> list[Any]:
     """A method of jobrund's: its reply's body, or the JobrunError its error stands for (as
     client/dbus.py's DaemonBackend.call)."""
     from .. import dbus_api as api
-    from ..errors import SystemdUnavailable, reply_error
+    from ..errors import SERVICE_UNKNOWN, SystemdUnavailable, reply_error
     from .blocking import ALLOW_INTERACTIVE_AUTHORIZATION, ERROR, BusError
 
     try:
@@ -92,7 +89,7 @@ def call(bus: Connection, member: str, body: list[Any]) -> list[Any]:
     except (OSError, BusError) as e:
         raise SystemdUnavailable(f"lost the system bus: {e!r}") from e
     if reply.kind == ERROR:
-        if reply.error_name == UNKNOWN and os.environ.get("JOBRUN_MODE", "auto") == "auto":
+        if reply.error_name == SERVICE_UNKNOWN and os.environ.get("JOBRUN_MODE", "auto") == "auto":
             raise Fallback  # the bus's answer: nothing reached jobrund (it never says this)
         raise reply_error(reply.error_name, reply.body)
     return reply.body

@@ -105,7 +105,7 @@ async def admit_start(
     refuses it, the slice's limits are still to be set, the job goes to the queue, which keeps
     its caller) it is asked, and decides as `admit` always did. The caller, spec and limits as
     `submit` takes them."""
-    if caller.admin or caller.uid == 0:
+    if caller.admin:  # root (_local_caller), or already asked
         return (caller, *await admit(config, manager, spec, caller))
     try:
         capped, limits = await admit(config, manager, spec, caller)
